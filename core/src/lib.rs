@@ -1,0 +1,19 @@
+//! # lepus-core
+//!
+//! The allocation-free heart of Lepus, a toolkit for asynchronous tasks and RPC over RabbitMQ.
+//! Firmware links it to produce messages; the std adapters (`lepus`) use the very same code.
+//!
+//! - [`envelope`]: the talk's JSON wire format (`{"payload": ..., "metadata": ...}`) and a
+//!   compact postcard form, encoded into and decoded from caller buffers.
+//! - [`retry`]: the retry state machine: metadata + outcome -> ack, retry after a delay, or
+//!   dead-letter with a reason.
+//! - [`topic`]: AMQP topic matching with RabbitMQ's exact semantics, and a trie router.
+//! - [`exchange`]: direct, fanout, topic and headers exchange routing.
+//! - [`rpc`]: the table of pending RPC requests (correlation ids, deadlines, scatter-gather).
+//!
+//! Guarantees: `#![no_std]`, no `alloc`, no `unsafe`. No function panics on any input; a
+//! value that does not fit a fixed capacity is an error that names what is full. The crate
+//! reads no clock and no random number generator: callers pass `now` and random numbers in.
+#![cfg_attr(not(test), no_std)]
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]

@@ -1,0 +1,1 @@
+//! Runnable programs a new Lepus user starts from: see `src/bin/`.

@@ -1,0 +1,2 @@
+//! Integration tests across the Lepus crates live in `tests/tests/`; this library holds
+//! what they share.
