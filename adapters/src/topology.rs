@@ -139,7 +139,8 @@ mod tests {
         // A 250-byte queue name leaves no room for the suffix: an error, not a panic.
         let long = "q".repeat(250);
         assert!(wait_queue_name(&long, 86_400_000).is_err());
-        assert!(QueueSpec::new(long, "ex").validate().is_err());
+        assert!(QueueSpec::new(long.clone(), "ex").validate().is_ok());
+        assert!(QueueSpec::new(long + "q", "ex").validate().is_err(), "no room for .dead");
     }
 
     #[test]
