@@ -126,7 +126,7 @@ pub enum ErrorKind {
 pub struct Error {
     kind: ErrorKind,
     context: Option<Box<str>>,
-    source: Option<lapin::Error>,
+    source: Option<Box<lapin::Error>>,
 }
 
 /// `Result` with this crate's [`Error`].
@@ -198,7 +198,7 @@ impl Error {
         Error {
             kind,
             context: None,
-            source: Some(source),
+            source: Some(Box::new(source)),
         }
     }
 
@@ -219,7 +219,7 @@ impl Error {
         Error {
             kind,
             context: None,
-            source: Some(error),
+            source: Some(Box::new(error)),
         }
     }
 }
@@ -281,7 +281,7 @@ impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         self.source
             .as_ref()
-            .map(|e| e as &(dyn std::error::Error + 'static))
+            .map(|e| &**e as &(dyn std::error::Error + 'static))
     }
 }
 
@@ -303,6 +303,12 @@ mod tests {
             e.to_string(),
             "publish: message body of 10 bytes exceeds the limit of 5 bytes"
         );
+    }
+
+    #[test]
+    fn stays_small() {
+        // Returned on every path: keep `Result<T, Error>` cheap to move.
+        assert!(core::mem::size_of::<Error>() <= 80);
     }
 
     #[test]

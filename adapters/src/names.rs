@@ -97,7 +97,10 @@ pub fn check_property(name: &'static str, value: &str) -> Result<()> {
 /// Checks a body size against a limit.
 pub fn check_payload(size: usize, limit: usize) -> Result<()> {
     if size > limit {
-        return Err(Error::new(crate::ErrorKind::PayloadTooLarge { size, limit }));
+        return Err(Error::new(crate::ErrorKind::PayloadTooLarge {
+            size,
+            limit,
+        }));
     }
     Ok(())
 }
@@ -125,7 +128,10 @@ mod tests {
             ("", Some(NameProblem::Empty)),
             ("amq.mine", Some(NameProblem::ReservedPrefix)),
             ("amqp.ok", None),
-            ("with space", Some(NameProblem::InvalidChar { ch: ' ', at: 4 })),
+            (
+                "with space",
+                Some(NameProblem::InvalidChar { ch: ' ', at: 4 }),
+            ),
             ("é", Some(NameProblem::InvalidChar { ch: 'é', at: 0 })),
             ("a/b", Some(NameProblem::InvalidChar { ch: '/', at: 1 })),
         ];
@@ -162,7 +168,10 @@ mod tests {
         assert!(check_payload(10, 10).is_ok());
         assert_eq!(
             check_payload(11, 10).err().map(|e| e.kind()),
-            Some(ErrorKind::PayloadTooLarge { size: 11, limit: 10 })
+            Some(ErrorKind::PayloadTooLarge {
+                size: 11,
+                limit: 10
+            })
         );
     }
 }

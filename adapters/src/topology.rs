@@ -102,6 +102,7 @@ impl QueueSpec {
 
 /// The dead-letter queue of `queue`: `<queue>.dead`, validated.
 pub fn dead_letter_queue_name(queue: &str) -> Result<String> {
+    check_queue_name(queue)?;
     let name = format!("{queue}.dead");
     check_queue_name(&name)?;
     Ok(name)
@@ -109,6 +110,7 @@ pub fn dead_letter_queue_name(queue: &str) -> Result<String> {
 
 /// The wait queue of `queue` for a delay: `<queue>.wait.<ms>`, validated.
 pub fn wait_queue_name(queue: &str, delay_ms: u32) -> Result<String> {
+    check_queue_name(queue)?;
     let name = format!("{queue}.wait.{delay_ms}");
     check_queue_name(&name)?;
     Ok(name)
@@ -131,7 +133,10 @@ mod tests {
 
     #[test]
     fn derived_names() {
-        assert_eq!(dead_letter_queue_name("mailer").ok().as_deref(), Some("mailer.dead"));
+        assert_eq!(
+            dead_letter_queue_name("mailer").ok().as_deref(),
+            Some("mailer.dead")
+        );
         assert_eq!(
             wait_queue_name("mailer", 15_000).ok().as_deref(),
             Some("mailer.wait.15000")
@@ -139,8 +144,13 @@ mod tests {
         // A 250-byte queue name leaves no room for the suffix: an error, not a panic.
         let long = "q".repeat(250);
         assert!(wait_queue_name(&long, 86_400_000).is_err());
+        assert!(wait_queue_name("", 200).is_err(), "not `.wait.200`");
+        assert!(dead_letter_queue_name("amq.x").is_err());
         assert!(QueueSpec::new(long.clone(), "ex").validate().is_ok());
-        assert!(QueueSpec::new(long + "q", "ex").validate().is_err(), "no room for .dead");
+        assert!(
+            QueueSpec::new(long + "q", "ex").validate().is_err(),
+            "no room for .dead"
+        );
     }
 
     #[test]

@@ -79,7 +79,10 @@ async fn unacked_and_requeued_messages_are_redelivered() {
     assert_eq!(err.kind(), ErrorKind::AckLost);
     assert!(err.is_retryable());
     // So is a second ack of the same delivery.
-    assert_eq!(b2.ack().await.err().map(|e| e.kind()), Some(ErrorKind::AckLost));
+    assert_eq!(
+        b2.ack().await.err().map(|e| e.kind()),
+        Some(ErrorKind::AckLost)
+    );
     drop(sub);
     cleanup(&t, &spec, &[]).await;
 }

@@ -30,9 +30,14 @@ async fn publish_is_confirmed_with_properties_filled() {
         .with_header("retryCount", 2i64)
         .with_header("reason", "test");
     let body = br#"{"payload":{"adId":1},"metadata":{"className":"SendAdExpiredMail"}}"#;
-    t.publish(Publication::new(&spec.exchange, "mailer.ad.expired", body, &props))
-        .await
-        .unwrap();
+    t.publish(Publication::new(
+        &spec.exchange,
+        "mailer.ad.expired",
+        body,
+        &props,
+    ))
+    .await
+    .unwrap();
 
     // Read it back raw, to see the AMQP properties as any client would.
     let channel = t.connection().create_channel().await.unwrap();
@@ -44,8 +49,14 @@ async fn publish_is_confirmed_with_properties_filled() {
     let p = &got.delivery.properties;
     assert_eq!(got.delivery.data, body);
     assert_eq!(*p.delivery_mode(), Some(2), "persistent");
-    assert_eq!(p.kind().as_ref().map(|s| s.as_str()), Some("SendAdExpiredMail"));
-    assert_eq!(p.content_type().as_ref().map(|s| s.as_str()), Some("application/json"));
+    assert_eq!(
+        p.kind().as_ref().map(|s| s.as_str()),
+        Some("SendAdExpiredMail")
+    );
+    assert_eq!(
+        p.content_type().as_ref().map(|s| s.as_str()),
+        Some("application/json")
+    );
     assert_eq!(p.message_id().as_ref().map(|s| s.as_str()), Some("m-1"));
     assert_eq!(p.correlation_id().as_ref().map(|s| s.as_str()), Some("c-1"));
     assert_eq!(p.reply_to().as_ref().map(|s| s.as_str()), Some("replies"));
@@ -55,9 +66,14 @@ async fn publish_is_confirmed_with_properties_filled() {
     let _ = channel.close(200, "ok".into()).await;
 
     // Without a message id or timestamp, the publisher fills them in.
-    t.publish(Publication::new(&spec.exchange, "mailer.ad.x", b"{}", &Properties::new()))
-        .await
-        .unwrap();
+    t.publish(Publication::new(
+        &spec.exchange,
+        "mailer.ad.x",
+        b"{}",
+        &Properties::new(),
+    ))
+    .await
+    .unwrap();
     let mut sub = t.consume(&spec.name, 1).await.unwrap();
     let d = amqp_support::next_within(&mut sub, 2000).await.unwrap();
     assert!(d.message_id().is_some_and(|id| !id.is_empty()));
@@ -74,7 +90,12 @@ async fn unroutable_is_an_error_and_the_channel_survives() {
     let spec = setup(&t, "unroutable", "bound.key").await;
     let props = Properties::new();
     let err = t
-        .publish(Publication::new(&spec.exchange, "nobody.listens", b"x", &props))
+        .publish(Publication::new(
+            &spec.exchange,
+            "nobody.listens",
+            b"x",
+            &props,
+        ))
         .await
         .err()
         .unwrap();
@@ -94,11 +115,20 @@ async fn missing_exchange_is_refused_and_publishing_recovers() {
     let spec = setup(&t, "missing-ex", "k").await;
     let props = Properties::new();
     let err = t
-        .publish(Publication::new(&unique("no-such-exchange"), "k", b"x", &props))
+        .publish(Publication::new(
+            &unique("no-such-exchange"),
+            "k",
+            b"x",
+            &props,
+        ))
         .await
         .err()
         .unwrap();
-    assert_eq!(err.kind(), ErrorKind::BrokerRefused { reply_code: 404 }, "{err}");
+    assert_eq!(
+        err.kind(),
+        ErrorKind::BrokerRefused { reply_code: 404 },
+        "{err}"
+    );
     // The broker closed the publishing channel; the next publish opens a new one.
     t.publish(Publication::new(&spec.exchange, "k", b"x", &props))
         .await
@@ -119,7 +149,13 @@ async fn invalid_input_is_refused_before_sending() {
         .await
         .err()
         .unwrap();
-    assert_eq!(err.kind(), ErrorKind::PayloadTooLarge { size: 1025, limit: 1024 });
+    assert_eq!(
+        err.kind(),
+        ErrorKind::PayloadTooLarge {
+            size: 1025,
+            limit: 1024
+        }
+    );
 
     let long_key = "k".repeat(300);
     let err = t
@@ -129,7 +165,10 @@ async fn invalid_input_is_refused_before_sending() {
         .unwrap();
     assert!(matches!(
         err.kind(),
-        ErrorKind::InvalidName { what: NameKind::RoutingKey, .. }
+        ErrorKind::InvalidName {
+            what: NameKind::RoutingKey,
+            ..
+        }
     ));
 
     let long_header = Properties::new().with_header("h".repeat(256), 1i64);
@@ -174,8 +213,13 @@ async fn thousand_pipelined_publishes_are_confirmed() {
         let exchange = Arc::clone(&exchange);
         tasks.spawn(async move {
             let props = Properties::new().with_message_id(format!("single-{i}"));
-            t.publish(Publication::new(&exchange, "p.single", &i.to_be_bytes(), &props))
-                .await
+            t.publish(Publication::new(
+                &exchange,
+                "p.single",
+                &i.to_be_bytes(),
+                &props,
+            ))
+            .await
         });
     }
     while let Some(outcome) = tasks.join_next().await {
@@ -203,7 +247,10 @@ async fn thousand_pipelined_publishes_are_confirmed() {
     ];
     let outcomes = t.publish_batch(&mixed).await.unwrap();
     assert!(outcomes[0].is_ok());
-    assert!(outcomes[1].as_ref().err().is_some_and(|e| e.is_unroutable()));
+    assert!(outcomes[1]
+        .as_ref()
+        .err()
+        .is_some_and(|e| e.is_unroutable()));
 
     eprintln!("1,000 concurrent publishes: {concurrent:?}; batch of 1,000: {batched:?}");
     assert_eq!(wait_for_count(&t, &spec.name, 2001).await, 2001);

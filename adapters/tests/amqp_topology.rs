@@ -28,7 +28,11 @@ async fn declarations_are_idempotent() {
             QueueKind::Quorum => QueueKind::Classic,
         });
         let err = t.declare_queue(&other).await.err().unwrap();
-        assert_eq!(err.kind(), ErrorKind::BrokerRefused { reply_code: 406 }, "{err}");
+        assert_eq!(
+            err.kind(),
+            ErrorKind::BrokerRefused { reply_code: 406 },
+            "{err}"
+        );
         // ... and the transport keeps working.
         t.declare_queue(&spec).await.unwrap();
         cleanup(&t, &spec, &[]).await;
@@ -54,28 +58,51 @@ async fn wait_queue_returns_the_message_to_its_origin_queue_only() {
     let body = b"payload bytes stay identical";
     let mut sub = t.consume(&origin.name, 10).await.unwrap();
     let started = Instant::now();
-    t.publish_delayed(&origin.name, 200, body, &props).await.unwrap();
+    t.publish_delayed(&origin.name, 200, body, &props)
+        .await
+        .unwrap();
 
-    assert!(next_within(&mut sub, 120).await.is_none(), "arrived before the delay");
-    let d = next_within(&mut sub, 3000).await.expect("message came back");
+    assert!(
+        next_within(&mut sub, 120).await.is_none(),
+        "arrived before the delay"
+    );
+    let d = next_within(&mut sub, 3000)
+        .await
+        .expect("message came back");
     let waited = started.elapsed();
-    assert!(waited >= Duration::from_millis(190), "waited only {waited:?}");
+    assert!(
+        waited >= Duration::from_millis(190),
+        "waited only {waited:?}"
+    );
     assert_eq!(d.body, body);
     assert_eq!(d.message_id(), Some("retry-1"));
-    assert_eq!(d.properties.headers.get("retryCount"), Some(&HeaderValue::Int(1)));
-    assert!(d.properties.headers.contains_key("x-death"), "dead-lettered by the broker");
+    assert_eq!(
+        d.properties.headers.get("retryCount"),
+        Some(&HeaderValue::Int(1))
+    );
+    assert!(
+        d.properties.headers.contains_key("x-death"),
+        "dead-lettered by the broker"
+    );
     assert_eq!(d.exchange, "", "came back through the default exchange");
     assert_eq!(d.routing_key, origin.name);
     d.ack().await.unwrap();
 
     // A delay not declared up front gets its wait queue on first use.
-    t.publish_delayed(&origin.name, 150, b"lazy", &props).await.unwrap();
-    let d = next_within(&mut sub, 3000).await.expect("lazy delay came back");
+    t.publish_delayed(&origin.name, 150, b"lazy", &props)
+        .await
+        .unwrap();
+    let d = next_within(&mut sub, 3000)
+        .await
+        .expect("lazy delay came back");
     assert_eq!(d.body, b"lazy");
     d.ack().await.unwrap();
 
     assert_eq!(message_count(&t, &bystander.name).await, 0);
-    assert_eq!(message_count(&t, &format!("{}.wait.200", origin.name)).await, 0);
+    assert_eq!(
+        message_count(&t, &format!("{}.wait.200", origin.name)).await,
+        0
+    );
     drop(sub);
     cleanup(&t, &origin, &[150]).await;
     cleanup(&t, &bystander, &[]).await;
@@ -93,12 +120,19 @@ async fn dead_letter_queue_receives() {
     let props = Properties::new()
         .with_message_id("poison-1")
         .with_header("x-lepus-reason", "unknown type");
-    t.publish_dead_letter(&spec.name, b"poison", &props).await.unwrap();
-
-    // 2. Rejected without requeue: the queue dead-letters it by itself.
-    t.publish(Publication::new(&spec.exchange, "jobs.a", b"rejected", &Properties::new()))
+    t.publish_dead_letter(&spec.name, b"poison", &props)
         .await
         .unwrap();
+
+    // 2. Rejected without requeue: the queue dead-letters it by itself.
+    t.publish(Publication::new(
+        &spec.exchange,
+        "jobs.a",
+        b"rejected",
+        &Properties::new(),
+    ))
+    .await
+    .unwrap();
     let mut sub = t.consume(&spec.name, 1).await.unwrap();
     let d = next_within(&mut sub, 3000).await.unwrap();
     d.reject(false).await.unwrap();
@@ -109,7 +143,11 @@ async fn dead_letter_queue_receives() {
     let first = next_within(&mut dead_sub, 3000).await.unwrap();
     assert_eq!(first.body, b"poison");
     assert_eq!(
-        first.properties.headers.get("x-lepus-reason").and_then(HeaderValue::as_str),
+        first
+            .properties
+            .headers
+            .get("x-lepus-reason")
+            .and_then(HeaderValue::as_str),
         Some("unknown type")
     );
     let second = next_within(&mut dead_sub, 3000).await.unwrap();

@@ -13,18 +13,19 @@ pub async fn connect(config: &AmqpConfig) -> Result<Connection> {
         props = props.with_connection_name(name.as_str().into());
     }
     let shown = redact(&config.addr);
-    let hint = "set AMQP_ADDR to a running RabbitMQ";
-    match tokio::time::timeout(config.connect_timeout, Connection::connect(&config.addr, props))
-        .await
+    let hint = "set AMQP_ADDR to a running broker";
+    match tokio::time::timeout(
+        config.connect_timeout,
+        Connection::connect(&config.addr, props),
+    )
+    .await
     {
         Ok(Ok(connection)) => {
             tracing::debug!(addr = %shown, "connected to RabbitMQ");
             Ok(connection)
         }
-        Ok(Err(e)) => {
-            Err(Error::with_lapin(ErrorKind::ConnectionFailed, e)
-                .context(format!("cannot connect to RabbitMQ at {shown} ({hint})")))
-        }
+        Ok(Err(e)) => Err(Error::with_lapin(ErrorKind::ConnectionFailed, e)
+            .context(format!("RabbitMQ at {shown} ({hint})"))),
         Err(_) => Err(Error::new(ErrorKind::ConnectionFailed).context(format!(
             "no answer from RabbitMQ at {shown} within {:?} ({hint})",
             config.connect_timeout
@@ -58,7 +59,10 @@ mod tests {
             redact("amqp://guest:secret@host:5672/%2f"),
             "amqp://guest:***@host:5672/%2f"
         );
-        assert_eq!(redact("amqp://127.0.0.1:5672/%2f"), "amqp://127.0.0.1:5672/%2f");
+        assert_eq!(
+            redact("amqp://127.0.0.1:5672/%2f"),
+            "amqp://127.0.0.1:5672/%2f"
+        );
         assert_eq!(redact("nonsense"), "nonsense");
     }
 }

@@ -10,9 +10,8 @@ use crate::properties::{HeaderValue, Headers, Properties};
 const PERSISTENT: u8 = 2;
 
 fn short(what: NameKind, s: &str) -> Result<ShortString> {
-    ShortString::try_new(s).map_err(|_| {
-        Error::invalid_name(what, NameProblem::TooLong { len: s.len() })
-    })
+    ShortString::try_new(s)
+        .map_err(|_| Error::invalid_name(what, NameProblem::TooLong { len: s.len() }))
 }
 
 /// A short string for a name checked before (never fails on validated input; still no panic).
@@ -22,7 +21,11 @@ pub(crate) fn short_name(what: NameKind, s: &str) -> Result<ShortString> {
 
 /// Builds persistent AMQP properties. `message_id` and `timestamp` are the values the
 /// publisher settled on (given or filled in).
-pub(crate) fn to_amqp(props: &Properties, message_id: &str, timestamp: u64) -> Result<BasicProperties> {
+pub(crate) fn to_amqp(
+    props: &Properties,
+    message_id: &str,
+    timestamp: u64,
+) -> Result<BasicProperties> {
     let mut out = BasicProperties::default()
         .with_delivery_mode(PERSISTENT)
         .with_message_id(short(NameKind::Property("message_id"), message_id)?)
@@ -67,7 +70,10 @@ fn value_to_amqp(value: &HeaderValue) -> Result<AMQPValue> {
         HeaderValue::Bytes(b) => AMQPValue::ByteArray(ByteArray::from(b.as_slice())),
         HeaderValue::Timestamp(t) => AMQPValue::Timestamp(*t),
         HeaderValue::List(items) => AMQPValue::FieldArray(FieldArray::from(
-            items.iter().map(value_to_amqp).collect::<Result<Vec<_>>>()?,
+            items
+                .iter()
+                .map(value_to_amqp)
+                .collect::<Result<Vec<_>>>()?,
         )),
         HeaderValue::Table(t) => AMQPValue::FieldTable(table(t)?),
     })
@@ -83,7 +89,11 @@ pub(crate) fn from_amqp(props: &BasicProperties) -> Properties {
         timestamp: *props.timestamp(),
         correlation_id: s(props.correlation_id()),
         reply_to: s(props.reply_to()),
-        headers: props.headers().as_ref().map(headers_from).unwrap_or_default(),
+        headers: props
+            .headers()
+            .as_ref()
+            .map(headers_from)
+            .unwrap_or_default(),
     }
 }
 
@@ -147,7 +157,10 @@ mod tests {
             .with_header("reason", "boom")
             .with_header("ok", true)
             .with_header("bin", HeaderValue::Bytes(vec![0xff, 0]))
-            .with_header("x-death", HeaderValue::List(vec![HeaderValue::Table(nested)]));
+            .with_header(
+                "x-death",
+                HeaderValue::List(vec![HeaderValue::Table(nested)]),
+            );
         let amqp = to_amqp(&props, "id-1", 42);
         assert!(amqp.is_ok());
         let amqp = amqp.unwrap_or_default();

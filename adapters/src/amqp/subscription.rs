@@ -83,7 +83,9 @@ impl AmqpSubscription {
         self.channel
             .basic_cancel(self.consumer.tag(), BasicCancelOptions::default())
             .await
-            .map_err(|e| Error::from_lapin(e).context(format!("cancel consumer of {:?}", self.queue)))
+            .map_err(|e| {
+                Error::from_lapin(e).context(format!("cancel consumer of {:?}", self.queue))
+            })
     }
 }
 

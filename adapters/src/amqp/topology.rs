@@ -113,7 +113,11 @@ pub async fn declare_wait_queue(
     arg_str(&mut args, "x-dead-letter-routing-key", queue);
     if expire {
         // `wait_queue_expiry_ms` is at most 2 * u32::MAX + 60_000: fits an i64.
-        arg_int(&mut args, "x-expires", wait_queue_expiry_ms(delay_ms) as i64);
+        arg_int(
+            &mut args,
+            "x-expires",
+            wait_queue_expiry_ms(delay_ms) as i64,
+        );
     }
     declare(channel, &name, args).await?;
     Ok(name)
@@ -131,7 +135,10 @@ async fn declare(channel: &Channel, queue: &str, args: FieldTable) -> Result<()>
 pub async fn delete_queue(channel: &Channel, queue: &str) -> Result<()> {
     check_queue_name(queue)?;
     channel
-        .queue_delete(short_name(NameKind::Queue, queue)?, QueueDeleteOptions::default())
+        .queue_delete(
+            short_name(NameKind::Queue, queue)?,
+            QueueDeleteOptions::default(),
+        )
         .await
         .map(drop)
         .map_err(|e| Error::from_lapin(e).context(format!("delete queue {queue:?}")))

@@ -2,6 +2,7 @@
 //! `AMQP_ADDR` (default `amqp://127.0.0.1:5672/%2f`).
 #![allow(dead_code)]
 
+use std::io::Write;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -23,9 +24,11 @@ pub async fn connect_with(test: &str, config: AmqpConfig) -> Option<AmqpTranspor
             panic!("{test}: RabbitMQ is required (CI=true or LEPUS_REQUIRE_BROKER=1): {e}")
         }
         Err(e) => {
-            eprintln!(
+            // Straight to the process's stderr: the test harness captures `eprintln!`.
+            let _ = writeln!(
+                std::io::stderr(),
                 "\n##########\n## SKIPPED {test}: RabbitMQ unreachable: {e}\n\
-                 ## start RabbitMQ or set AMQP_ADDR; set LEPUS_REQUIRE_BROKER=1 to make this fail\n##########\n"
+                 ## start RabbitMQ or set AMQP_ADDR; set LEPUS_REQUIRE_BROKER=1 to make this fail\n##########"
             );
             None
         }
