@@ -1,8 +1,34 @@
 //! # lepus
 //!
-//! Std adapters of Lepus. The publisher, workers, RPC and the in-process broker land here;
-//! today the crate re-exports the allocation-free core.
+//! Std adapters of Lepus: the transport layer that moves bytes between the allocation-free
+//! core ([`core`]) and a broker.
+//!
+//! - [`Transport`]: declare topology, publish with confirms (single, pipelined, batch, into a
+//!   wait queue, into a dead-letter queue), consume with a prefetch, delete.
+//! - [`AmqpTransport`]: RabbitMQ through `lapin` 4 on tokio, connected from `AMQP_ADDR`.
+//! - [`topology`]: the queue layout (worker queue, `<queue>.dead`, `<queue>.wait.<ms>`).
+//! - [`names`]: validation of names and short strings before they reach the AMQP client.
+//! - [`Error`]: one error type around a small [`ErrorKind`].
+//!
+//! Guarantees: no `unsafe`; invalid names, oversized bodies and over-long properties are
+//! errors before anything is sent (the AMQP codec would panic on them); a publish returns only
+//! once the broker confirmed it; acknowledgements that had no effect are errors.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub use lepus_core as core;
+
+pub mod amqp;
+mod delivery;
+mod error;
+pub mod names;
+mod properties;
+pub mod topology;
+mod transport;
+
+pub use amqp::{AmqpConfig, AmqpSubscription, AmqpTransport, Publisher, DEFAULT_ADDR};
+pub use delivery::Delivery;
+pub use error::{Error, ErrorKind, NameKind, NameProblem, Result};
+pub use properties::{HeaderValue, Headers, Properties};
+pub use topology::{QueueKind, QueueSpec};
+pub use transport::{Publication, Subscription, Transport};

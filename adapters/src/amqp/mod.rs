@@ -1,0 +1,19 @@
+//! The RabbitMQ transport, over `lapin` on tokio.
+//!
+//! [`AmqpTransport`] implements [`crate::Transport`]; its parts can also be used alone:
+//! [`Publisher`] (confirm-mode publishing), [`AmqpSubscription`] (prefetch-limited
+//! consuming), [`topology`] (idempotent declarations) and [`connect`].
+
+mod config;
+mod connection;
+mod properties;
+mod publisher;
+mod subscription;
+pub mod topology;
+mod transport;
+
+pub use config::{AmqpConfig, DEFAULT_ADDR, DEFAULT_MAX_PAYLOAD};
+pub use connection::{connect, redact};
+pub use publisher::Publisher;
+pub use subscription::AmqpSubscription;
+pub use transport::AmqpTransport;

@@ -1,0 +1,183 @@
+//! Conversion between [`Properties`] and lapin's `BasicProperties`.
+
+use lapin::types::{AMQPValue, ByteArray, DecimalValue, FieldArray, FieldTable, ShortString};
+use lapin::BasicProperties;
+
+use crate::error::{Error, NameKind, NameProblem, Result};
+use crate::properties::{HeaderValue, Headers, Properties};
+
+/// `delivery_mode` of a persistent message.
+const PERSISTENT: u8 = 2;
+
+fn short(what: NameKind, s: &str) -> Result<ShortString> {
+    ShortString::try_new(s)
+        .map_err(|_| Error::invalid_name(what, NameProblem::TooLong { len: s.len() }))
+}
+
+/// A short string for a name checked before (never fails on validated input; still no panic).
+pub(crate) fn short_name(what: NameKind, s: &str) -> Result<ShortString> {
+    short(what, s)
+}
+
+/// Builds persistent AMQP properties. `message_id` and `timestamp` are the values the
+/// publisher settled on (given or filled in).
+pub(crate) fn to_amqp(
+    props: &Properties,
+    message_id: &str,
+    timestamp: u64,
+) -> Result<BasicProperties> {
+    let mut out = BasicProperties::default()
+        .with_delivery_mode(PERSISTENT)
+        .with_message_id(short(NameKind::Property("message_id"), message_id)?)
+        .with_timestamp(timestamp);
+    if let Some(t) = &props.message_type {
+        out = out.with_type(short(NameKind::Property("type"), t)?);
+    }
+    if let Some(c) = &props.content_type {
+        out = out.with_content_type(short(NameKind::Property("content_type"), c)?);
+    }
+    if let Some(c) = &props.correlation_id {
+        out = out.with_correlation_id(short(NameKind::Property("correlation_id"), c)?);
+    }
+    if let Some(r) = &props.reply_to {
+        out = out.with_reply_to(short(NameKind::Property("reply_to"), r)?);
+    }
+    if !props.headers.is_empty() {
+        out = out.with_headers(table(&props.headers)?);
+    }
+    Ok(out)
+}
+
+pub(crate) fn table(headers: &Headers) -> Result<FieldTable> {
+    let mut out = FieldTable::default();
+    for (key, value) in headers {
+        out.insert(short(NameKind::HeaderKey, key)?, value_to_amqp(value)?);
+    }
+    Ok(out)
+}
+
+fn value_to_amqp(value: &HeaderValue) -> Result<AMQPValue> {
+    Ok(match value {
+        HeaderValue::Void => AMQPValue::Void,
+        HeaderValue::Bool(b) => AMQPValue::Boolean(*b),
+        HeaderValue::Int(i) => AMQPValue::LongLongInt(*i),
+        HeaderValue::Float(f) => AMQPValue::Double(*f),
+        HeaderValue::Decimal { scale, value } => AMQPValue::DecimalValue(DecimalValue {
+            scale: *scale,
+            value: *value,
+        }),
+        HeaderValue::Str(s) => AMQPValue::LongString(s.as_bytes().into()),
+        HeaderValue::Bytes(b) => AMQPValue::ByteArray(ByteArray::from(b.as_slice())),
+        HeaderValue::Timestamp(t) => AMQPValue::Timestamp(*t),
+        HeaderValue::List(items) => AMQPValue::FieldArray(FieldArray::from(
+            items
+                .iter()
+                .map(value_to_amqp)
+                .collect::<Result<Vec<_>>>()?,
+        )),
+        HeaderValue::Table(t) => AMQPValue::FieldTable(table(t)?),
+    })
+}
+
+/// Reads AMQP properties. Never fails: unknown shapes are kept as close as possible.
+pub(crate) fn from_amqp(props: &BasicProperties) -> Properties {
+    let s = |v: &Option<ShortString>| v.as_ref().map(|v| v.as_str().to_owned());
+    Properties {
+        message_type: s(props.kind()),
+        content_type: s(props.content_type()),
+        message_id: s(props.message_id()),
+        timestamp: *props.timestamp(),
+        correlation_id: s(props.correlation_id()),
+        reply_to: s(props.reply_to()),
+        headers: props
+            .headers()
+            .as_ref()
+            .map(headers_from)
+            .unwrap_or_default(),
+    }
+}
+
+fn headers_from(table: &FieldTable) -> Headers {
+    table
+        .inner()
+        .iter()
+        .map(|(k, v)| (k.as_str().to_owned(), value_from_amqp(v)))
+        .collect()
+}
+
+fn bytes_or_str(bytes: &[u8]) -> HeaderValue {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => HeaderValue::Str(s.to_owned()),
+        Err(_) => HeaderValue::Bytes(bytes.to_vec()),
+    }
+}
+
+fn value_from_amqp(value: &AMQPValue) -> HeaderValue {
+    match value {
+        AMQPValue::Void => HeaderValue::Void,
+        AMQPValue::Boolean(b) => HeaderValue::Bool(*b),
+        AMQPValue::ShortShortInt(i) => HeaderValue::Int(i64::from(*i)),
+        AMQPValue::ShortShortUInt(i) => HeaderValue::Int(i64::from(*i)),
+        AMQPValue::ShortInt(i) => HeaderValue::Int(i64::from(*i)),
+        AMQPValue::ShortUInt(i) => HeaderValue::Int(i64::from(*i)),
+        AMQPValue::LongInt(i) => HeaderValue::Int(i64::from(*i)),
+        AMQPValue::LongUInt(i) => HeaderValue::Int(i64::from(*i)),
+        AMQPValue::LongLongInt(i) => HeaderValue::Int(*i),
+        AMQPValue::Float(f) => HeaderValue::Float(f64::from(*f)),
+        AMQPValue::Double(f) => HeaderValue::Float(*f),
+        AMQPValue::DecimalValue(d) => HeaderValue::Decimal {
+            scale: d.scale,
+            value: d.value,
+        },
+        AMQPValue::ShortString(s) => HeaderValue::Str(s.as_str().to_owned()),
+        AMQPValue::LongString(s) => bytes_or_str(s.as_bytes()),
+        AMQPValue::ByteArray(b) => HeaderValue::Bytes(b.as_slice().to_vec()),
+        AMQPValue::Timestamp(t) => HeaderValue::Timestamp(*t),
+        AMQPValue::FieldArray(a) => {
+            HeaderValue::List(a.as_slice().iter().map(value_from_amqp).collect())
+        }
+        AMQPValue::FieldTable(t) => HeaderValue::Table(headers_from(t)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip() {
+        let mut nested = Headers::new();
+        nested.insert("count".into(), HeaderValue::Int(2));
+        let props = Properties::new()
+            .with_type("SendAdExpiredMail")
+            .with_content_type("application/json")
+            .with_correlation_id("c-1")
+            .with_reply_to("replies")
+            .with_header("retryCount", 3i64)
+            .with_header("reason", "boom")
+            .with_header("ok", true)
+            .with_header("bin", HeaderValue::Bytes(vec![0xff, 0]))
+            .with_header(
+                "x-death",
+                HeaderValue::List(vec![HeaderValue::Table(nested)]),
+            );
+        let amqp = to_amqp(&props, "id-1", 42);
+        assert!(amqp.is_ok());
+        let amqp = amqp.unwrap_or_default();
+        assert_eq!(*amqp.delivery_mode(), Some(2));
+        let back = from_amqp(&amqp);
+        let expected = Properties {
+            message_id: Some("id-1".into()),
+            timestamp: Some(42),
+            ..props
+        };
+        assert_eq!(back, expected);
+    }
+
+    #[test]
+    fn long_strings_are_errors_not_panics() {
+        let props = Properties::new().with_header("k".repeat(300), 1i64);
+        assert!(to_amqp(&props, "id", 0).is_err());
+        assert!(to_amqp(&Properties::new(), &"i".repeat(256), 0).is_err());
+    }
+}

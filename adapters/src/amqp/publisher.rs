@@ -1,0 +1,244 @@
+//! Publishing to RabbitMQ with publisher confirms.
+//!
+//! One channel in confirm mode carries every publish. A publish sends its frames, then awaits
+//! the broker's confirmation of that message alone, so many publishes in flight (from
+//! concurrent tasks, or [`Publisher::publish_batch`]) share the round trips: confirmations
+//! pipeline. Every message is mandatory and persistent. When the broker closes the channel
+//! (for example after a publish to a missing exchange), the next publish opens a new one.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::types::ShortString;
+use lapin::{BasicProperties, Channel, Confirmation, Connection, PublisherConfirm};
+use tracing::Instrument;
+
+use crate::amqp::properties::{short_name, to_amqp};
+use crate::error::{Error, ErrorKind, NameKind, Result};
+use crate::names::{check_payload, check_routing_key, check_target_exchange};
+use crate::transport::Publication;
+
+/// Publishes with confirms on one channel of a connection.
+#[derive(Debug)]
+pub struct Publisher {
+    connection: Arc<Connection>,
+    channel: Mutex<Arc<Channel>>,
+    reopen: tokio::sync::Mutex<()>,
+    max_payload: usize,
+}
+
+/// A publication checked and converted, ready to send.
+struct Prepared {
+    exchange: ShortString,
+    routing_key: ShortString,
+    properties: BasicProperties,
+    message_id: String,
+}
+
+impl Publisher {
+    /// Opens a confirm-mode channel on `connection`. Bodies over `max_payload` bytes are
+    /// refused before sending.
+    pub async fn open(connection: Arc<Connection>, max_payload: usize) -> Result<Self> {
+        let channel = confirm_channel(&connection).await?;
+        Ok(Publisher {
+            connection,
+            channel: Mutex::new(Arc::new(channel)),
+            reopen: tokio::sync::Mutex::new(()),
+            max_payload,
+        })
+    }
+
+    /// The body size limit, in bytes.
+    pub fn max_payload(&self) -> usize {
+        self.max_payload
+    }
+
+    /// Publishes `body` to `exchange` with `routing_key` and waits for the broker's
+    /// confirmation. See [`crate::Transport::publish`].
+    pub async fn publish(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        body: &[u8],
+        properties: &crate::Properties,
+    ) -> Result<()> {
+        self.send(Publication::new(exchange, routing_key, body, properties))
+            .await
+    }
+
+    /// Publishes one [`Publication`] and waits for its confirmation.
+    pub async fn send(&self, publication: Publication<'_>) -> Result<()> {
+        let prepared = self.prepare(&publication)?;
+        let span = tracing::debug_span!(
+            "publish",
+            message_id = %prepared.message_id,
+            exchange = publication.exchange,
+            routing_key = publication.routing_key,
+        );
+        async {
+            let channel = self.channel().await?;
+            let confirm = send_frames(&channel, &prepared, publication.body).await;
+            let outcome = match confirm {
+                Ok(confirm) => confirmed(confirm.await),
+                Err(e) => Err(e),
+            };
+            outcome.map_err(|e| e.context(describe(&publication, &prepared)))
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Validates every publication (an invalid one fails the call before anything is sent),
+    /// sends them all, then awaits all confirmations. Per-message outcomes, in order.
+    pub async fn publish_batch(&self, batch: &[Publication<'_>]) -> Result<Vec<Result<()>>> {
+        let prepared = batch
+            .iter()
+            .map(|p| self.prepare(p))
+            .collect::<Result<Vec<_>>>()?;
+        let channel = self.channel().await?;
+        let mut pending = Vec::with_capacity(batch.len());
+        for (publication, prepared) in batch.iter().zip(&prepared) {
+            pending.push(send_frames(&channel, prepared, publication.body).await);
+        }
+        let mut outcomes = Vec::with_capacity(batch.len());
+        for ((confirm, publication), prepared) in pending.into_iter().zip(batch).zip(&prepared) {
+            let outcome = match confirm {
+                Ok(confirm) => confirmed(confirm.await),
+                Err(e) => Err(e),
+            };
+            outcomes.push(outcome.map_err(|e| e.context(describe(publication, prepared))));
+        }
+        Ok(outcomes)
+    }
+
+    fn prepare(&self, p: &Publication<'_>) -> Result<Prepared> {
+        check_target_exchange(p.exchange)?;
+        check_routing_key(p.routing_key)?;
+        check_payload(p.body.len(), self.max_payload)?;
+        p.properties.validate()?;
+        let message_id = match &p.properties.message_id {
+            Some(id) => id.clone(),
+            None => new_message_id(),
+        };
+        let timestamp = p.properties.timestamp.unwrap_or_else(now_seconds);
+        Ok(Prepared {
+            exchange: short_name(NameKind::Exchange, p.exchange)?,
+            routing_key: short_name(NameKind::RoutingKey, p.routing_key)?,
+            properties: to_amqp(p.properties, &message_id, timestamp)?,
+            message_id,
+        })
+    }
+
+    fn current(&self) -> Arc<Channel> {
+        match self.channel.lock() {
+            Ok(guard) => Arc::clone(&guard),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+
+    /// The publishing channel, reopened if the broker closed it.
+    async fn channel(&self) -> Result<Arc<Channel>> {
+        let current = self.current();
+        if current.status().connected() {
+            return Ok(current);
+        }
+        let _reopening = self.reopen.lock().await;
+        let current = self.current();
+        if current.status().connected() {
+            return Ok(current);
+        }
+        tracing::info!("publishing channel closed; opening a new one");
+        let fresh = Arc::new(confirm_channel(&self.connection).await?);
+        match self.channel.lock() {
+            Ok(mut guard) => *guard = Arc::clone(&fresh),
+            Err(poisoned) => *poisoned.into_inner() = Arc::clone(&fresh),
+        }
+        Ok(fresh)
+    }
+}
+
+async fn confirm_channel(connection: &Connection) -> Result<Channel> {
+    let channel = connection
+        .create_channel()
+        .await
+        .map_err(|e| Error::from_lapin(e).context("open publishing channel"))?;
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .map_err(|e| Error::from_lapin(e).context("enable publisher confirms"))?;
+    Ok(channel)
+}
+
+async fn send_frames(channel: &Channel, p: &Prepared, body: &[u8]) -> Result<PublisherConfirm> {
+    channel
+        .basic_publish(
+            p.exchange.clone(),
+            p.routing_key.clone(),
+            BasicPublishOptions {
+                mandatory: true,
+                immediate: false,
+            },
+            body,
+            p.properties.clone(),
+        )
+        .await
+        .map_err(Error::from_lapin)
+}
+
+fn confirmed(confirmation: lapin::Result<Confirmation>) -> Result<()> {
+    match confirmation.map_err(Error::from_lapin)? {
+        Confirmation::Ack(None) => Ok(()),
+        Confirmation::Ack(Some(returned)) | Confirmation::Nack(Some(returned)) => {
+            Err(Error::new(ErrorKind::Unroutable {
+                reply_code: returned.reply_code,
+            }))
+        }
+        Confirmation::Nack(None) => Err(Error::new(ErrorKind::Nacked)),
+        Confirmation::NotRequested => {
+            Err(Error::new(ErrorKind::Broker).context("publisher confirms are not enabled"))
+        }
+    }
+}
+
+fn describe(p: &Publication<'_>, prepared: &Prepared) -> String {
+    format!(
+        "publish of message {} to exchange {:?} with routing key {:?}",
+        prepared.message_id, p.exchange, p.routing_key
+    )
+}
+
+fn now_seconds() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// A message id unique to this process run: `<pid>-<start nanos>-<counter>`, in hex.
+fn new_message_id() -> String {
+    static PREFIX: OnceLock<String> = OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let prefix = PREFIX.get_or_init(|| {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        format!("{:x}-{:x}", std::process::id(), nanos)
+    });
+    format!("{prefix}-{:x}", COUNTER.fetch_add(1, Ordering::Relaxed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn message_ids_are_unique() {
+        let a = new_message_id();
+        let b = new_message_id();
+        assert_ne!(a, b);
+        assert!(a.len() < 64);
+    }
+}

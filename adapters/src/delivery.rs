@@ -1,0 +1,123 @@
+//! A message received from a queue, and its acknowledgement.
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::properties::Properties;
+
+/// A message delivered to a consumer. Settle it exactly once with [`Delivery::ack`],
+/// [`Delivery::nack`] or [`Delivery::reject`]; an unsettled delivery is redelivered when its
+/// subscription closes (at-least-once).
+#[derive(Debug)]
+pub struct Delivery {
+    /// The body bytes, as published.
+    pub body: Vec<u8>,
+    /// Properties and headers.
+    pub properties: Properties,
+    /// True when the broker delivered this message before (to this or another consumer).
+    pub redelivered: bool,
+    /// The delivery tag, increasing per subscription.
+    pub delivery_tag: u64,
+    /// The exchange the message was published to (`""` for the default exchange).
+    pub exchange: String,
+    /// The routing key the message was published with.
+    pub routing_key: String,
+    acker: Acknowledger,
+}
+
+/// Settles a delivery on the transport it came from.
+#[derive(Debug)]
+pub(crate) enum Acknowledger {
+    /// RabbitMQ, through lapin.
+    Amqp(lapin::Acker),
+}
+
+impl Delivery {
+    pub(crate) fn new(
+        body: Vec<u8>,
+        properties: Properties,
+        redelivered: bool,
+        delivery_tag: u64,
+        exchange: String,
+        routing_key: String,
+        acker: Acknowledger,
+    ) -> Self {
+        Delivery {
+            body,
+            properties,
+            redelivered,
+            delivery_tag,
+            exchange,
+            routing_key,
+            acker,
+        }
+    }
+
+    /// The message id property, if any.
+    pub fn message_id(&self) -> Option<&str> {
+        self.properties.message_id.as_deref()
+    }
+
+    /// Acknowledges this delivery: the broker forgets the message.
+    ///
+    /// [`ErrorKind::AckLost`] when the ack had no effect (channel closed or recovered,
+    /// delivery already settled): the broker will deliver the message again.
+    pub async fn ack(&self) -> Result<()> {
+        self.settle(Settle::Ack { multiple: false }).await
+    }
+
+    /// Acknowledges this delivery **and every earlier unsettled delivery** of the same
+    /// subscription, in one frame. Use it only when all those earlier deliveries are done.
+    pub async fn ack_multiple(&self) -> Result<()> {
+        self.settle(Settle::Ack { multiple: true }).await
+    }
+
+    /// Negatively acknowledges: with `requeue` the message goes back to its queue, without it
+    /// the queue dead-letters it (to `<queue>.dead` for queues declared by this crate).
+    pub async fn nack(&self, requeue: bool) -> Result<()> {
+        self.settle(Settle::Nack { requeue }).await
+    }
+
+    /// Rejects: like [`Delivery::nack`] of a single message.
+    pub async fn reject(&self, requeue: bool) -> Result<()> {
+        self.settle(Settle::Reject { requeue }).await
+    }
+
+    async fn settle(&self, how: Settle) -> Result<()> {
+        let settled = match &self.acker {
+            Acknowledger::Amqp(acker) => {
+                use lapin::options::{BasicAckOptions, BasicNackOptions, BasicRejectOptions};
+                match how {
+                    Settle::Ack { multiple } => acker.ack(BasicAckOptions { multiple }).await,
+                    Settle::Nack { requeue } => {
+                        acker
+                            .nack(BasicNackOptions {
+                                multiple: false,
+                                requeue,
+                            })
+                            .await
+                    }
+                    Settle::Reject { requeue } => {
+                        acker.reject(BasicRejectOptions { requeue }).await
+                    }
+                }
+                .map_err(Error::from_lapin)?
+            }
+        };
+        if settled {
+            Ok(())
+        } else {
+            tracing::warn!(
+                delivery_tag = self.delivery_tag,
+                message_id = self.message_id().unwrap_or(""),
+                "acknowledgement lost; the broker will redeliver"
+            );
+            Err(Error::new(ErrorKind::AckLost))
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Settle {
+    Ack { multiple: bool },
+    Nack { requeue: bool },
+    Reject { requeue: bool },
+}

@@ -1,0 +1,126 @@
+//! Shared helpers of the `amqp_*` integration tests, which run against the real RabbitMQ at
+//! `AMQP_ADDR` (default `amqp://127.0.0.1:5672/%2f`).
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use lepus::{AmqpConfig, AmqpTransport, Delivery, QueueSpec, Subscription, Transport};
+
+/// True when an unreachable broker must fail the test run (`CI=true` or
+/// `LEPUS_REQUIRE_BROKER=1`) instead of skipping.
+pub fn broker_required() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true")
+        || std::env::var("LEPUS_REQUIRE_BROKER").is_ok_and(|v| v == "1")
+}
+
+/// Connects with `config`; when the broker is unreachable, panics if it is required and
+/// otherwise prints a loud skip notice and returns `None`.
+pub async fn connect_with(test: &str, config: AmqpConfig) -> Option<AmqpTransport> {
+    match AmqpTransport::connect(config).await {
+        Ok(transport) => Some(transport),
+        Err(e) if broker_required() => {
+            panic!("{test}: RabbitMQ is required (CI=true or LEPUS_REQUIRE_BROKER=1): {e}")
+        }
+        Err(e) => {
+            // Straight to the process's stderr: the test harness captures `eprintln!`.
+            let _ = writeln!(
+                std::io::stderr(),
+                "\n##########\n## SKIPPED {test}: RabbitMQ unreachable: {e}\n\
+                 ## start RabbitMQ or set AMQP_ADDR; set LEPUS_REQUIRE_BROKER=1 to make this fail\n##########"
+            );
+            None
+        }
+    }
+}
+
+/// Connects to `AMQP_ADDR` with default settings, or skips (see [`connect_with`]).
+pub async fn connect(test: &str) -> Option<AmqpTransport> {
+    connect_with(test, AmqpConfig::from_env()).await
+}
+
+/// `let t = broker!("name");` returns from the test when the broker is unreachable and not
+/// required.
+#[macro_export]
+macro_rules! broker {
+    ($test:expr) => {
+        match amqp_support::connect($test).await {
+            Some(t) => t,
+            None => return,
+        }
+    };
+    ($test:expr, $config:expr) => {
+        match amqp_support::connect_with($test, $config).await {
+            Some(t) => t,
+            None => return,
+        }
+    };
+}
+
+/// A name unique to this test run: `lepus-test-<prefix>-<pid>-<nanos>-<n>`.
+pub fn unique(prefix: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!(
+        "lepus-test-{prefix}-{}-{nanos:x}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Number of ready messages in `queue` (passive declare).
+pub async fn message_count(t: &AmqpTransport, queue: &str) -> u32 {
+    let channel = t.connection().create_channel().await.unwrap();
+    let q = channel
+        .queue_declare(
+            queue.into(),
+            lapin::options::QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    let _ = channel.close(200, "ok".into()).await;
+    q.message_count()
+}
+
+/// Waits until `queue` holds `n` ready messages (broker counts lag a little), up to 5 s.
+pub async fn wait_for_count(t: &AmqpTransport, queue: &str, n: u32) -> u32 {
+    let mut count = 0;
+    for _ in 0..100 {
+        count = message_count(t, queue).await;
+        if count == n {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    count
+}
+
+/// The next delivery, or `None` after `ms` milliseconds.
+pub async fn next_within<S: Subscription>(sub: &mut S, ms: u64) -> Option<Delivery> {
+    match tokio::time::timeout(Duration::from_millis(ms), sub.next()).await {
+        Ok(Some(delivery)) => Some(delivery.unwrap()),
+        Ok(None) | Err(_) => None,
+    }
+}
+
+/// Deletes what a test declared: the queue of `spec`, its dead-letter and wait queues
+/// (`extra_delays` are delays declared lazily), and the exchange.
+pub async fn cleanup(t: &AmqpTransport, spec: &QueueSpec, extra_delays: &[u32]) {
+    let q = &spec.name;
+    let mut queues = vec![q.clone(), format!("{q}.dead")];
+    for d in spec.retry_delays_ms.iter().chain(extra_delays) {
+        queues.push(format!("{q}.wait.{d}"));
+    }
+    for queue in queues {
+        t.delete_queue(&queue).await.unwrap();
+    }
+    t.delete_exchange(&spec.exchange).await.unwrap();
+}
