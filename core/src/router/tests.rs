@@ -89,7 +89,10 @@ fn capacity_errors_name_what_is_full_and_change_nothing() {
 
     let mut r = Small::new();
     assert_eq!(r.bind(&"a".repeat(256), 1), Err(BindError::PatternTooLong));
-    assert_eq!(r.route(&"a".repeat(256), &mut [0; 4]), Err(RouteError::RoutingKeyTooLong));
+    assert_eq!(
+        r.route(&"a".repeat(256), &mut [0; 4]),
+        Err(RouteError::RoutingKeyTooLong)
+    );
     r.bind("#", 1).unwrap();
     r.bind("a", 2).unwrap();
     let mut out = [0u16; 1];
@@ -122,7 +125,7 @@ fn ten_thousand_bindings() {
         .stack_size(64 << 20)
         .spawn(|| {
             type Big = TopicRouter<u16, 32768, 65536, 262144, 16384>;
-            let mut r: Box<Big> = Box::new(Big::new());
+            let mut r: Box<Big> = Box::default();
             let mut patterns = Vec::new();
             for i in 0..10_000u16 {
                 let p = match i % 4 {
