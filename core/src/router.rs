@@ -2,7 +2,7 @@
 //! every matching destination once, in time independent of the number of bindings.
 //!
 //! Patterns are stored in a trie of words, as RabbitMQ's topic exchange does
-//! ([`rabbit_db_topic_exchange`](https://github.com/rabbitmq/rabbitmq-server/blob/main/deps/rabbit/src/rabbit_db_topic_exchange.erl)):
+//! ([`rabbit_exchange_type_topic`](https://github.com/rabbitmq/rabbitmq-server/blob/v3.10.x/deps/rabbit/src/rabbit_exchange_type_topic.erl)):
 //!
 //! - a node is a pattern prefix; the root is the empty pattern (zero words);
 //! - literal children are found through one open-addressing hash table keyed by
