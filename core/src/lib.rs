@@ -17,3 +17,8 @@
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
+
+pub mod retry;
+pub mod rpc;
+
+pub use retry::{decide, DeadLetterReason, Decision, Outcome, RetryMetadata};
