@@ -22,3 +22,4 @@ pub mod retry;
 pub mod rpc;
 
 pub use retry::{decide, DeadLetterReason, Decision, Outcome, RetryMetadata};
+pub use rpc::{PendingArray, PendingRequests};
