@@ -20,10 +20,14 @@
 
 pub mod exchange;
 pub mod headers;
+pub mod retry;
 pub mod router;
+pub mod rpc;
 pub mod topic;
 
 pub use exchange::{Exchange, ExchangeError, ExchangeKind, Message};
 pub use headers::{HeaderValue, HeadersError, XMatch};
+pub use retry::{decide, DeadLetterReason, Decision, Outcome, RetryMetadata};
 pub use router::{BindError, RouteError, TopicRouter};
+pub use rpc::{PendingArray, PendingRequests};
 pub use topic::TopicError;
