@@ -17,3 +17,12 @@
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
+
+pub mod envelope;
+pub mod retry;
+
+pub use envelope::{
+    decode_json, decode_json_raw, decode_postcard, decode_postcard_cobs, decode_postcard_raw,
+    encode_json, encode_json_raw, encode_postcard, encode_postcard_cobs, encode_postcard_raw,
+    rewrite_json, Envelope, Metadata, MetadataEdits, RawEnvelope, Text,
+};
