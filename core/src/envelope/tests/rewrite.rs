@@ -20,7 +20,8 @@ fn retry_increments_count_in_place_keeping_everything_else() {
         .unwrap()
         .replace(r#""retryCount": "0""#, r#""retryCount": 1"#);
     assert_eq!(core::str::from_utf8(&out[..n]).unwrap(), want);
-    let n2 = rewrite_json_retry(&out[..n].to_vec(), &mut out).unwrap();
+    let first = out[..n].to_vec();
+    let n2 = rewrite_json_retry(&first, &mut out).unwrap();
     let want2 = want.replace(r#""retryCount": 1"#, r#""retryCount": 2"#);
     assert_eq!(core::str::from_utf8(&out[..n2]).unwrap(), want2);
     assert_eq!(decode_json_raw(&out[..n2]).unwrap().metadata.retry.count, 2);
