@@ -127,10 +127,21 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<(RawEnvelope<'_>, Spans), DecodeErro
 }
 
 fn metadata_key(key: &Text<'_>) -> Option<Field> {
-    METADATA_KEYS
-        .iter()
-        .copied()
-        .find(|f| *key == f.wire_name())
+    match key.as_plain() {
+        Some("className") => Some(Field::ClassName),
+        Some("retryStrategy") => Some(Field::RetryStrategy),
+        Some("retryLimit") => Some(Field::RetryLimit),
+        Some("retryCount") => Some(Field::RetryCount),
+        Some("retryInterval") => Some(Field::RetryInterval),
+        Some("retryBackoff") => Some(Field::RetryBackoff),
+        Some("response_queue") => Some(Field::ResponseQueue),
+        Some("correlationId") => Some(Field::CorrelationId),
+        Some(_) => None,
+        None => METADATA_KEYS
+            .iter()
+            .copied()
+            .find(|f| *key == f.wire_name()),
+    }
 }
 
 fn parse_metadata<'a>(lx: &mut Lexer<'a>, spans: &mut Spans) -> Result<Metadata<'a>, DecodeError> {

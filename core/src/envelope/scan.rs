@@ -36,9 +36,11 @@ impl<'a> Lexer<'a> {
     }
 
     pub(crate) fn skip_ws(&mut self) {
-        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.peek() {
-            self.pos += 1;
-        }
+        let rest = self.src.as_bytes().get(self.pos..).unwrap_or_default();
+        self.pos += rest
+            .iter()
+            .take_while(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
+            .count();
     }
 
     /// Skips whitespace, then consumes `b` or fails.
@@ -77,6 +79,12 @@ impl<'a> Lexer<'a> {
         let bytes = self.src.as_bytes();
         let mut escaped = false;
         loop {
+            // Fast path: skip plain bytes in one pass.
+            let rest = bytes.get(self.pos..).unwrap_or_default();
+            self.pos += rest
+                .iter()
+                .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
+                .unwrap_or(rest.len());
             match bytes.get(self.pos) {
                 None => return Err(self.syntax()),
                 Some(b'"') => break,
@@ -101,11 +109,10 @@ impl<'a> Lexer<'a> {
     }
 
     fn digits(&mut self) -> usize {
-        let start = self.pos;
-        while let Some(b'0'..=b'9') = self.peek() {
-            self.pos += 1;
-        }
-        self.pos - start
+        let rest = self.src.as_bytes().get(self.pos..).unwrap_or_default();
+        let n = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+        self.pos += n;
+        n
     }
 
     /// Reads a number token; returns its text.

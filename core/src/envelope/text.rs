@@ -193,6 +193,7 @@ impl PartialEq for Text<'_> {
 impl Eq for Text<'_> {}
 
 impl PartialEq<str> for Text<'_> {
+    #[inline]
     fn eq(&self, other: &str) -> bool {
         if self.escaped {
             self.chars().eq(other.chars())
