@@ -1,0 +1,160 @@
+//! Proof that lepus-core never allocates: a counting global allocator wraps the system one,
+//! and every core operation (encoding, decoding, rewriting, matching, routing, deciding
+//! retries, the RPC table) runs between two readings of this thread's allocation count.
+//!
+//! Setup (building inputs, the test harness itself) may allocate; only the measured closures
+//! must not. The count is per thread so that other tests running in parallel cannot disturb it.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+
+use lepus_core::exchange::{Exchange, ExchangeKind, Message};
+use lepus_core::headers::{self, HeaderValue};
+use lepus_core::retry::{decide, Backoff, Outcome, RetryMetadata, Strategy};
+use lepus_core::router::TopicRouter;
+use lepus_core::rpc::{PendingArray, Slot};
+use lepus_core::topic;
+
+struct CountingAllocator;
+
+thread_local! {
+    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
+}
+
+// SAFETY: every call is forwarded unchanged to the system allocator; the counter is a plain
+// thread-local cell that never allocates.
+unsafe impl GlobalAlloc for CountingAllocator {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let _ = ALLOCATIONS.try_with(|c| c.set(c.get() + 1));
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let _ = ALLOCATIONS.try_with(|c| c.set(c.get() + 1));
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: CountingAllocator = CountingAllocator;
+
+/// Runs `f` and returns how many allocations it made on this thread.
+fn allocations_in<R>(f: impl FnOnce() -> R) -> (u64, R) {
+    let before = ALLOCATIONS.with(Cell::get);
+    let result = f();
+    let after = ALLOCATIONS.with(Cell::get);
+    (after - before, result)
+}
+
+fn assert_no_alloc<R>(what: &str, f: impl FnOnce() -> R) -> R {
+    let (count, result) = allocations_in(f);
+    assert_eq!(count, 0, "{what} allocated {count} times");
+    result
+}
+
+#[test]
+fn the_counter_sees_allocations() {
+    // Guards the guard: if counting were broken, every other assertion would pass vacuously.
+    let (count, v) = allocations_in(|| vec![1u8, 2, 3]);
+    assert_eq!(v.len(), 3);
+    assert!(count >= 1, "counting allocator did not see a Vec allocation");
+}
+
+#[test]
+fn topic_matching_and_routing_do_not_allocate() {
+    let matched = assert_no_alloc("topic::matches", || {
+        [
+            topic::matches("mailer.ad.*", "mailer.ad.expired"),
+            topic::matches("mailer.#", "mailer.ad.expired"),
+            topic::matches("#.#.#.#.#.#.b", "a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a"),
+            topic::try_matches("*", "").unwrap_or(true),
+        ]
+    });
+    assert_eq!(matched, [true, true, false, false]);
+
+    let mut router: Box<TopicRouter<u8, 64, 128, 512, 32>> = Box::new(TopicRouter::new());
+    let mut out = [0u8; 8];
+    let n = assert_no_alloc("TopicRouter bind/route/unbind", || {
+        router.bind("mailer.ad.expired", 1).unwrap();
+        router.bind("mailer.ad.*", 2).unwrap();
+        router.bind("mailer.#", 2).unwrap();
+        router.bind("mailer.user.*", 3).unwrap();
+        let n = router.route("mailer.ad.expired", &mut out).unwrap();
+        assert!(router.unbind("mailer.user.*", 3));
+        n
+    });
+    let mut routed = out[..n].to_vec();
+    routed.sort_unstable();
+    assert_eq!(routed, [1, 2], "queue 2 is bound twice and must get the message once");
+}
+
+#[test]
+fn exchange_and_headers_routing_do_not_allocate() {
+    let args = [("x-match", HeaderValue::Str("any")), ("format", HeaderValue::Str("pdf"))];
+    let headers_in = [("format", HeaderValue::Str("pdf")), ("size", HeaderValue::Int(3))];
+    let mut fanout: Exchange<'_, u8, 4> = Exchange::new(ExchangeKind::Fanout);
+    let mut direct: Exchange<'_, u8, 4> = Exchange::new(ExchangeKind::Direct);
+    let mut by_headers: Exchange<'_, u8, 4> = Exchange::new(ExchangeKind::Headers);
+    let mut out = [0u8; 4];
+    let counts = assert_no_alloc("Exchange bind/route and headers::matches", || {
+        fanout.bind("", &[], 1).unwrap();
+        fanout.bind("", &[], 2).unwrap();
+        direct.bind("invoice.created", &[], 3).unwrap();
+        by_headers.bind("", &args, 4).unwrap();
+        let message = Message { routing_key: "invoice.created", headers: &headers_in };
+        let a = fanout.route(&message, &mut out).unwrap();
+        let b = direct.route(&message, &mut out).unwrap();
+        let c = by_headers.route(&message, &mut out).unwrap();
+        (a, b, c, headers::matches(&args, &headers_in))
+    });
+    assert_eq!(counts, (2, 1, 1, true));
+}
+
+#[test]
+fn retry_decisions_do_not_allocate() {
+    let mut meta = RetryMetadata { strategy: Strategy::Repeat, limit: Some(5), ..Default::default() };
+    meta.intervals = Some([15_000u32, 30_000, 60_000].into_iter().collect());
+    let backoff = RetryMetadata {
+        strategy: Strategy::Backoff,
+        limit: Some(4),
+        backoff: Some(Backoff { base_ms: 100, factor: 3, max_ms: 5_000, jitter: true }),
+        ..Default::default()
+    };
+    let decisions = assert_no_alloc("retry::decide", || {
+        let mut delays = [0u32; 6];
+        let mut state = meta.clone();
+        let mut retries = 0;
+        while let lepus_core::Decision::Retry { delay_ms, next } = decide(&state, Outcome::Transient, 7) {
+            delays[retries] = delay_ms;
+            retries += 1;
+            state = next;
+        }
+        let b = decide(&backoff, Outcome::Transient, 12_345);
+        (retries, delays, matches!(b, lepus_core::Decision::Retry { .. }), decide(&meta, Outcome::Success, 0))
+    });
+    assert_eq!(decisions.0, 5);
+    assert_eq!(decisions.1, [15_000, 30_000, 60_000, 60_000, 60_000, 0]);
+    assert!(decisions.2);
+    assert_eq!(decisions.3, lepus_core::Decision::Ack);
+}
+
+#[test]
+fn rpc_table_does_not_allocate() {
+    let mut table: Box<PendingArray<u32, 64>> = Box::new(PendingArray::new());
+    let outcome = assert_no_alloc("rpc table", || {
+        for i in 0..10u32 {
+            table.register(0xfeed_0000_0000_0000_0000_0000_0000_0000 | u128::from(i), 1_000, i).unwrap();
+        }
+        let reply = table.complete(0xfeed_0000_0000_0000_0000_0000_0000_0003, 500).map(|f| f.value);
+        let duplicate = table.complete(0xfeed_0000_0000_0000_0000_0000_0000_0003, 501).is_err();
+        let group = table.open_group(2_000, &[1, 2, 3], |id| id as u32 * 100).unwrap();
+        let mut expired = 0;
+        table.expire(1_000, |_| expired += 1);
+        let progress = table.group_progress(group).map(|p| p.remaining);
+        (reply, duplicate, expired, progress, table.len())
+    });
+    assert_eq!(outcome, (Ok(3), true, 9, Some(3), 3));
+    let _ = Slot::<u32>::default;
+}
