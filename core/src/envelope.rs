@@ -111,8 +111,16 @@ pub fn decode_json_raw(bytes: &[u8]) -> Result<RawEnvelope<'_>, DecodeError> {
     decode::parse(bytes).map(|(raw, _)| raw)
 }
 
-/// Decodes a JSON envelope, its payload into `P` with `serde-json-core` (so `&str` fields of
-/// `P` borrow from the input and must hold no escapes).
+/// Size of the stack buffer [`decode_json`] unescapes payload strings into.
+pub const UNESCAPE_SCRATCH: usize = 256;
+
+/// Decodes a JSON envelope, its payload into `P` with `serde-json-core`.
+///
+/// String escapes in the payload are resolved: an owned string field (`heapless::String`)
+/// receives the unescaped text, through a stack buffer of [`UNESCAPE_SCRATCH`] bytes (use
+/// [`decode_json_with_scratch`] for longer escaped strings). A borrowed `&str` field borrows
+/// from the input, so it can only hold a string without escapes; one with escapes is a
+/// [`DecodeError::Payload`], never the raw escaped text.
 ///
 /// # Errors
 /// As [`decode_json_raw`], and [`DecodeError::Payload`] when the payload does not decode
@@ -133,9 +141,22 @@ pub fn decode_json_raw(bytes: &[u8]) -> Result<RawEnvelope<'_>, DecodeError> {
 pub fn decode_json<'a, P: Deserialize<'a>>(
     bytes: &'a [u8],
 ) -> Result<Envelope<'a, P>, DecodeError> {
+    let mut scratch = [0u8; UNESCAPE_SCRATCH];
+    decode_json_with_scratch(bytes, &mut scratch)
+}
+
+/// As [`decode_json`], unescaping payload strings into the caller's `scratch` buffer (each
+/// escaped string must fit in it). Never panics, never allocates.
+///
+/// # Errors
+/// As [`decode_json`].
+pub fn decode_json_with_scratch<'a, P: Deserialize<'a>>(
+    bytes: &'a [u8],
+    scratch: &mut [u8],
+) -> Result<Envelope<'a, P>, DecodeError> {
     let raw = decode_json_raw(bytes)?;
-    let (payload, _) =
-        serde_json_core::from_slice::<P>(raw.payload).map_err(|_| DecodeError::Payload)?;
+    let (payload, _) = serde_json_core::from_slice_escaped::<P>(raw.payload, scratch)
+        .map_err(|_| DecodeError::Payload)?;
     Ok(Envelope {
         payload,
         metadata: raw.metadata,

@@ -59,7 +59,10 @@ fn the_counter_sees_allocations() {
     // Guards the guard: if counting were broken, every other assertion would pass vacuously.
     let (count, v) = allocations_in(|| vec![1u8, 2, 3]);
     assert_eq!(v.len(), 3);
-    assert!(count >= 1, "counting allocator did not see a Vec allocation");
+    assert!(
+        count >= 1,
+        "counting allocator did not see a Vec allocation"
+    );
 }
 
 #[test]
@@ -68,7 +71,10 @@ fn topic_matching_and_routing_do_not_allocate() {
         [
             topic::matches("mailer.ad.*", "mailer.ad.expired"),
             topic::matches("mailer.#", "mailer.ad.expired"),
-            topic::matches("#.#.#.#.#.#.b", "a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a"),
+            topic::matches(
+                "#.#.#.#.#.#.b",
+                "a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a",
+            ),
             topic::try_matches("*", "").unwrap_or(true),
         ]
     });
@@ -87,13 +93,23 @@ fn topic_matching_and_routing_do_not_allocate() {
     });
     let mut routed = out[..n].to_vec();
     routed.sort_unstable();
-    assert_eq!(routed, [1, 2], "queue 2 is bound twice and must get the message once");
+    assert_eq!(
+        routed,
+        [1, 2],
+        "queue 2 is bound twice and must get the message once"
+    );
 }
 
 #[test]
 fn exchange_and_headers_routing_do_not_allocate() {
-    let args = [("x-match", HeaderValue::Str("any")), ("format", HeaderValue::Str("pdf"))];
-    let headers_in = [("format", HeaderValue::Str("pdf")), ("size", HeaderValue::Int(3))];
+    let args = [
+        ("x-match", HeaderValue::Str("any")),
+        ("format", HeaderValue::Str("pdf")),
+    ];
+    let headers_in = [
+        ("format", HeaderValue::Str("pdf")),
+        ("size", HeaderValue::Int(3)),
+    ];
     let mut fanout: Exchange<'_, u8, 4> = Exchange::new(ExchangeKind::Fanout);
     let mut direct: Exchange<'_, u8, 4> = Exchange::new(ExchangeKind::Direct);
     let mut by_headers: Exchange<'_, u8, 4> = Exchange::new(ExchangeKind::Headers);
@@ -103,7 +119,10 @@ fn exchange_and_headers_routing_do_not_allocate() {
         fanout.bind("", &[], 2).unwrap();
         direct.bind("invoice.created", &[], 3).unwrap();
         by_headers.bind("", &args, 4).unwrap();
-        let message = Message { routing_key: "invoice.created", headers: &headers_in };
+        let message = Message {
+            routing_key: "invoice.created",
+            headers: &headers_in,
+        };
         let a = fanout.route(&message, &mut out).unwrap();
         let b = direct.route(&message, &mut out).unwrap();
         let c = by_headers.route(&message, &mut out).unwrap();
@@ -114,25 +133,41 @@ fn exchange_and_headers_routing_do_not_allocate() {
 
 #[test]
 fn retry_decisions_do_not_allocate() {
-    let mut meta = RetryMetadata { strategy: Strategy::Repeat, limit: Some(5), ..Default::default() };
+    let mut meta = RetryMetadata {
+        strategy: Strategy::Repeat,
+        limit: Some(5),
+        ..Default::default()
+    };
     meta.intervals = Some([15_000u32, 30_000, 60_000].into_iter().collect());
     let backoff = RetryMetadata {
         strategy: Strategy::Backoff,
         limit: Some(4),
-        backoff: Some(Backoff { base_ms: 100, factor: 3, max_ms: 5_000, jitter: true }),
+        backoff: Some(Backoff {
+            base_ms: 100,
+            factor: 3,
+            max_ms: 5_000,
+            jitter: true,
+        }),
         ..Default::default()
     };
     let decisions = assert_no_alloc("retry::decide", || {
         let mut delays = [0u32; 6];
         let mut state = meta.clone();
         let mut retries = 0;
-        while let lepus_core::Decision::Retry { delay_ms, next } = decide(&state, Outcome::Transient, 7) {
+        while let lepus_core::Decision::Retry { delay_ms, next } =
+            decide(&state, Outcome::Transient, 7)
+        {
             delays[retries] = delay_ms;
             retries += 1;
             state = next;
         }
         let b = decide(&backoff, Outcome::Transient, 12_345);
-        (retries, delays, matches!(b, lepus_core::Decision::Retry { .. }), decide(&meta, Outcome::Success, 0))
+        (
+            retries,
+            delays,
+            matches!(b, lepus_core::Decision::Retry { .. }),
+            decide(&meta, Outcome::Success, 0),
+        )
     });
     assert_eq!(decisions.0, 5);
     assert_eq!(decisions.1, [15_000, 30_000, 60_000, 60_000, 60_000, 0]);
@@ -145,11 +180,23 @@ fn rpc_table_does_not_allocate() {
     let mut table: Box<PendingArray<u32, 64>> = Box::new(PendingArray::new());
     let outcome = assert_no_alloc("rpc table", || {
         for i in 0..10u32 {
-            table.register(0xfeed_0000_0000_0000_0000_0000_0000_0000 | u128::from(i), 1_000, i).unwrap();
+            table
+                .register(
+                    0xfeed_0000_0000_0000_0000_0000_0000_0000 | u128::from(i),
+                    1_000,
+                    i,
+                )
+                .unwrap();
         }
-        let reply = table.complete(0xfeed_0000_0000_0000_0000_0000_0000_0003, 500).map(|f| f.value);
-        let duplicate = table.complete(0xfeed_0000_0000_0000_0000_0000_0000_0003, 501).is_err();
-        let group = table.open_group(2_000, &[1, 2, 3], |id| id as u32 * 100).unwrap();
+        let reply = table
+            .complete(0xfeed_0000_0000_0000_0000_0000_0000_0003, 500)
+            .map(|f| f.value);
+        let duplicate = table
+            .complete(0xfeed_0000_0000_0000_0000_0000_0000_0003, 501)
+            .is_err();
+        let group = table
+            .open_group(2_000, &[1, 2, 3], |id| id as u32 * 100)
+            .unwrap();
         let mut expired = 0;
         table.expire(1_000, |_| expired += 1);
         let progress = table.group_progress(group).map(|p| p.remaining);

@@ -172,3 +172,30 @@ fn whole_number_forms() {
         );
     }
 }
+
+#[test]
+fn payload_string_escapes_are_resolved_never_passed_through() {
+    #[derive(serde::Deserialize)]
+    struct Mail {
+        subject: heapless::String<32>,
+    }
+    let bytes = br#"{"payload":{"subject":"Invoice \"42\" \/ paid \u00e9"},"metadata":{"className":"Mail"}}"#;
+    let env = decode_json::<Mail>(bytes).unwrap();
+    assert_eq!(env.payload.subject.as_str(), "Invoice \"42\" / paid \u{e9}");
+
+    // A borrowed field cannot hold unescaped text: an error, not the raw escaped bytes.
+    #[derive(Debug, serde::Deserialize)]
+    struct Borrowed<'a> {
+        #[allow(dead_code)]
+        subject: &'a str,
+    }
+    assert_eq!(
+        decode_json::<Borrowed<'_>>(bytes).unwrap_err(),
+        DecodeError::Payload
+    );
+    let plain = br#"{"payload":{"subject":"no escapes"},"metadata":{"className":"Mail"}}"#;
+    assert_eq!(
+        decode_json::<Borrowed<'_>>(plain).unwrap().payload.subject,
+        "no escapes"
+    );
+}
