@@ -24,8 +24,100 @@ fn panic(_: &PanicInfo) -> ! {
     loop {}
 }
 
+/// A sensor reading, as firmware would send it.
+#[derive(serde::Serialize, serde::Deserialize, PartialEq)]
+struct Reading {
+    sensor: u16,
+    millivolts: u32,
+}
+
+fn check(ok: bool, what: &str) -> bool {
+    if !ok {
+        print("lepus-core no_std check failed: ");
+        print(what);
+        print("\n");
+    }
+    ok
+}
+
+fn run() -> bool {
+    use lepus_core::envelope::{self, Envelope, Metadata};
+    use lepus_core::exchange::{Exchange, ExchangeKind, Message};
+    use lepus_core::headers::HeaderValue;
+    use lepus_core::retry::{self, Decision, Outcome, Strategy};
+    use lepus_core::router::TopicRouter;
+    use lepus_core::rpc::PendingArray;
+    use lepus_core::topic;
+
+    let mut ok = true;
+
+    // envelope: JSON and COBS-framed postcard, into fixed buffers.
+    let mut metadata = Metadata::new("SensorReading");
+    metadata.retry.strategy = Strategy::Repeat;
+    metadata.retry.limit = Some(3);
+    let reading = Envelope {
+        payload: Reading {
+            sensor: 7,
+            millivolts: 3300,
+        },
+        metadata,
+    };
+    let mut json = [0u8; 256];
+    let mut frame = [0u8; 64];
+    let json_len = envelope::encode_json(&reading, &mut json).unwrap_or(0);
+    let frame_len = envelope::encode_postcard_cobs(&reading, &mut frame).unwrap_or(0);
+    ok &= check(json_len > frame_len && frame_len > 0, "envelope encode");
+    let decoded = envelope::decode_json::<Reading>(json.get(..json_len).unwrap_or(&[]));
+    ok &= check(
+        matches!(decoded, Ok(ref e) if e.payload == reading.payload),
+        "envelope decode",
+    );
+    let mut rewritten = [0u8; 256];
+    let n = envelope::rewrite_json_retry(json.get(..json_len).unwrap_or(&[]), &mut rewritten);
+    ok &= check(n.is_ok(), "envelope rewrite");
+
+    // retry: a transient failure under "repeat" is retried.
+    let decision = retry::decide(&reading.metadata.retry, Outcome::Transient, 0);
+    ok &= check(matches!(decision, Decision::Retry { .. }), "retry decision");
+
+    // topic + router + exchange.
+    ok &= check(
+        topic::matches("sensor.*.voltage", "sensor.7.voltage"),
+        "topic match",
+    );
+    let mut router: TopicRouter<u8, 16, 32, 128, 8> = TopicRouter::new();
+    let bound = router.bind("sensor.#", 1).is_ok() && router.bind("sensor.*.voltage", 2).is_ok();
+    let mut out = [0u8; 4];
+    let routed = router.route("sensor.7.voltage", &mut out).unwrap_or(0);
+    ok &= check(bound && routed == 2, "topic router");
+    let args = [
+        ("x-match", HeaderValue::Str("all")),
+        ("unit", HeaderValue::Str("mV")),
+    ];
+    let mut by_headers: Exchange<'_, u8, 4> = Exchange::new(ExchangeKind::Headers);
+    let headers = [("unit", HeaderValue::Str("mV"))];
+    let message = Message {
+        routing_key: "",
+        headers: &headers,
+    };
+    let routed =
+        by_headers.bind("", &args, 3).is_ok() && by_headers.route(&message, &mut out) == Ok(1);
+    ok &= check(routed, "headers exchange");
+
+    // rpc: one request registered and completed.
+    let mut pending: PendingArray<u8, 8> = PendingArray::new();
+    let registered = pending.register(0x1234, 1_000, 9).is_ok();
+    let completed = matches!(pending.complete(0x1234, 10), Ok(f) if f.value == 9);
+    ok &= check(registered && completed, "rpc table");
+    ok
+}
+
 #[unsafe(no_mangle)]
 pub extern "C" fn main(_argc: i32, _argv: *const *const u8) -> i32 {
-    print("lepus-core no_std check: ok\n");
-    0
+    if run() {
+        print("lepus-core no_std check: ok (envelope, retry, topic, router, exchange, headers, rpc)\n");
+        0
+    } else {
+        1
+    }
 }

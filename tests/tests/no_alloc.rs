@@ -8,6 +8,10 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
+use lepus_core::envelope::{
+    decode_json, decode_json_raw, decode_postcard, decode_postcard_cobs, encode_json,
+    encode_postcard, encode_postcard_cobs, rewrite_json_retry, Envelope, Metadata,
+};
 use lepus_core::exchange::{Exchange, ExchangeKind, Message};
 use lepus_core::headers::{self, HeaderValue};
 use lepus_core::retry::{decide, Backoff, Outcome, RetryMetadata, Strategy};
@@ -204,4 +208,50 @@ fn rpc_table_does_not_allocate() {
     });
     assert_eq!(outcome, (Ok(3), true, 9, Some(3), 3));
     let _ = Slot::<u32>::default;
+}
+
+#[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+struct SendAdExpiredMail {
+    #[serde(rename = "adId")]
+    ad_id: u32,
+    subject: heapless::String<32>,
+}
+
+#[test]
+fn envelope_encoding_decoding_and_rewriting_do_not_allocate() {
+    // The PHP side's form: numeric strings, escapes, an unknown key.
+    let php = br#"{"payload":{"adId":1,"subject":"Ad \"7\" expired"},"metadata":{"className":"App\\Mail\\SendAdExpiredMail","retryStrategy":"repeat","retryLimit":"5","retryCount":"0","retryInterval":[15,30,60,300,86400],"traceId":"abc"}}"#;
+    let mut json = [0u8; 512];
+    let mut rewritten = [0u8; 512];
+    let mut postcard = [0u8; 256];
+    let mut framed = [0u8; 256];
+    let results = assert_no_alloc("envelope encode/decode/rewrite", || {
+        let decoded = decode_json::<SendAdExpiredMail>(php).unwrap();
+        let class_ok = decoded.metadata.class_name == "App\\Mail\\SendAdExpiredMail";
+        let raw = decode_json_raw(php).unwrap();
+        let json_len = encode_json(&decoded, &mut json).unwrap();
+        let rewritten_len = rewrite_json_retry(php, &mut rewritten).unwrap();
+        let again = decode_json_raw(&rewritten[..rewritten_len]).unwrap();
+        let postcard_len = encode_postcard(&decoded, &mut postcard).unwrap();
+        let back = decode_postcard::<SendAdExpiredMail>(&postcard[..postcard_len]).unwrap();
+        let framed_len = encode_postcard_cobs(&decoded, &mut framed).unwrap();
+        let unframed =
+            decode_postcard_cobs::<SendAdExpiredMail>(&mut framed[..framed_len]).unwrap();
+        let fresh = Envelope {
+            payload: 3u8,
+            metadata: Metadata::new("Tick"),
+        };
+        let fresh_len = encode_json(&fresh, &mut json[json_len..]).unwrap();
+        (
+            class_ok,
+            decoded.payload.subject.len(),
+            raw.payload == again.payload,
+            again.metadata.retry.count,
+            back.payload == decoded.payload,
+            unframed.payload == decoded.payload,
+            json_len > postcard_len,
+            fresh_len > 0,
+        )
+    });
+    assert_eq!(results, (true, 14, true, 1, true, true, true, true));
 }
