@@ -17,3 +17,13 @@
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
+
+pub mod exchange;
+pub mod headers;
+pub mod router;
+pub mod topic;
+
+pub use exchange::{Exchange, ExchangeError, ExchangeKind, Message};
+pub use headers::{HeaderValue, HeadersError, XMatch};
+pub use router::{BindError, RouteError, TopicRouter};
+pub use topic::TopicError;
