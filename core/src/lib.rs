@@ -27,3 +27,11 @@ pub use exchange::{Exchange, ExchangeError, ExchangeKind, Message};
 pub use headers::{HeaderValue, HeadersError, XMatch};
 pub use router::{BindError, RouteError, TopicRouter};
 pub use topic::TopicError;
+pub mod envelope;
+pub mod retry;
+
+pub use envelope::{
+    decode_json, decode_json_raw, decode_postcard, decode_postcard_cobs, decode_postcard_raw,
+    encode_json, encode_json_raw, encode_postcard, encode_postcard_cobs, encode_postcard_raw,
+    rewrite_json, Envelope, Metadata, MetadataEdits, RawEnvelope, Text,
+};

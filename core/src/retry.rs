@@ -78,7 +78,12 @@ pub struct Backoff {
 
 impl Default for Backoff {
     fn default() -> Self {
-        Backoff { base_ms: 1_000, factor: 2, max_ms: 300_000, jitter: false }
+        Backoff {
+            base_ms: 1_000,
+            factor: 2,
+            max_ms: 300_000,
+            jitter: false,
+        }
     }
 }
 
