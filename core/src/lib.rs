@@ -18,20 +18,21 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod envelope;
 pub mod exchange;
 pub mod headers;
-pub mod router;
-pub mod topic;
-
-pub use exchange::{Exchange, ExchangeError, ExchangeKind, Message};
-pub use headers::{HeaderValue, HeadersError, XMatch};
-pub use router::{BindError, RouteError, TopicRouter};
-pub use topic::TopicError;
-pub mod envelope;
 pub mod retry;
+pub mod router;
+pub mod rpc;
+pub mod topic;
 
 pub use envelope::{
     decode_json, decode_json_raw, decode_postcard, decode_postcard_cobs, decode_postcard_raw,
     encode_json, encode_json_raw, encode_postcard, encode_postcard_cobs, encode_postcard_raw,
     rewrite_json, Envelope, Metadata, MetadataEdits, RawEnvelope, Text,
 };
+pub use exchange::{Exchange, ExchangeError, ExchangeKind, Message};
+pub use headers::{HeaderValue, HeadersError, XMatch};
+pub use retry::{decide, DeadLetterReason, Decision, Outcome, RetryMetadata};
+pub use router::{BindError, RouteError, TopicRouter};
+pub use topic::TopicError;

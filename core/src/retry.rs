@@ -105,3 +105,9 @@ pub struct RetryMetadata {
     /// `retryBackoff`; `None` when absent.
     pub backoff: Option<Backoff>,
 }
+
+mod decide;
+pub use decide::{backoff_delay, decide, DeadLetterReason, Decision, Outcome};
+
+#[cfg(test)]
+mod tests;
