@@ -581,10 +581,7 @@ async fn handle<T: Transport>(shared: &Shared<T>, delivery: &Delivery) -> Result
     let attempt = raw.metadata.retry.count.saturating_add(1);
     tracing::Span::current().record("attempt", attempt);
     let Some(entry) = shared.registry.lookup(&raw.metadata.class_name) else {
-        let error = format!(
-            "no handler for type {:?}",
-            raw.metadata.class_name.to_string()
-        );
+        let error = format!("no handler for type `{}`", raw.metadata.class_name);
         return dead(DeadLetterReason::UnknownType, error, attempt);
     };
     let retry = raw.metadata.retry.with_default(&entry.policy);
