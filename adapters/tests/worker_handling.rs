@@ -44,7 +44,11 @@ fn registry(log: &Log, fail_until: u32, reject: bool, panic_first: bool) -> Regi
 
 async fn handled_once_and_acked<T: Transport + 'static>(t: Arc<T>, name: &str) {
     let log = Log::default();
-    let worker = Worker::new(Arc::clone(&t), config(name), registry(&log, 0, false, false));
+    let worker = Worker::new(
+        Arc::clone(&t),
+        config(name),
+        registry(&log, 0, false, false),
+    );
     let spec = worker.queue_spec();
     let handle = worker.start().await.unwrap();
     let publisher = Publisher::new(Arc::clone(&t), spec.exchange.clone());
@@ -70,9 +74,17 @@ async fn handled_once_and_acked<T: Transport + 'static>(t: Arc<T>, name: &str) {
 async fn transient_retried_with_delays<T: Transport + 'static>(t: Arc<T>, name: &str) {
     let log = Log::default();
     // Policy repeat(3, [200, 400]): fails on attempts 1 and 2, succeeds on 3.
-    let worker = Worker::new(Arc::clone(&t), config(name), registry(&log, 2, false, false));
+    let worker = Worker::new(
+        Arc::clone(&t),
+        config(name),
+        registry(&log, 2, false, false),
+    );
     let spec = worker.queue_spec();
-    assert_eq!(spec.retry_delays_ms, vec![200, 400], "pre-declared from the policy");
+    assert_eq!(
+        spec.retry_delays_ms,
+        vec![200, 400],
+        "pre-declared from the policy"
+    );
     let handle = worker.start().await.unwrap();
     let publisher = Publisher::new(Arc::clone(&t), spec.exchange.clone());
     let id = publisher
@@ -107,13 +119,20 @@ async fn transient_retried_with_delays<T: Transport + 'static>(t: Arc<T>, name: 
         gap2 >= Duration::from_millis(380) && gap2 < Duration::from_millis(2_500),
         "second delay ~400 ms: {gap2:?}"
     );
-    assert_eq!((stats.retried, stats.succeeded, stats.dead_lettered), (2, 1, 0));
+    assert_eq!(
+        (stats.retried, stats.succeeded, stats.dead_lettered),
+        (2, 1, 0)
+    );
     cleanup(&*t, &spec).await;
 }
 
 async fn exhausted_goes_to_dead_letter<T: Transport + 'static>(t: Arc<T>, name: &str) {
     let log = Log::default();
-    let worker = Worker::new(Arc::clone(&t), config(name), registry(&log, u32::MAX, false, false));
+    let worker = Worker::new(
+        Arc::clone(&t),
+        config(name),
+        registry(&log, u32::MAX, false, false),
+    );
     let spec = worker.queue_spec();
     let handle = worker.start().await.unwrap();
     let publisher = Publisher::new(Arc::clone(&t), spec.exchange.clone());
@@ -122,7 +141,10 @@ async fn exhausted_goes_to_dead_letter<T: Transport + 'static>(t: Arc<T>, name: 
         note: "ünïcode \"quoted\"".into(),
     };
     let policy = RetryPolicy::repeat(2, [100]);
-    let before = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64;
+    let before = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
     let id = publisher
         .send_with(&job, &SendOptions::new().retry_policy(policy))
         .await
@@ -134,19 +156,32 @@ async fn exhausted_goes_to_dead_letter<T: Transport + 'static>(t: Arc<T>, name: 
     assert_eq!(dead.len(), 1);
     let d = &dead[0];
     let expected_payload = serde_json::to_vec(&job).unwrap();
-    assert_eq!(payload_of(&d.body), expected_payload, "payload bytes identical");
+    assert_eq!(
+        payload_of(&d.body),
+        expected_payload,
+        "payload bytes identical"
+    );
     assert_eq!(retry_count_of(&d.body), 2);
     assert_eq!(d.message_id(), Some(id.as_str()));
     assert_eq!(header_str(d, HEADER_REASON), Some("retries-exhausted"));
     assert_eq!(header_str(d, HEADER_ERROR), Some("db down"));
     assert_eq!(header_int(d, HEADER_ATTEMPTS), Some(3));
     assert_eq!(header_str(d, HEADER_ORIGIN_QUEUE), Some(name));
-    assert_eq!(header_str(d, HEADER_ORIGIN_EXCHANGE), Some(spec.exchange.as_str()));
-    assert_eq!(header_str(d, HEADER_ORIGIN_ROUTING_KEY), Some("jobs.test.run"));
+    assert_eq!(
+        header_str(d, HEADER_ORIGIN_EXCHANGE),
+        Some(spec.exchange.as_str())
+    );
+    assert_eq!(
+        header_str(d, HEADER_ORIGIN_ROUTING_KEY),
+        Some("jobs.test.run")
+    );
     let failed_at = header_int(d, HEADER_FAILED_AT).unwrap();
     assert!(failed_at >= before && failed_at < before + 30_000);
     assert_eq!(d.properties.message_type.as_deref(), Some("LepusTestJob"));
-    assert_eq!((stats.retried, stats.dead_lettered, stats.succeeded), (2, 1, 0));
+    assert_eq!(
+        (stats.retried, stats.dead_lettered, stats.succeeded),
+        (2, 1, 0)
+    );
     let mut spec = spec;
     spec.retry_delays_ms.push(100);
     cleanup(&*t, &spec).await;
@@ -202,7 +237,11 @@ async fn panic_retried_and_worker_keeps_running<T: Transport + 'static>(t: Arc<T
     tokio::time::sleep(Duration::from_millis(200)).await;
     let stats = handle.shutdown().await.unwrap();
     let seen = log.all();
-    let n0: Vec<u32> = seen.iter().filter(|s| s.n == 0).map(|s| s.attempt).collect();
+    let n0: Vec<u32> = seen
+        .iter()
+        .filter(|s| s.n == 0)
+        .map(|s| s.attempt)
+        .collect();
     assert_eq!(n0, [1, 2]);
     assert_eq!(stats.panicked, 1);
     assert_eq!(stats.succeeded, 2);

@@ -9,7 +9,9 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use lepus::{Context, HandlerError, Publisher, Registry, RetryPolicy, SendOptions, Transport, Worker};
+use lepus::{
+    Context, HandlerError, Publisher, Registry, RetryPolicy, SendOptions, Transport, Worker,
+};
 use worker_support::*;
 
 const MESSAGES: u64 = 2_000;
@@ -18,7 +20,7 @@ const SEED: u64 = 0x1e905;
 /// Fails transiently on about one attempt in five, decided by (seed, n, attempt); never on
 /// attempt 4 or later, so `Job`'s default policy (3 retries) is never exhausted.
 fn fails(n: u64, attempt: u32) -> bool {
-    attempt <= 3 && splitmix(SEED ^ n.wrapping_mul(0x100) ^ u64::from(attempt)) % 5 == 0
+    attempt <= 3 && splitmix(SEED ^ n.wrapping_mul(0x100) ^ u64::from(attempt)).is_multiple_of(5)
 }
 
 async fn many_messages_exactly_once<T: Transport + 'static>(t: Arc<T>, name: &str) {
@@ -37,7 +39,10 @@ async fn many_messages_exactly_once<T: Transport + 'static>(t: Arc<T>, name: &st
             Ok(())
         }
     });
-    let config = config(name).prefetch(200).concurrency(64).retry_delays_ms([50]);
+    let config = config(name)
+        .prefetch(200)
+        .concurrency(64)
+        .retry_delays_ms([50]);
     let worker = Worker::new(Arc::clone(&t), config, registry);
     let spec = worker.queue_spec();
     let handle = worker.start().await.unwrap();
@@ -59,8 +64,8 @@ async fn many_messages_exactly_once<T: Transport + 'static>(t: Arc<T>, name: &st
         }
     }
     let mut sends = tokio::task::JoinSet::new();
-    for job in single.iter().cloned() {
-        let (p, o) = (publisher.clone(), policy.clone());
+    for job in single {
+        let (p, o, job) = (publisher.clone(), policy.clone(), job.clone());
         sends.spawn(async move { p.send_with(&job, &o).await });
     }
     while let Some(id) = sends.join_next().await {
@@ -76,7 +81,10 @@ async fn many_messages_exactly_once<T: Transport + 'static>(t: Arc<T>, name: &st
     let stats = handle.shutdown().await.unwrap();
     let successes = successes.lock().unwrap().clone();
     let duplicates: u32 = successes.values().map(|c| c - 1).sum();
-    let missing = sent.iter().filter(|id| !successes.contains_key(*id)).count();
+    let missing = sent
+        .iter()
+        .filter(|id| !successes.contains_key(*id))
+        .count();
     let failures = *failures.lock().unwrap();
     println!(
         "load: {} sent, {} handled, {missing} missing, {duplicates} duplicates, \
@@ -87,7 +95,10 @@ async fn many_messages_exactly_once<T: Transport + 'static>(t: Arc<T>, name: &st
     assert_eq!(missing, 0, "none lost");
     assert_eq!(duplicates, 0, "exactly once per message id");
     assert!(successes.keys().all(|id| sent.contains(id)));
-    assert!(failures > 200, "the seed does fail a good share: {failures}");
+    assert!(
+        failures > 200,
+        "the seed does fail a good share: {failures}"
+    );
     assert_eq!(stats.retried, failures);
     assert_eq!(stats.dead_lettered, 0);
     assert_eq!(stats.succeeded, MESSAGES);

@@ -38,19 +38,27 @@ async fn poison_is_dead_lettered<T: Transport + 'static>(t: Arc<T>, name: &str) 
     let json = || Properties::new().with_content_type("application/json");
 
     let unknown = br#"{"payload":{"n":1,"note":""},"metadata":{"className":"App\\Evil\\Gadget","retryCount":"4"}}"#.to_vec();
-    let malformed = br#"{"payload":{"n":1,"note":""},"metadata":{"className":"LepusTestJob""#.to_vec();
-    let wrong_type = br#"{"payload":{"n":1,"note":""},"metadata":{"className":"LepusTestJob"}}"#.to_vec();
+    let malformed =
+        br#"{"payload":{"n":1,"note":""},"metadata":{"className":"LepusTestJob""#.to_vec();
+    let wrong_type =
+        br#"{"payload":{"n":1,"note":""},"metadata":{"className":"LepusTestJob"}}"#.to_vec();
     let big_note = "x".repeat(4096);
     let oversized = format!(
         r#"{{"payload":{{"n":1,"note":"{big_note}"}},"metadata":{{"className":"LepusTestJob"}}}}"#
     )
     .into_bytes();
-    let bad_payload = br#"{"payload":{"n":"not a number"},"metadata":{"className":"LepusTestJob"}}"#.to_vec();
+    let bad_payload =
+        br#"{"payload":{"n":"not a number"},"metadata":{"className":"LepusTestJob"}}"#.to_vec();
 
     let cases: Vec<(&str, Vec<u8>, Properties, &str)> = vec![
         ("unknown", unknown, json(), "unknown-type"),
         ("malformed", malformed, json(), "malformed"),
-        ("wrong-ct", wrong_type, Properties::new().with_content_type("text/plain"), "wrong-content-type"),
+        (
+            "wrong-ct",
+            wrong_type,
+            Properties::new().with_content_type("text/plain"),
+            "wrong-content-type",
+        ),
         ("oversized", oversized, json(), "oversized"),
         // No content type at all is accepted; the payload then does not fit `Job`.
         ("bad-payload", bad_payload, Properties::new(), "malformed"),
@@ -80,11 +88,16 @@ async fn poison_is_dead_lettered<T: Transport + 'static>(t: Arc<T>, name: &str) 
         let d = by_id[id];
         assert_eq!(d.body, *body, "{id}: bytes identical");
         assert_eq!(header_str(d, HEADER_REASON), Some(*reason), "{id}");
-        assert!(header_str(d, HEADER_ERROR).is_some_and(|e| !e.is_empty()), "{id}");
+        assert!(
+            header_str(d, HEADER_ERROR).is_some_and(|e| !e.is_empty()),
+            "{id}"
+        );
     }
     // The unknown type's retry count is read (without decoding its payload).
     assert_eq!(header_int(by_id["unknown"], HEADER_ATTEMPTS), Some(5));
-    assert!(header_str(by_id["unknown"], HEADER_ERROR).unwrap().contains("App\\Evil\\Gadget"));
+    assert!(header_str(by_id["unknown"], HEADER_ERROR)
+        .unwrap()
+        .contains("App\\Evil\\Gadget"));
     assert_eq!(stats.dead_lettered, cases.len() as u64);
     assert_eq!(stats.succeeded, 1);
     cleanup(&*t, &spec).await;

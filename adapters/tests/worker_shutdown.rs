@@ -58,7 +58,11 @@ async fn graceful_shutdown_finishes_running<T: Transport + 'static>(t: Arc<T>, n
     assert_eq!(started.load(Ordering::SeqCst), 2, "nothing new started");
     assert_eq!(done.load(Ordering::SeqCst), 2, "running handlers finished");
     assert_eq!(stats.succeeded, 2);
-    assert_eq!(drain(&*t, name, 500).await, 8, "the rest is back in the queue");
+    assert_eq!(
+        drain(&*t, name, 500).await,
+        8,
+        "the rest is back in the queue"
+    );
     cleanup(&*t, &spec).await;
 }
 
@@ -67,7 +71,11 @@ async fn shutdown_timeout_requeues_running<T: Transport + 'static>(t: Arc<T>, na
     let config = config(name)
         .concurrency(4)
         .shutdown_timeout(Duration::from_millis(200));
-    let worker = Worker::new(Arc::clone(&t), config, slow_registry(&started, &done, 20_000));
+    let worker = Worker::new(
+        Arc::clone(&t),
+        config,
+        slow_registry(&started, &done, 20_000),
+    );
     let spec = worker.queue_spec();
     worker.declare().await.unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -92,7 +100,11 @@ async fn shutdown_timeout_requeues_running<T: Transport + 'static>(t: Arc<T>, na
     assert_eq!(done.load(Ordering::SeqCst), 0);
     assert_eq!(stats.requeued, 2);
     assert_eq!(stats.succeeded, 0);
-    assert_eq!(drain(&*t, name, 500).await, 2, "abandoned messages requeued");
+    assert_eq!(
+        drain(&*t, name, 500).await,
+        2,
+        "abandoned messages requeued"
+    );
     cleanup(&*t, &spec).await;
 }
 

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use lepus::core::decode_json_raw;
 use lepus::{
-    Delivery, HeaderValue, Message, Properties, Publication, QueueSpec, RetryPolicy,
-    Subscription, Transport, WorkerConfig,
+    Delivery, HeaderValue, Message, Properties, Publication, QueueSpec, RetryPolicy, Subscription,
+    Transport, WorkerConfig,
 };
 use serde::{Deserialize, Serialize};
 
@@ -100,8 +100,7 @@ pub async fn dead_letters<T: Transport>(t: &T, queue: &str, n: usize, ms: u64) -
 pub async fn drain<T: Transport>(t: &T, queue: &str, ms: u64) -> usize {
     let mut sub = t.consume(queue, 500).await.unwrap();
     let mut n = 0;
-    while let Ok(Some(Ok(d))) = tokio::time::timeout(Duration::from_millis(ms), sub.next()).await
-    {
+    while let Ok(Some(Ok(d))) = tokio::time::timeout(Duration::from_millis(ms), sub.next()).await {
         d.ack().await.unwrap();
         n += 1;
     }
