@@ -93,6 +93,8 @@ pub enum ErrorKind {
         /// The configured limit in bytes.
         limit: usize,
     },
+    /// A message could not be serialized into an envelope; nothing was sent.
+    Encode,
     /// The broker returned a mandatory message: no queue is bound for its routing key.
     Unroutable {
         /// AMQP reply code of the `basic.return` (312 `NO_ROUTE`).
@@ -172,7 +174,7 @@ impl Error {
     pub fn is_invalid_input(&self) -> bool {
         matches!(
             self.kind,
-            ErrorKind::InvalidName { .. } | ErrorKind::PayloadTooLarge { .. }
+            ErrorKind::InvalidName { .. } | ErrorKind::PayloadTooLarge { .. } | ErrorKind::Encode
         )
     }
 
@@ -244,6 +246,7 @@ impl fmt::Display for ErrorKind {
                 f,
                 "message body of {size} bytes exceeds the limit of {limit} bytes"
             ),
+            ErrorKind::Encode => f.write_str("message could not be encoded"),
             ErrorKind::Unroutable { reply_code } => write!(
                 f,
                 "message returned as unroutable (reply code {reply_code}): no queue is bound for its routing key"

@@ -9,6 +9,8 @@
 //! - [`topology`]: the queue layout (worker queue, `<queue>.dead`, `<queue>.wait.<ms>`).
 //! - [`names`]: validation of names and short strings before they reach the AMQP client.
 //! - [`Error`]: one error type around a small [`ErrorKind`].
+//! - [`Message`], [`Registry`], [`Publisher`], [`Worker`]: typed messages, their handlers,
+//!   the write model and the read model, generic over any [`Transport`].
 //!
 //! Guarantees: no `unsafe`; invalid names, oversized bodies and over-long properties are
 //! errors before anything is sent (the AMQP codec would panic on them); a publish returns only
@@ -21,14 +23,26 @@ pub use lepus_core as core;
 pub mod amqp;
 mod delivery;
 mod error;
+mod message;
 pub mod names;
 mod properties;
+mod publisher;
+mod registry;
 pub mod topology;
 mod transport;
+mod worker;
 
-pub use amqp::{AmqpConfig, AmqpSubscription, AmqpTransport, Publisher, DEFAULT_ADDR};
+pub use amqp::{AmqpConfig, AmqpSubscription, AmqpTransport, DEFAULT_ADDR};
 pub use delivery::Delivery;
 pub use error::{Error, ErrorKind, NameKind, NameProblem, Result};
+pub use message::{Message, RetryPolicy};
 pub use properties::{HeaderValue, Headers, Properties};
+pub use publisher::{new_message_id, Publisher, SendOptions, CONTENT_TYPE_JSON};
+pub use registry::{Context, HandlerError, HandlerErrorKind, Registry};
 pub use topology::{QueueKind, QueueSpec};
 pub use transport::{Publication, Subscription, Transport};
+pub use worker::{
+    Worker, WorkerConfig, WorkerHandle, WorkerStats, HEADER_ATTEMPTS, HEADER_ERROR,
+    HEADER_FAILED_AT, HEADER_ORIGIN_EXCHANGE, HEADER_ORIGIN_QUEUE, HEADER_ORIGIN_ROUTING_KEY,
+    HEADER_REASON,
+};

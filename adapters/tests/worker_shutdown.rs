@@ -1,0 +1,121 @@
+//! Worker against the real RabbitMQ: graceful shutdown finishes running handlers and
+//! requeues the rest; past the timeout, running handlers are abandoned and their messages
+//! requeued. Generic over `T: Transport`.
+
+mod amqp_support;
+mod worker_support;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use lepus::{Context, Publisher, Registry, Transport, Worker};
+use worker_support::*;
+
+/// Counts handler starts and completions; each handler sleeps `sleep_ms`.
+fn slow_registry(started: &Arc<AtomicUsize>, done: &Arc<AtomicUsize>, sleep_ms: u64) -> Registry {
+    let (started, done) = (Arc::clone(started), Arc::clone(done));
+    Registry::new().with(move |_job: Job, _ctx: Context| {
+        let (started, done) = (Arc::clone(&started), Arc::clone(&done));
+        async move {
+            started.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(sleep_ms)).await;
+            done.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        }
+    })
+}
+
+async fn wait_until(counter: &AtomicUsize, n: usize, ms: u64) -> usize {
+    let until = Instant::now() + Duration::from_millis(ms);
+    while counter.load(Ordering::SeqCst) < n && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    counter.load(Ordering::SeqCst)
+}
+
+async fn graceful_shutdown_finishes_running<T: Transport + 'static>(t: Arc<T>, name: &str) {
+    let (started, done) = (Arc::default(), Arc::default());
+    let config = config(name).concurrency(2).prefetch(10);
+    let worker = Worker::new(Arc::clone(&t), config, slow_registry(&started, &done, 500));
+    let spec = worker.queue_spec();
+    let handle = worker.start().await.unwrap();
+    let publisher = Publisher::new(Arc::clone(&t), spec.exchange.clone());
+    let jobs: Vec<Job> = (0..10)
+        .map(|n| Job {
+            n,
+            note: String::new(),
+        })
+        .collect();
+    for outcome in publisher.send_batch(&jobs).await.unwrap() {
+        outcome.unwrap();
+    }
+    assert_eq!(wait_until(&started, 2, 5_000).await, 2);
+    let t0 = Instant::now();
+    let stats = handle.shutdown().await.unwrap();
+    let took = t0.elapsed();
+    assert!(took < Duration::from_secs(4), "shutdown took {took:?}");
+    assert_eq!(started.load(Ordering::SeqCst), 2, "nothing new started");
+    assert_eq!(done.load(Ordering::SeqCst), 2, "running handlers finished");
+    assert_eq!(stats.succeeded, 2);
+    assert_eq!(
+        drain(&*t, name, 500).await,
+        8,
+        "the rest is back in the queue"
+    );
+    cleanup(&*t, &spec).await;
+}
+
+async fn shutdown_timeout_requeues_running<T: Transport + 'static>(t: Arc<T>, name: &str) {
+    let (started, done) = (Arc::default(), Arc::default());
+    let config = config(name)
+        .concurrency(4)
+        .shutdown_timeout(Duration::from_millis(200));
+    let worker = Worker::new(
+        Arc::clone(&t),
+        config,
+        slow_registry(&started, &done, 20_000),
+    );
+    let spec = worker.queue_spec();
+    worker.declare().await.unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(worker.run(async move {
+        let _ = stopped.await;
+    }));
+    let publisher = Publisher::new(Arc::clone(&t), spec.exchange.clone());
+    for n in 0..2 {
+        publisher
+            .send(&Job {
+                n,
+                note: String::new(),
+            })
+            .await
+            .unwrap();
+    }
+    assert_eq!(wait_until(&started, 2, 5_000).await, 2);
+    let t0 = Instant::now();
+    stop.send(()).unwrap();
+    let stats = running.await.unwrap().unwrap();
+    assert!(t0.elapsed() < Duration::from_secs(3), "{:?}", t0.elapsed());
+    assert_eq!(done.load(Ordering::SeqCst), 0);
+    assert_eq!(stats.requeued, 2);
+    assert_eq!(stats.succeeded, 0);
+    assert_eq!(
+        drain(&*t, name, 500).await,
+        2,
+        "abandoned messages requeued"
+    );
+    cleanup(&*t, &spec).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn amqp_graceful_shutdown_finishes_running_handlers() {
+    let t = broker!("worker_shutdown::amqp_graceful_shutdown_finishes_running_handlers");
+    graceful_shutdown_finishes_running(Arc::new(t), &amqp_support::unique("w-stop")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn amqp_shutdown_timeout_requeues_running_handlers() {
+    let t = broker!("worker_shutdown::amqp_shutdown_timeout_requeues_running_handlers");
+    shutdown_timeout_requeues_running(Arc::new(t), &amqp_support::unique("w-abort")).await;
+}
