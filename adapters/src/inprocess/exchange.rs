@@ -20,11 +20,11 @@ use crate::properties::{HeaderValue, Headers};
 pub(crate) type QueueId = u32;
 
 /// Trie nodes of a topic exchange (distinct pattern prefixes, plus the root).
-pub const TOPIC_NODES: usize = 1024;
+pub const TOPIC_NODES: usize = 2048;
 /// Literal-word hash slots of a topic exchange (at most 3/4 used).
-pub const TOPIC_EDGES: usize = 2048;
+pub const TOPIC_EDGES: usize = 4096;
 /// Word arena bytes of a topic exchange.
-pub const TOPIC_WORD_BYTES: usize = 16 * 1024;
+pub const TOPIC_WORD_BYTES: usize = 32 * 1024;
 /// Bindings of a topic exchange.
 pub const TOPIC_BINDINGS: usize = 1024;
 /// Bindings of a direct, fanout or headers exchange.
@@ -32,7 +32,8 @@ pub const MAX_TABLE_BINDINGS: usize = 4096;
 /// Bindings routed per call of core's [`Exchange`] for direct, fanout and headers exchanges.
 pub const ROUTE_CHUNK: usize = 32;
 
-/// The router of a topic exchange: about 100 KiB, always boxed (see the size test).
+/// The router of a topic exchange: about 160 KiB, so always boxed (see the size test). The
+/// nodes allow every binding a pattern of two new words.
 type Router = TopicRouter<QueueId, TOPIC_NODES, TOPIC_EDGES, TOPIC_WORD_BYTES, TOPIC_BINDINGS>;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -289,7 +290,8 @@ mod tests {
     #[test]
     fn router_stays_boxable() {
         // Boxed per topic exchange; keep it far below a thread's stack.
-        assert!(core::mem::size_of::<Router>() <= 128 * 1024);
+        let size = core::mem::size_of::<Router>();
+        assert!(size <= 192 * 1024, "{size}");
     }
 
     #[test]
