@@ -50,7 +50,9 @@ impl Broker {
 
     /// Connects to RabbitMQ with `config`.
     pub async fn amqp(config: AmqpConfig) -> Result<Self> {
-        Ok(Broker::Amqp(Box::new(AmqpTransport::connect(config).await?)))
+        Ok(Broker::Amqp(Box::new(
+            AmqpTransport::connect(config).await?,
+        )))
     }
 
     /// The in-process broker, if that is the choice (for its inspection helpers).
@@ -95,8 +97,8 @@ impl From<AmqpTransport> for Broker {
 pub enum BrokerSubscription {
     /// From the in-process broker.
     InProcess(InProcessSubscription),
-    /// From RabbitMQ.
-    Amqp(AmqpSubscription),
+    /// From RabbitMQ (boxed: it is much larger).
+    Amqp(Box<AmqpSubscription>),
 }
 
 impl Subscription for BrokerSubscription {
@@ -180,7 +182,7 @@ impl Transport for Broker {
             Broker::Amqp(t) => t
                 .consume(queue, prefetch)
                 .await
-                .map(BrokerSubscription::Amqp),
+                .map(|s| BrokerSubscription::Amqp(Box::new(s))),
         }
     }
 

@@ -31,11 +31,11 @@ mod properties;
 pub mod topology;
 mod transport;
 
-pub use broker::{connect, connect_to, Broker, BrokerSubscription};
-pub use inprocess::{InProcessBroker, InProcessSubscription};
 pub use amqp::{AmqpConfig, AmqpSubscription, AmqpTransport, Publisher, DEFAULT_ADDR};
+pub use broker::{connect, connect_to, Broker, BrokerSubscription};
 pub use delivery::Delivery;
 pub use error::{Error, ErrorKind, NameKind, NameProblem, Result};
+pub use inprocess::{InProcessBroker, InProcessSubscription};
 pub use properties::{HeaderValue, Headers, Properties};
 pub use topology::{QueueKind, QueueSpec};
 pub use transport::{Publication, Subscription, Transport};

@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use lepus::{
-    Delivery, ErrorKind, InProcessBroker, InProcessSubscription, NameKind, Properties,
-    Publication, QueueSpec, Transport,
+    Delivery, ErrorKind, InProcessBroker, InProcessSubscription, NameKind, Properties, Publication,
+    QueueSpec, Transport,
 };
 
 async fn setup(b: &InProcessBroker, n: u32) -> QueueSpec {
@@ -46,9 +46,18 @@ async fn publish_consume_ack() {
     let d = next_within(&mut sub, 100).await.unwrap();
     assert_eq!(d.body, b"{}");
     assert_eq!(d.message_id(), Some("m-1"));
-    assert_eq!(d.properties.message_type.as_deref(), Some("SendAdExpiredMail"));
-    assert_eq!(d.properties.headers.get("tenant").and_then(|v| v.as_str()), Some("eu"));
-    assert!(d.properties.timestamp.is_some(), "filled in like the AMQP publisher");
+    assert_eq!(
+        d.properties.message_type.as_deref(),
+        Some("SendAdExpiredMail")
+    );
+    assert_eq!(
+        d.properties.headers.get("tenant").and_then(|v| v.as_str()),
+        Some("eu")
+    );
+    assert!(
+        d.properties.timestamp.is_some(),
+        "filled in like the AMQP publisher"
+    );
     assert_eq!(d.exchange, "shop");
     assert_eq!(d.routing_key, "mailer.ad.expired");
     assert_eq!(d.delivery_tag, 1);
@@ -101,8 +110,16 @@ async fn invalid_input_is_refused_before_anything_is_enqueued() {
         .await
         .unwrap_err()
         .is_invalid_input());
-    assert!(b.declare_exchange("amq.mine").await.unwrap_err().is_invalid_input());
-    assert!(b.consume("no space", 1).await.unwrap_err().is_invalid_input());
+    assert!(b
+        .declare_exchange("amq.mine")
+        .await
+        .unwrap_err()
+        .is_invalid_input());
+    assert!(b
+        .consume("no space", 1)
+        .await
+        .unwrap_err()
+        .is_invalid_input());
     // A batch with one invalid publication sends nothing.
     let ok = Publication::new("shop", "k", b"x", &props);
     let too_big = Publication::new("shop", "k", &[0; 9], &props);
@@ -270,7 +287,11 @@ async fn cancel_stops_the_flow_but_settling_still_works() {
     sub.cancel().await.unwrap();
     assert!(next_within(&mut sub, 100).await.is_none());
     d.ack().await.unwrap();
-    assert_eq!(b.message_count("work").unwrap(), 2, "nothing more delivered");
+    assert_eq!(
+        b.message_count("work").unwrap(),
+        2,
+        "nothing more delivered"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -281,7 +302,10 @@ async fn purge_and_delete() {
     assert_eq!(b.message_count("work").unwrap(), 0);
     let mut sub = b.consume("work", 1).await.unwrap();
     b.delete_queue("work").await.unwrap();
-    assert!(next_within(&mut sub, 100).await.is_none(), "deleting ends consumers");
+    assert!(
+        next_within(&mut sub, 100).await.is_none(),
+        "deleting ends consumers"
+    );
     assert_eq!(
         b.message_count("work").unwrap_err().kind(),
         ErrorKind::BrokerRefused { reply_code: 404 }

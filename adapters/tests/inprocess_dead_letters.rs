@@ -53,9 +53,14 @@ async fn reject_goes_to_the_dead_letter_queue() {
     let props = Properties::new()
         .with_message_id("poison")
         .with_header("retryCount", 3i64);
-    b.publish(Publication::new("shop", "mailer.ad.expired", b"\x00bytes", &props))
-        .await
-        .unwrap();
+    b.publish(Publication::new(
+        "shop",
+        "mailer.ad.expired",
+        b"\x00bytes",
+        &props,
+    ))
+    .await
+    .unwrap();
     let mut sub = b.consume("mailer", 5).await.unwrap();
     let d = next_within(&mut sub, 100).await.unwrap();
     d.reject(false).await.unwrap();
@@ -66,7 +71,10 @@ async fn reject_goes_to_the_dead_letter_queue() {
     let dl = next_within(&mut dead, 100).await.unwrap();
     assert_eq!(dl.body, b"\x00bytes", "payload bytes identical");
     assert_eq!(dl.message_id(), Some("poison"));
-    assert_eq!(dl.properties.headers.get("retryCount"), Some(&HeaderValue::Int(3)));
+    assert_eq!(
+        dl.properties.headers.get("retryCount"),
+        Some(&HeaderValue::Int(3))
+    );
     assert_eq!(x_death(&dl), [("mailer".into(), "rejected".into(), 1)]);
     assert_eq!(dl.routing_key, "mailer.dead");
     assert_eq!(dl.exchange, "");
@@ -81,7 +89,12 @@ async fn reject_goes_to_the_dead_letter_queue() {
     b.publish(Publication::new("shop", "mailer.x", b"2", &props))
         .await
         .unwrap();
-    next_within(&mut sub, 100).await.unwrap().nack(false).await.unwrap();
+    next_within(&mut sub, 100)
+        .await
+        .unwrap()
+        .nack(false)
+        .await
+        .unwrap();
     assert_eq!(next_within(&mut dead, 100).await.unwrap().body, b"2");
 }
 
@@ -90,14 +103,22 @@ async fn publish_dead_letter_keeps_headers() {
     let b = InProcessBroker::new();
     setup(&b).await;
     let props = Properties::new().with_header("x-lepus-reason", "unknown type");
-    b.publish_dead_letter("mailer", b"body", &props).await.unwrap();
+    b.publish_dead_letter("mailer", b"body", &props)
+        .await
+        .unwrap();
     let d = b.get("mailer.dead").unwrap().unwrap();
     assert_eq!(d.body, b"body");
     assert_eq!(
-        d.properties.headers.get("x-lepus-reason").and_then(HeaderValue::as_str),
+        d.properties
+            .headers
+            .get("x-lepus-reason")
+            .and_then(HeaderValue::as_str),
         Some("unknown type")
     );
-    assert!(x_death(&d).is_empty(), "published, not dead-lettered by the broker");
+    assert!(
+        x_death(&d).is_empty(),
+        "published, not dead-lettered by the broker"
+    );
     // No dead-letter queue declared: unroutable, as on RabbitMQ.
     assert!(b
         .publish_dead_letter("nobody", b"x", &props)
@@ -118,14 +139,24 @@ async fn wait_queue_returns_after_exactly_the_delay_to_the_origin_only() {
         .unwrap();
     assert_eq!(b.message_count("mailer.wait.15000").unwrap(), 1);
 
-    assert!(next_within(&mut sub, 14_999).await.is_none(), "not before the delay");
+    assert!(
+        next_within(&mut sub, 14_999).await.is_none(),
+        "not before the delay"
+    );
     let d = next_within(&mut sub, 10).await.unwrap();
-    assert_eq!(start.elapsed(), Duration::from_millis(15_000), "exactly the delay");
+    assert_eq!(
+        start.elapsed(),
+        Duration::from_millis(15_000),
+        "exactly the delay"
+    );
     assert_eq!(d.body, b"again");
     assert_eq!(d.message_id(), Some("retry-1"));
     assert!(!d.redelivered);
     assert_eq!(d.routing_key, "mailer");
-    assert_eq!(x_death(&d), [("mailer.wait.15000".into(), "expired".into(), 1)]);
+    assert_eq!(
+        x_death(&d),
+        [("mailer.wait.15000".into(), "expired".into(), 1)]
+    );
     d.ack().await.unwrap();
     assert_eq!(b.message_count("mailer.wait.15000").unwrap(), 0);
     assert_eq!(b.message_count("audit").unwrap(), 0, "origin queue only");
@@ -138,16 +169,27 @@ async fn wait_queues_do_not_block_each_other_and_keep_fifo() {
     let mut sub = b.consume("mailer", 50).await.unwrap();
     let start = Instant::now();
     let props = Properties::new();
-    b.publish_delayed("mailer", 30_000, b"long", &props).await.unwrap();
-    b.publish_delayed("mailer", 15_000, b"short-1", &props).await.unwrap();
+    b.publish_delayed("mailer", 30_000, b"long", &props)
+        .await
+        .unwrap();
+    b.publish_delayed("mailer", 15_000, b"short-1", &props)
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(1_000)).await;
     // A delay that was not declared up front gets its wait queue on first use.
-    b.publish_delayed("mailer", 200, b"lazy", &props).await.unwrap();
-    b.publish_delayed("mailer", 15_000, b"short-2", &props).await.unwrap();
+    b.publish_delayed("mailer", 200, b"lazy", &props)
+        .await
+        .unwrap();
+    b.publish_delayed("mailer", 15_000, b"short-2", &props)
+        .await
+        .unwrap();
 
     let mut arrivals = Vec::new();
     while let Some(d) = next_within(&mut sub, 60_000).await {
-        arrivals.push((String::from_utf8(d.body.clone()).unwrap(), start.elapsed().as_millis()));
+        arrivals.push((
+            String::from_utf8(d.body.clone()).unwrap(),
+            start.elapsed().as_millis(),
+        ));
         d.ack().await.unwrap();
     }
     assert_eq!(
@@ -166,9 +208,14 @@ async fn retry_cycle_counts_deaths_and_ends_in_the_dead_letter_queue() {
     let b = InProcessBroker::new();
     setup(&b).await;
     let mut sub = b.consume("mailer", 1).await.unwrap();
-    b.publish(Publication::new("shop", "mailer.x", b"flaky", &Properties::new()))
-        .await
-        .unwrap();
+    b.publish(Publication::new(
+        "shop",
+        "mailer.x",
+        b"flaky",
+        &Properties::new(),
+    ))
+    .await
+    .unwrap();
     // Two retries through the same wait queue, then a rejection.
     for attempt in 1..=2 {
         let d = next_within(&mut sub, 100_000).await.unwrap();
@@ -177,7 +224,10 @@ async fn retry_cycle_counts_deaths_and_ends_in_the_dead_letter_queue() {
             .unwrap();
         d.ack().await.unwrap();
         let back = next_within(&mut sub, 100_000).await.unwrap();
-        assert_eq!(x_death(&back), [("mailer.wait.15000".into(), "expired".into(), attempt)]);
+        assert_eq!(
+            x_death(&back),
+            [("mailer.wait.15000".into(), "expired".into(), attempt)]
+        );
         back.nack(true).await.unwrap();
     }
     let d = next_within(&mut sub, 100_000).await.unwrap();

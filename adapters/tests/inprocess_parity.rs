@@ -44,7 +44,9 @@ fn first_death(d: &Delivery) -> Option<(String, String, i64)> {
 }
 
 async fn next<S: Subscription>(sub: &mut S) -> Delivery {
-    next_within(sub, 5_000).await.expect("a delivery within 5 s")
+    next_within(sub, 5_000)
+        .await
+        .expect("a delivery within 5 s")
 }
 
 /// Topic routing, unroutable, requeue, reject to `<queue>.dead`, a wait queue and a
@@ -62,10 +64,7 @@ async fn worker_semantics<T: Transport>(t: &T, n: &Names) {
     let publish = |key: &'static str, body: &'static [u8]| {
         let p = props.clone();
         let exchange = n.exchange.clone();
-        async move {
-            t.publish(Publication::new(&exchange, key, body, &p))
-                .await
-        }
+        async move { t.publish(Publication::new(&exchange, key, body, &p)).await }
     };
     publish("mailer.ad.expired", b"ad").await.unwrap();
     publish("mailer.invoice", b"invoice").await.unwrap();
@@ -76,7 +75,10 @@ async fn worker_semantics<T: Transport>(t: &T, n: &Names) {
     let mut sub_all = t.consume(&n.all, 10).await.unwrap();
     let a = next(&mut sub_all).await;
     let b = next(&mut sub_all).await;
-    assert_eq!((a.body.as_slice(), b.body.as_slice()), (&b"ad"[..], &b"invoice"[..]));
+    assert_eq!(
+        (a.body.as_slice(), b.body.as_slice()),
+        (&b"ad"[..], &b"invoice"[..])
+    );
     assert_eq!(a.routing_key, "mailer.ad.expired");
     assert_eq!(a.properties.message_type.as_deref(), Some("AdExpired"));
     b.ack_multiple().await.unwrap();
@@ -113,7 +115,10 @@ async fn worker_semantics<T: Transport>(t: &T, n: &Names) {
         Some((format!("{}.wait.200", n.ads), "expired".to_owned(), 1))
     );
     back.ack().await.unwrap();
-    assert!(next_within(&mut sub_all, 300).await.is_none(), "origin only");
+    assert!(
+        next_within(&mut sub_all, 300).await.is_none(),
+        "origin only"
+    );
 
     // Publishing straight into the dead-letter queue.
     t.publish_dead_letter(&n.ads, b"poison", &props.clone().with_header("why", "test"))
@@ -121,7 +126,13 @@ async fn worker_semantics<T: Transport>(t: &T, n: &Names) {
         .unwrap();
     let dead = next(&mut sub_dead).await;
     assert_eq!(dead.body, b"poison");
-    assert_eq!(dead.properties.headers.get("why").and_then(HeaderValue::as_str), Some("test"));
+    assert_eq!(
+        dead.properties
+            .headers
+            .get("why")
+            .and_then(HeaderValue::as_str),
+        Some("test")
+    );
     dead.ack().await.unwrap();
 
     drop((sub_all, sub_ads, sub_dead));

@@ -118,7 +118,8 @@ pub struct Exchange<
     bindings: Bindings<'a, D, BINDINGS, NODES, EDGES, WORD_BYTES>,
 }
 
-impl<'a, D, const B: usize, const N: usize, const E: usize, const W: usize> Exchange<'a, D, B, N, E, W>
+impl<'a, D, const B: usize, const N: usize, const E: usize, const W: usize>
+    Exchange<'a, D, B, N, E, W>
 where
     D: Copy + Eq,
 {
@@ -152,7 +153,12 @@ where
     /// Binds `dest` with a binding key (routing key for direct, pattern for topic, unused
     /// otherwise) and arguments (used by headers). Binding the same triple twice is one
     /// binding. On error the exchange is unchanged.
-    pub fn bind(&mut self, key: &'a str, args: &'a [Field<'a>], dest: D) -> Result<(), ExchangeError> {
+    pub fn bind(
+        &mut self,
+        key: &'a str,
+        args: &'a [Field<'a>],
+        dest: D,
+    ) -> Result<(), ExchangeError> {
         if validate_routing_key(key).is_err() {
             return Err(ExchangeError::KeyTooLong);
         }
@@ -167,7 +173,12 @@ where
                     return Ok(());
                 }
                 table
-                    .push(TableBinding { key, args, mode, dest })
+                    .push(TableBinding {
+                        key,
+                        args,
+                        mode,
+                        dest,
+                    })
                     .map_err(|_| ExchangeError::BindingsFull)
             }
         }

@@ -127,9 +127,7 @@ pub enum HeadersError {
 impl core::fmt::Display for HeadersError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.write_str(match self {
-            HeadersError::XMatchUnknown => {
-                "x-match is not one of all, any, all-with-x, any-with-x"
-            }
+            HeadersError::XMatchUnknown => "x-match is not one of all, any, all-with-x, any-with-x",
             HeadersError::XMatchNotString => "x-match is not a long string",
         })
     }
@@ -200,7 +198,12 @@ pub fn matches_mode(mode: XMatch, args: &[Field<'_>], headers: &[Field<'_>]) -> 
             continue;
         }
         // This is the r-th argument with this name: pair it with the r-th such header.
-        let r = args.get(..i).unwrap_or(&[]).iter().filter(|(n, _)| n == name).count();
+        let r = args
+            .get(..i)
+            .unwrap_or(&[])
+            .iter()
+            .filter(|(n, _)| n == name)
+            .count();
         let found = headers.iter().filter(|(n, _)| n == name).nth(r);
         let ok = match found {
             None => false,

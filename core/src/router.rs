@@ -150,7 +150,10 @@ struct Binding {
 }
 
 impl Binding {
-    const FREE: Binding = Binding { dest: NONE, next: NONE };
+    const FREE: Binding = Binding {
+        dest: NONE,
+        next: NONE,
+    };
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -263,7 +266,11 @@ where
             binding_high: 0,
             free_binding: NONE,
             bindings_used: 0,
-            dests: [DestSlot { dest: None, refs: 0, mark: 0 }; BINDINGS],
+            dests: [DestSlot {
+                dest: None,
+                refs: 0,
+                mark: 0,
+            }; BINDINGS],
             dest_high: 0,
             sets: [[NONE; NODES]; 2],
             generation: 0,
@@ -310,7 +317,9 @@ where
 
     fn word(&self, n: &Node) -> &[u8] {
         let off = idx(n.word_off);
-        self.arena.get(off..off.saturating_add(usize::from(n.word_len))).unwrap_or(&[])
+        self.arena
+            .get(off..off.saturating_add(usize::from(n.word_len)))
+            .unwrap_or(&[])
     }
 
     /// The literal child of `parent` for `word` (whose [`word_hash`] is `wh`).
@@ -459,7 +468,11 @@ where
             };
             pos = next;
         }
-        let slot = if slot == NONE { self.add_dest(dest) } else { slot };
+        let slot = if slot == NONE {
+            self.add_dest(dest)
+        } else {
+            slot
+        };
         self.add_binding(cur, slot)
     }
 
@@ -481,7 +494,10 @@ where
 
     fn add_child(&mut self, parent: u32, word: &[u8]) -> Option<u32> {
         let n = self.alloc_node()?;
-        let mut node = Node { parent, ..Node::FREE };
+        let mut node = Node {
+            parent,
+            ..Node::FREE
+        };
         match word {
             b"*" => {
                 node.kind = Kind::Star;
@@ -520,7 +536,12 @@ where
 
     fn add_dest(&mut self, dest: D) -> u32 {
         let high = idx(self.dest_high).min(BINDINGS);
-        let free = self.dests.get(..high).unwrap_or(&[]).iter().position(|s| s.dest.is_none());
+        let free = self
+            .dests
+            .get(..high)
+            .unwrap_or(&[])
+            .iter()
+            .position(|s| s.dest.is_none());
         let slot = match free {
             Some(p) => p as u32,
             None => {
@@ -529,7 +550,11 @@ where
             }
         };
         if let Some(s) = self.dests.get_mut(idx(slot)) {
-            *s = DestSlot { dest: Some(dest), refs: 0, mark: 0 };
+            *s = DestSlot {
+                dest: Some(dest),
+                refs: 0,
+                mark: 0,
+            };
         }
         slot
     }
@@ -547,7 +572,10 @@ where
         };
         let head = self.node(node).map_or(NONE, |n| n.bindings);
         if let Some(binding) = self.bindings.get_mut(idx(b)) {
-            *binding = Binding { dest: dest_slot, next: head };
+            *binding = Binding {
+                dest: dest_slot,
+                next: head,
+            };
         }
         if let Some(n) = self.nodes.get_mut(idx(node)) {
             n.bindings = b;
@@ -605,7 +633,10 @@ where
                     p.next = binding.next;
                 }
                 if let Some(x) = self.bindings.get_mut(idx(b)) {
-                    *x = Binding { dest: NONE, next: self.free_binding };
+                    *x = Binding {
+                        dest: NONE,
+                        next: self.free_binding,
+                    };
                 }
                 self.free_binding = b;
                 self.bindings_used -= 1;
@@ -661,7 +692,10 @@ where
                 p.children = p.children.saturating_sub(1);
             }
             if let Some(x) = self.nodes.get_mut(idx(n)) {
-                *x = Node { bindings: self.free_node, ..Node::FREE };
+                *x = Node {
+                    bindings: self.free_node,
+                    ..Node::FREE
+                };
             }
             self.free_node = n;
             self.nodes_used -= 1;
@@ -696,7 +730,11 @@ where
             }
             let home = self.node(m).map_or(j, |x| idx(x.code) % EDGES);
             // Leave `m` where it is if its home lies cyclically in (i, j].
-            let stays = if i <= j { i < home && home <= j } else { i < home || home <= j };
+            let stays = if i <= j {
+                i < home && home <= j
+            } else {
+                i < home || home <= j
+            };
             if !stays {
                 if let Some(s) = self.slots.get_mut(i) {
                     *s = m;
@@ -751,7 +789,12 @@ where
             gen = self.next_generation();
             let mut next_len = 0usize;
             for i in 0..len {
-                let n = self.sets.get(cur).and_then(|s| s.get(i)).copied().unwrap_or(NONE);
+                let n = self
+                    .sets
+                    .get(cur)
+                    .and_then(|s| s.get(i))
+                    .copied()
+                    .unwrap_or(NONE);
                 let Some(&node) = self.node(n) else { continue };
                 let lit = self.literal_child(n, word, wh);
                 let [a, b] = &mut self.sets;
@@ -774,12 +817,21 @@ where
         let gen = self.next_generation();
         let mut count = 0usize;
         for i in 0..len {
-            let n = self.sets.get(cur).and_then(|s| s.get(i)).copied().unwrap_or(NONE);
+            let n = self
+                .sets
+                .get(cur)
+                .and_then(|s| s.get(i))
+                .copied()
+                .unwrap_or(NONE);
             let mut b = self.node(n).map_or(NONE, |x| x.bindings);
             for _ in 0..BINDINGS {
-                let Some(&binding) = self.bindings.get(idx(b)) else { break };
+                let Some(&binding) = self.bindings.get(idx(b)) else {
+                    break;
+                };
                 b = binding.next;
-                let Some(slot) = self.dests.get_mut(idx(binding.dest)) else { continue };
+                let Some(slot) = self.dests.get_mut(idx(binding.dest)) else {
+                    continue;
+                };
                 if slot.mark == gen {
                     continue;
                 }
@@ -806,7 +858,9 @@ fn add_closure<const N: usize>(
 ) {
     let mut n = start;
     for _ in 0..N {
-        let Some(node) = nodes.get_mut(idx(n)) else { return };
+        let Some(node) = nodes.get_mut(idx(n)) else {
+            return;
+        };
         if node.mark == gen {
             return; // already in, with its `#` chain
         }

@@ -42,10 +42,16 @@ impl core::fmt::Display for TopicError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
             TopicError::RoutingKeyTooLong => {
-                write!(f, "routing key longer than {MAX_LEN} bytes (AMQP short string)")
+                write!(
+                    f,
+                    "routing key longer than {MAX_LEN} bytes (AMQP short string)"
+                )
             }
             TopicError::PatternTooLong => {
-                write!(f, "binding pattern longer than {MAX_LEN} bytes (AMQP short string)")
+                write!(
+                    f,
+                    "binding pattern longer than {MAX_LEN} bytes (AMQP short string)"
+                )
             }
         }
     }
@@ -116,7 +122,10 @@ pub(crate) fn words_end(s: &[u8]) -> usize {
 pub(crate) fn word_at(s: &[u8], start: usize) -> (&[u8], usize) {
     let rest = s.get(start..).unwrap_or(&[]);
     let len = rest.iter().position(|&b| b == b'.').unwrap_or(rest.len());
-    (rest.get(..len).unwrap_or(&[]), start.saturating_add(len).saturating_add(1))
+    (
+        rest.get(..len).unwrap_or(&[]),
+        start.saturating_add(len).saturating_add(1),
+    )
 }
 
 /// [`matches`] over raw bytes.

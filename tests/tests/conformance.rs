@@ -34,7 +34,10 @@ fn topic_matches_agrees_with_broker() {
     }
     assert!(disagreements.is_empty(), "{}", disagreements.join("\n"));
     assert!(vectors.len() > 2000);
-    println!("topic::matches agrees with {} broker vectors", vectors.len());
+    println!(
+        "topic::matches agrees with {} broker vectors",
+        vectors.len()
+    );
 }
 
 #[test]
@@ -65,10 +68,23 @@ fn topic_router_and_exchange_agree_with_broker() {
                 let dest = patterns.iter().position(|p| *p == v["pattern"]).unwrap() as u16;
                 let want = v["match"].as_bool().unwrap();
                 let n = router.route(key, &mut out).unwrap();
-                assert_eq!(out[..n].contains(&dest), want, "router: {:?} vs {key:?}", v["pattern"]);
-                let msg = Message { routing_key: key, headers: &[] };
+                assert_eq!(
+                    out[..n].contains(&dest),
+                    want,
+                    "router: {:?} vs {key:?}",
+                    v["pattern"]
+                );
+                let msg = Message {
+                    routing_key: key,
+                    headers: &[],
+                };
                 let n = exchange.route(&msg, &mut out).unwrap();
-                assert_eq!(out[..n].contains(&dest), want, "exchange: {:?} vs {key:?}", v["pattern"]);
+                assert_eq!(
+                    out[..n].contains(&dest),
+                    want,
+                    "exchange: {:?} vs {key:?}",
+                    v["pattern"]
+                );
                 checked += 1;
             }
             println!("router and topic exchange agree with {checked} broker vectors");
@@ -85,7 +101,11 @@ fn table(v: &Value) -> Vec<(String, String, Value)> {
         .iter()
         .map(|f| {
             let f = f.as_array().unwrap();
-            (f[0].as_str().unwrap().to_string(), f[1].as_str().unwrap().to_string(), f[2].clone())
+            (
+                f[0].as_str().unwrap().to_string(),
+                f[1].as_str().unwrap().to_string(),
+                f[2].clone(),
+            )
         })
         .collect()
 }
@@ -118,18 +138,33 @@ fn headers_match_agrees_with_broker() {
         let (args, hdrs) = (fields(&args), fields(&hdrs));
         let want = v["match"].as_bool().unwrap();
         if headers::matches(&args, &hdrs) != want {
-            disagreements.push(format!("args {args:?} headers {hdrs:?}: broker says {want}"));
+            disagreements.push(format!(
+                "args {args:?} headers {hdrs:?}: broker says {want}"
+            ));
             continue;
         }
         let mut exchange: Exchange<'_, u8, 2> = Exchange::new(ExchangeKind::Headers);
         exchange.bind("", &args, 7).unwrap();
         let mut out = [0u8; 2];
-        let n = exchange.route(&Message { routing_key: "", headers: &hdrs }, &mut out).unwrap();
+        let n = exchange
+            .route(
+                &Message {
+                    routing_key: "",
+                    headers: &hdrs,
+                },
+                &mut out,
+            )
+            .unwrap();
         if (n == 1) != want {
-            disagreements.push(format!("exchange: args {args:?} headers {hdrs:?}: broker says {want}"));
+            disagreements.push(format!(
+                "exchange: args {args:?} headers {hdrs:?}: broker says {want}"
+            ));
         }
     }
     assert!(disagreements.is_empty(), "{}", disagreements.join("\n"));
     assert!(vectors.len() > 1000);
-    println!("headers::matches and headers exchange agree with {} broker vectors", vectors.len());
+    println!(
+        "headers::matches and headers exchange agree with {} broker vectors",
+        vectors.len()
+    );
 }

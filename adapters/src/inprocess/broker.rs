@@ -14,8 +14,8 @@ use crate::inprocess::queue::{DeadLetterTarget, QueueArgs, Stored};
 use crate::inprocess::state::{Clock, State};
 use crate::inprocess::subscription::{delivery, Acker, InProcessSubscription};
 use crate::names::{
-    check_binding_pattern, check_exchange_name, check_payload, check_queue_name,
-    check_routing_key, check_target_exchange,
+    check_binding_pattern, check_exchange_name, check_payload, check_queue_name, check_routing_key,
+    check_target_exchange,
 };
 use crate::properties::{Headers, Properties};
 use crate::topology::{dead_letter_queue_name, wait_queue_name, QueueKind, QueueSpec};
@@ -289,10 +289,10 @@ impl Transport for InProcessBroker {
             s.declare_queue(&dead, QueueArgs::plain(spec.kind))?;
             s.declare_queue(queue, args)?;
             if !spec.bindings.is_empty() && !s.has_exchange(&spec.exchange) {
-                return Err(crate::Error::new(crate::ErrorKind::BrokerRefused {
-                    reply_code: 404,
-                })
-                .context(format!("no exchange {:?} (NOT_FOUND)", spec.exchange)));
+                return Err(
+                    crate::Error::new(crate::ErrorKind::BrokerRefused { reply_code: 404 })
+                        .context(format!("no exchange {:?} (NOT_FOUND)", spec.exchange)),
+                );
             }
             for pattern in &spec.bindings {
                 s.bind(queue, &spec.exchange, pattern, &none)?;

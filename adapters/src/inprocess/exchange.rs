@@ -189,8 +189,7 @@ impl ExchangeEntry {
                         .iter()
                         .map(|b| binding_fields(&b.args))
                         .collect::<Result<_>>()?;
-                    let mut exchange: Exchange<'_, QueueId, ROUTE_CHUNK> =
-                        Exchange::new(self.kind);
+                    let mut exchange: Exchange<'_, QueueId, ROUTE_CHUNK> = Exchange::new(self.kind);
                     for (b, a) in chunk.iter().zip(&args) {
                         exchange.bind(&b.key, a, b.queue).map_err(exchange_error)?;
                     }
@@ -233,9 +232,11 @@ fn binding_fields(args: &Headers) -> Result<Vec<Field<'_>>> {
     args.iter()
         .map(|(k, v)| match core_value(v) {
             Some(v) => Ok((k.as_str(), v)),
-            None => Err(Error::new(ErrorKind::BrokerRefused { reply_code: 540 }).context(
-                format!("binding argument {k:?}: tables, lists and decimals are not supported"),
-            )),
+            None => Err(
+                Error::new(ErrorKind::BrokerRefused { reply_code: 540 }).context(format!(
+                    "binding argument {k:?}: tables, lists and decimals are not supported"
+                )),
+            ),
         })
         .collect()
 }
@@ -246,10 +247,9 @@ fn capacity(what: &'static str) -> Error {
 
 fn bind_error(e: BindError) -> Error {
     match e {
-        BindError::PatternTooLong => Error::invalid_name(
-            NameKind::BindingPattern,
-            NameProblem::TooLong { len: 256 },
-        ),
+        BindError::PatternTooLong => {
+            Error::invalid_name(NameKind::BindingPattern, NameProblem::TooLong { len: 256 })
+        }
         BindError::NodesFull => capacity("trie nodes of a topic exchange"),
         BindError::EdgesFull => capacity("literal word slots of a topic exchange"),
         BindError::WordBytesFull => capacity("word arena of a topic exchange"),
@@ -260,10 +260,9 @@ fn bind_error(e: BindError) -> Error {
 
 fn exchange_error(e: ExchangeError) -> Error {
     match e {
-        ExchangeError::KeyTooLong => Error::invalid_name(
-            NameKind::BindingPattern,
-            NameProblem::TooLong { len: 256 },
-        ),
+        ExchangeError::KeyTooLong => {
+            Error::invalid_name(NameKind::BindingPattern, NameProblem::TooLong { len: 256 })
+        }
         ExchangeError::BindingsFull => capacity("bindings of a direct, fanout or headers exchange"),
         ExchangeError::Topic(e) => bind_error(e),
         // RabbitMQ refuses such a binding with 406 PRECONDITION_FAILED.

@@ -170,7 +170,13 @@ impl State {
     }
 
     /// Binds a queue to an exchange.
-    pub(crate) fn bind(&mut self, queue: &str, exchange: &str, key: &str, args: &Headers) -> Result<()> {
+    pub(crate) fn bind(
+        &mut self,
+        queue: &str,
+        exchange: &str,
+        key: &str,
+        args: &Headers,
+    ) -> Result<()> {
         let id = self.queue_id(queue)?;
         let entry = self
             .exchanges
@@ -184,7 +190,13 @@ impl State {
     }
 
     /// Removes a binding; returns whether it existed.
-    pub(crate) fn unbind(&mut self, queue: &str, exchange: &str, key: &str, args: &Headers) -> bool {
+    pub(crate) fn unbind(
+        &mut self,
+        queue: &str,
+        exchange: &str,
+        key: &str,
+        args: &Headers,
+    ) -> bool {
         match (self.queue_ids.get(queue), self.exchanges.get_mut(exchange)) {
             (Some(&id), Some(entry)) => entry.unbind(key, args, id),
             _ => false,
@@ -224,7 +236,12 @@ impl State {
 
     /// The queues `exchange` routes to; the returned buffer should be given back through
     /// `self.route_buf`.
-    fn route(&mut self, exchange: &str, routing_key: &str, headers: &Headers) -> Result<Vec<QueueId>> {
+    fn route(
+        &mut self,
+        exchange: &str,
+        routing_key: &str,
+        headers: &Headers,
+    ) -> Result<Vec<QueueId>> {
         let mut out = core::mem::take(&mut self.route_buf);
         out.clear();
         if exchange.is_empty() {
@@ -294,7 +311,10 @@ impl State {
                 break;
             };
             queue.next_consumer = (i + 1) % n;
-            let Some(consumer) = queue.consumers.get(i).and_then(|c| self.consumers.get_mut(c))
+            let Some(consumer) = queue
+                .consumers
+                .get(i)
+                .and_then(|c| self.consumers.get_mut(c))
             else {
                 break;
             };
@@ -417,7 +437,13 @@ impl State {
     /// Sends a message a queue rejected or expired to the queue's dead-letter target, with
     /// an `x-death` record. Without a target, or when nothing is bound, it is dropped, as on
     /// RabbitMQ.
-    fn dead_letter(&mut self, from: QueueId, mut message: Stored, reason: DeathReason, clock: Clock) {
+    fn dead_letter(
+        &mut self,
+        from: QueueId,
+        mut message: Stored,
+        reason: DeathReason,
+        clock: Clock,
+    ) {
         let Some(queue) = self.queues.get(&from) else {
             return;
         };
@@ -441,7 +467,11 @@ impl State {
         }
         message.exchange = target.exchange.clone();
         message.redelivered = false;
-        match self.route(&target.exchange, &message.routing_key, &message.properties.headers) {
+        match self.route(
+            &target.exchange,
+            &message.routing_key,
+            &message.properties.headers,
+        ) {
             Ok(routed) => {
                 if routed.is_empty() {
                     tracing::warn!(queue = %from_name, "dead-letter target routes nowhere; message dropped");

@@ -7,7 +7,15 @@ fn route<const B: usize, const N: usize, const E: usize, const W: usize>(
     headers: &[Field<'_>],
 ) -> Vec<u8> {
     let mut out = [0u8; 16];
-    let n = ex.route(&Message { routing_key: key, headers }, &mut out).unwrap();
+    let n = ex
+        .route(
+            &Message {
+                routing_key: key,
+                headers,
+            },
+            &mut out,
+        )
+        .unwrap();
     let mut v = out[..n].to_vec();
     v.sort_unstable();
     v
@@ -44,11 +52,20 @@ fn fanout_delivers_each_destination_once() {
     assert_eq!(ex.len(), 3);
     assert_eq!(route(&mut ex, "anything", &[]), [1, 2]);
     let mut out = [0u8; 1];
-    let msg = Message { routing_key: "k", headers: &[] };
+    let msg = Message {
+        routing_key: "k",
+        headers: &[],
+    };
     assert_eq!(ex.route(&msg, &mut out), Err(RouteError::OutputFull));
     let long = "k".repeat(256);
-    let msg = Message { routing_key: &long, headers: &[] };
-    assert_eq!(ex.route(&msg, &mut [0; 4]), Err(RouteError::RoutingKeyTooLong));
+    let msg = Message {
+        routing_key: &long,
+        headers: &[],
+    };
+    assert_eq!(
+        ex.route(&msg, &mut [0; 4]),
+        Err(RouteError::RoutingKeyTooLong)
+    );
 }
 
 #[test]
@@ -64,20 +81,32 @@ fn topic() {
     assert!(ex.unbind("mailer.#", &[], 3));
     assert_eq!(route(&mut ex, "mailer.user.created", &[]), Vec::<u8>::new());
     let mut small: Exchange<'_, u8, 8, 2, 4, 64> = Exchange::new(ExchangeKind::Topic);
-    assert_eq!(small.bind("a.b", &[], 1), Err(ExchangeError::Topic(BindError::NodesFull)));
-    assert!(ExchangeError::Topic(BindError::NodesFull).to_string().contains("trie node"));
+    assert_eq!(
+        small.bind("a.b", &[], 1),
+        Err(ExchangeError::Topic(BindError::NodesFull))
+    );
+    assert!(ExchangeError::Topic(BindError::NodesFull)
+        .to_string()
+        .contains("trie node"));
 }
 
 #[test]
 fn headers() {
-    let any = [("x-match", V::Str("any")), ("format", V::Str("pdf")), ("type", V::Str("report"))];
+    let any = [
+        ("x-match", V::Str("any")),
+        ("format", V::Str("pdf")),
+        ("type", V::Str("report")),
+    ];
     let all = [("format", V::Str("pdf")), ("type", V::Str("report"))];
     let bad = [("x-match", V::Str("some"))];
     let mut ex: Exchange<'_, u8, 4> = Exchange::new(ExchangeKind::Headers);
     ex.bind("", &any, 1).unwrap();
     ex.bind("", &all, 2).unwrap();
     ex.bind("", &[], 3).unwrap();
-    assert_eq!(ex.bind("", &bad, 4), Err(ExchangeError::Headers(HeadersError::XMatchUnknown)));
+    assert_eq!(
+        ex.bind("", &bad, 4),
+        Err(ExchangeError::Headers(HeadersError::XMatchUnknown))
+    );
     assert_eq!(ex.len(), 3);
     let pdf = [("format", V::Str("pdf"))];
     let both = [("type", V::Str("report")), ("format", V::Str("pdf"))];

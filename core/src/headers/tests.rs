@@ -26,12 +26,36 @@ fn table() {
         (&[("format", V::Void)], &[typ], false),
         // x- arguments ignored unless -with-x
         (&[("x-tenant", V::Str("a"))], &[], true),
-        (&[("x-match", V::Str("any")), ("x-tenant", V::Str("a"))], &[("x-tenant", V::Str("a"))], false),
-        (&[("x-match", V::Str("all-with-x")), ("x-tenant", V::Str("a"))], &[], false),
-        (&[("x-match", V::Str("all-with-x")), ("x-tenant", V::Str("a"))], &[("x-tenant", V::Str("a"))], true),
-        (&[("x-match", V::Str("any-with-x")), ("x-tenant", V::Str("a")), pdf], &[("x-tenant", V::Str("a"))], true),
+        (
+            &[("x-match", V::Str("any")), ("x-tenant", V::Str("a"))],
+            &[("x-tenant", V::Str("a"))],
+            false,
+        ),
+        (
+            &[("x-match", V::Str("all-with-x")), ("x-tenant", V::Str("a"))],
+            &[],
+            false,
+        ),
+        (
+            &[("x-match", V::Str("all-with-x")), ("x-tenant", V::Str("a"))],
+            &[("x-tenant", V::Str("a"))],
+            true,
+        ),
+        (
+            &[
+                ("x-match", V::Str("any-with-x")),
+                ("x-tenant", V::Str("a")),
+                pdf,
+            ],
+            &[("x-tenant", V::Str("a"))],
+            true,
+        ),
         // x-match itself is never compared, even in -with-x modes
-        (&[("x-match", V::Str("all-with-x"))], &[("x-match", V::Str("any"))], true),
+        (
+            &[("x-match", V::Str("all-with-x"))],
+            &[("x-match", V::Str("any"))],
+            true,
+        ),
         // invalid x-match reads as all
         (&[("x-match", V::Str("bogus")), pdf], &[pdf], true),
         (&[("x-match", V::Bytes(b"any")), pdf, typ], &[pdf], false),
@@ -46,25 +70,59 @@ fn table() {
         (&[("n", V::Str("x"))], &[("n", V::Bytes(b"x"))], true),
         (&[("n", V::Str("x"))], &[("n", V::Str("X"))], false),
         (&[("n", V::Str("x"))], &[("n", V::Void)], false),
-        (&[("n", V::Float(f64::NAN))], &[("n", V::Float(f64::NAN))], false),
+        (
+            &[("n", V::Float(f64::NAN))],
+            &[("n", V::Float(f64::NAN))],
+            false,
+        ),
         // duplicates pair by occurrence
-        (&[("a", V::Int(1)), ("a", V::Int(2))], &[("a", V::Int(1))], false),
-        (&[("a", V::Int(1)), ("a", V::Int(2))], &[("a", V::Int(1)), ("a", V::Int(2))], true),
-        (&[("a", V::Int(2))], &[("a", V::Int(1)), ("a", V::Int(2))], false),
+        (
+            &[("a", V::Int(1)), ("a", V::Int(2))],
+            &[("a", V::Int(1))],
+            false,
+        ),
+        (
+            &[("a", V::Int(1)), ("a", V::Int(2))],
+            &[("a", V::Int(1)), ("a", V::Int(2))],
+            true,
+        ),
+        (
+            &[("a", V::Int(2))],
+            &[("a", V::Int(1)), ("a", V::Int(2))],
+            false,
+        ),
     ];
     for (i, &(args, headers, expected)) in cases.iter().enumerate() {
-        assert_eq!(matches(args, headers), expected, "case {i}: {args:?} vs {headers:?}");
+        assert_eq!(
+            matches(args, headers),
+            expected,
+            "case {i}: {args:?} vs {headers:?}"
+        );
     }
 }
 
 #[test]
 fn x_match_parsing() {
     assert_eq!(XMatch::from_args(&[]), Ok(XMatch::All));
-    assert_eq!(XMatch::from_args(&[("x-match", V::Str("any-with-x"))]), Ok(XMatch::AnyWithX));
-    assert_eq!(XMatch::from_args(&[("x-match", V::Str("ANY"))]), Err(HeadersError::XMatchUnknown));
-    assert_eq!(XMatch::from_args(&[("x-match", V::Int(1))]), Err(HeadersError::XMatchNotString));
-    assert_eq!(XMatch::from_args_lenient(&[("x-match", V::Int(1))]), XMatch::All);
-    assert!(HeadersError::XMatchUnknown.to_string().contains("all-with-x"));
+    assert_eq!(
+        XMatch::from_args(&[("x-match", V::Str("any-with-x"))]),
+        Ok(XMatch::AnyWithX)
+    );
+    assert_eq!(
+        XMatch::from_args(&[("x-match", V::Str("ANY"))]),
+        Err(HeadersError::XMatchUnknown)
+    );
+    assert_eq!(
+        XMatch::from_args(&[("x-match", V::Int(1))]),
+        Err(HeadersError::XMatchNotString)
+    );
+    assert_eq!(
+        XMatch::from_args_lenient(&[("x-match", V::Int(1))]),
+        XMatch::All
+    );
+    assert!(HeadersError::XMatchUnknown
+        .to_string()
+        .contains("all-with-x"));
 }
 
 fn value() -> impl Strategy<Value = V<'static>> {
@@ -81,7 +139,10 @@ fn value() -> impl Strategy<Value = V<'static>> {
 
 fn fields() -> impl Strategy<Value = Vec<Field<'static>>> {
     proptest::collection::vec(
-        (prop_oneof![Just("a"), Just("b"), Just("x-c"), Just("x-match")], value()),
+        (
+            prop_oneof![Just("a"), Just("b"), Just("x-c"), Just("x-match")],
+            value(),
+        ),
         0..5,
     )
 }

@@ -89,7 +89,10 @@ fn capacity_errors_name_what_is_full_and_change_nothing() {
 
     let mut r = Small::new();
     assert_eq!(r.bind(&"a".repeat(256), 1), Err(BindError::PatternTooLong));
-    assert_eq!(r.route(&"a".repeat(256), &mut [0; 4]), Err(RouteError::RoutingKeyTooLong));
+    assert_eq!(
+        r.route(&"a".repeat(256), &mut [0; 4]),
+        Err(RouteError::RoutingKeyTooLong)
+    );
     r.bind("#", 1).unwrap();
     r.bind("a", 2).unwrap();
     let mut out = [0u16; 1];

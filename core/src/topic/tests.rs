@@ -71,8 +71,16 @@ fn table() {
         ("a.#.c", "a.c", true),
         ("a.#.c", "a.b.b.c", true),
         ("a.#.c", "a.b.b.d", false),
-        ("#.#.#.#.#.#.b", "a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a", false),
-        ("#.#.#.#.#.#.b", "a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.b", true),
+        (
+            "#.#.#.#.#.#.b",
+            "a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a",
+            false,
+        ),
+        (
+            "#.#.#.#.#.#.b",
+            "a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.b",
+            true,
+        ),
         ("#.*", "", false),
         ("#.*", "a", true),
         ("*.#", "a", true),
@@ -99,8 +107,16 @@ fn table() {
         ("e.*", "é.ü", false),
     ];
     for &(pattern, key, expected) in cases {
-        assert_eq!(matches(pattern, key), expected, "pattern {pattern:?} key {key:?}");
-        assert_eq!(reference(pattern, key), expected, "reference {pattern:?} key {key:?}");
+        assert_eq!(
+            matches(pattern, key),
+            expected,
+            "pattern {pattern:?} key {key:?}"
+        );
+        assert_eq!(
+            reference(pattern, key),
+            expected,
+            "reference {pattern:?} key {key:?}"
+        );
     }
 }
 
@@ -110,13 +126,18 @@ fn validation_names_the_limit() {
     let max = "a".repeat(255);
     assert_eq!(validate_routing_key(&max), Ok(()));
     assert_eq!(validate_pattern(&max), Ok(()));
-    assert_eq!(validate_routing_key(&long), Err(TopicError::RoutingKeyTooLong));
+    assert_eq!(
+        validate_routing_key(&long),
+        Err(TopicError::RoutingKeyTooLong)
+    );
     assert_eq!(validate_pattern(&long), Err(TopicError::PatternTooLong));
     assert_eq!(try_matches(&long, "a"), Err(TopicError::PatternTooLong));
     assert_eq!(try_matches("#", &long), Err(TopicError::RoutingKeyTooLong));
     assert_eq!(try_matches("#", &max), Ok(true));
     assert!(TopicError::PatternTooLong.to_string().contains("255"));
-    assert!(TopicError::RoutingKeyTooLong.to_string().contains("routing key"));
+    assert!(TopicError::RoutingKeyTooLong
+        .to_string()
+        .contains("routing key"));
     // over-long input is still matched with the same rules
     assert!(matches("#", &long));
     assert!(!matches("*", &format!("{long}.b")));
