@@ -28,6 +28,8 @@ pub struct Delivery {
 pub(crate) enum Acknowledger {
     /// RabbitMQ, through lapin.
     Amqp(lapin::Acker),
+    /// The in-process broker.
+    InProcess(crate::inprocess::Acker),
 }
 
 impl Delivery {
@@ -101,6 +103,7 @@ impl Delivery {
                 }
                 .map_err(Error::from_lapin)?
             }
+            Acknowledger::InProcess(acker) => acker.settle(how),
         };
         if settled {
             Ok(())
@@ -115,8 +118,9 @@ impl Delivery {
     }
 }
 
+/// How a delivery is settled.
 #[derive(Debug, Clone, Copy)]
-enum Settle {
+pub(crate) enum Settle {
     Ack { multiple: bool },
     Nack { requeue: bool },
     Reject { requeue: bool },

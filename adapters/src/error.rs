@@ -121,6 +121,12 @@ pub enum ErrorKind {
     Timeout,
     /// Any other error of the AMQP client.
     Broker,
+    /// A fixed-capacity table of the in-process broker is full (e.g. the bindings of an
+    /// exchange); nothing was changed.
+    CapacityExceeded {
+        /// What is full.
+        what: &'static str,
+    },
 }
 
 /// The error of every fallible operation of this crate.
@@ -263,6 +269,7 @@ impl fmt::Display for ErrorKind {
             }
             ErrorKind::Timeout => f.write_str("timed out"),
             ErrorKind::Broker => f.write_str("AMQP client error"),
+            ErrorKind::CapacityExceeded { what } => write!(f, "capacity exceeded: {what} full"),
         }
     }
 }
@@ -321,5 +328,13 @@ mod tests {
         assert!(Error::new(ErrorKind::Unroutable { reply_code: 312 }).is_unroutable());
         assert!(!Error::new(ErrorKind::Unroutable { reply_code: 312 }).is_retryable());
         assert!(Error::new(ErrorKind::AckLost).is_retryable());
+        let full = Error::new(ErrorKind::CapacityExceeded {
+            what: "bindings of a topic exchange",
+        });
+        assert!(!full.is_retryable());
+        assert_eq!(
+            full.to_string(),
+            "capacity exceeded: bindings of a topic exchange full"
+        );
     }
 }

@@ -6,6 +6,9 @@
 //! - [`Transport`]: declare topology, publish with confirms (single, pipelined, batch, into a
 //!   wait queue, into a dead-letter queue), consume with a prefetch, delete.
 //! - [`AmqpTransport`]: RabbitMQ through `lapin` 4 on tokio, connected from `AMQP_ADDR`.
+//! - [`InProcessBroker`]: the same semantics inside the process, no network; the default.
+//! - [`Broker`] and [`connect`]: RabbitMQ when `AMQP_ADDR` is set, the in-process broker
+//!   otherwise; one line or one variable switches.
 //! - [`topology`]: the queue layout (worker queue, `<queue>.dead`, `<queue>.wait.<ms>`).
 //! - [`names`]: validation of names and short strings before they reach the AMQP client.
 //! - [`Error`]: one error type around a small [`ErrorKind`].
@@ -21,8 +24,10 @@
 pub use lepus_core as core;
 
 pub mod amqp;
+mod broker;
 mod delivery;
 mod error;
+pub mod inprocess;
 mod message;
 pub mod names;
 mod properties;
@@ -33,8 +38,10 @@ mod transport;
 mod worker;
 
 pub use amqp::{AmqpConfig, AmqpSubscription, AmqpTransport, DEFAULT_ADDR};
+pub use broker::{connect, connect_to, Broker, BrokerSubscription};
 pub use delivery::Delivery;
 pub use error::{Error, ErrorKind, NameKind, NameProblem, Result};
+pub use inprocess::{InProcessBroker, InProcessSubscription};
 pub use message::{Message, RetryPolicy};
 pub use properties::{HeaderValue, Headers, Properties};
 pub use publisher::{new_message_id, Publisher, SendOptions, CONTENT_TYPE_JSON};

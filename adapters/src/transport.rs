@@ -1,5 +1,6 @@
-//! The operations every transport offers: RabbitMQ ([`crate::AmqpTransport`]) today, the
-//! in-process broker later. Bytes in, bytes out, plus AMQP properties; no envelope or retry
+//! The operations every transport offers: RabbitMQ ([`crate::AmqpTransport`]), the
+//! in-process broker ([`crate::InProcessBroker`]) and the run-time choice between them
+//! ([`crate::Broker`]). Bytes in, bytes out, plus AMQP properties; no envelope or retry
 //! decision is made here.
 
 use core::future::Future;

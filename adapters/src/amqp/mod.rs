@@ -7,7 +7,7 @@
 mod config;
 mod connection;
 mod properties;
-mod publisher;
+pub(crate) mod publisher;
 mod subscription;
 pub mod topology;
 mod transport;

@@ -209,7 +209,7 @@ fn describe(p: &Publication<'_>, prepared: &Prepared) -> String {
     )
 }
 
-fn now_seconds() -> u64 {
+pub(crate) fn now_seconds() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -217,7 +217,7 @@ fn now_seconds() -> u64 {
 }
 
 /// A message id unique to this process run: `<pid>-<start nanos>-<counter>`, in hex.
-fn new_message_id() -> String {
+pub(crate) fn new_message_id() -> String {
     static PREFIX: OnceLock<String> = OnceLock::new();
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let prefix = PREFIX.get_or_init(|| {

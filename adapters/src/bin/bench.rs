@@ -4,6 +4,9 @@
 //! twice; the better run counts. Messages are 256-byte persistent bodies on a durable topic
 //! exchange bound to a durable classic queue, mandatory, with the same properties on both
 //! sides.
+//!
+//! The in-process broker's throughput is measured first, with the same bodies, properties
+//! and topology (it needs no broker, so its table prints even when RabbitMQ is down).
 #![forbid(unsafe_code)]
 
 use std::error::Error;
@@ -19,7 +22,9 @@ use lapin::options::{
 };
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
-use lepus::{AmqpConfig, AmqpTransport, Properties, Publication, QueueSpec, Transport};
+use lepus::{
+    AmqpConfig, AmqpTransport, InProcessBroker, Properties, Publication, QueueSpec, Transport,
+};
 
 type BoxError = Box<dyn Error + Send + Sync>;
 
@@ -45,6 +50,8 @@ async fn main() -> Result<(), BoxError> {
         Some(arg) => arg.parse()?,
         None => 20_000,
     };
+    in_process(n).await?;
+
     let config = AmqpConfig::from_env();
     let raw = Connection::connect(&config.addr, ConnectionProperties::default()).await?;
     let ours = Arc::new(AmqpTransport::connect(config).await?);
@@ -308,5 +315,98 @@ async fn lepus_consume(
             delivery.ack_multiple().await?;
         }
     }
+    Ok(())
+}
+
+/// Publish and consume+ack throughput of the in-process broker.
+async fn in_process(n: usize) -> Result<(), BoxError> {
+    let broker = InProcessBroker::new();
+    let exchange = "lepus-bench";
+    let spec = QueueSpec::new("lepus-bench", exchange).bind("bench.#");
+    broker.declare_exchange(exchange).await?;
+    broker.declare_queue(&spec).await?;
+    let queue = spec.name.as_str();
+
+    let mut publish_rows = Vec::new();
+    let mut consume_rows = Vec::new();
+    for _round in 0..2 {
+        broker.purge(queue)?;
+        let took = time(in_process_publish(&broker, exchange, n)).await?;
+        keep_best(
+            &mut publish_rows,
+            Row {
+                name: "in-process publish, one at a time",
+                n,
+                took,
+            },
+        );
+
+        broker.purge(queue)?;
+        let took = time(in_process_publish_batch(&broker, exchange, n)).await?;
+        keep_best(
+            &mut publish_rows,
+            Row {
+                name: "in-process publish_batch",
+                n,
+                took,
+            },
+        );
+
+        for (name, ack_every) in [
+            ("in-process: prefetch 500, ack each", 1),
+            ("in-process: prefetch 500, ack_multiple/50", 50),
+        ] {
+            broker.purge(queue)?;
+            in_process_publish_batch(&broker, exchange, n).await?;
+            let took = time(in_process_consume(&broker, queue, n, ack_every)).await?;
+            keep_best(&mut consume_rows, Row { name, n, took });
+        }
+    }
+    print_table("in-process broker: publish", &publish_rows);
+    print_table("in-process broker: consume + ack", &consume_rows);
+    Ok(())
+}
+
+async fn in_process_publish(b: &InProcessBroker, exchange: &str, n: usize) -> Result<(), BoxError> {
+    for i in 0..n {
+        let props = lepus_properties(i);
+        b.publish(Publication::new(exchange, KEY, &BODY, &props))
+            .await?;
+    }
+    Ok(())
+}
+
+async fn in_process_publish_batch(
+    b: &InProcessBroker,
+    exchange: &str,
+    n: usize,
+) -> Result<(), BoxError> {
+    let props: Vec<Properties> = (0..n).map(lepus_properties).collect();
+    let batch: Vec<Publication<'_>> = props
+        .iter()
+        .map(|p| Publication::new(exchange, KEY, &BODY, p))
+        .collect();
+    for outcome in b.publish_batch(&batch).await? {
+        outcome?;
+    }
+    Ok(())
+}
+
+async fn in_process_consume(
+    b: &InProcessBroker,
+    queue: &str,
+    n: usize,
+    ack_every: usize,
+) -> Result<(), BoxError> {
+    let mut sub = b.consume(queue, PREFETCH).await?;
+    for i in 1..=n {
+        let delivery = sub.next().await.ok_or("subscription ended")??;
+        if ack_every <= 1 {
+            delivery.ack().await?;
+        } else if i % ack_every == 0 || i == n {
+            delivery.ack_multiple().await?;
+        }
+    }
+    sub.cancel().await?;
     Ok(())
 }
