@@ -1,1 +1,3 @@
 //! Runnable programs a new Lepus user starts from: see `src/bin/`.
+
+pub mod checkout;

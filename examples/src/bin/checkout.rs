@@ -1,0 +1,47 @@
+//! The main demo: the talk's checkout flow on the in-process broker, or on RabbitMQ when
+//! `AMQP_ADDR` is set.
+//!
+//! Run: `cargo run -p lepus-examples --bin checkout`
+//! or:  `AMQP_ADDR=amqp://127.0.0.1:5672/%2f cargo run -p lepus-examples --bin checkout`
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use lepus_examples::checkout;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let broker = match lepus::connect().await {
+        Ok(broker) => Arc::new(broker),
+        Err(e) => {
+            eprintln!("cannot reach the broker: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    println!("Lepus checkout demo on the {} broker\n", broker.name());
+    match checkout::run(broker).await {
+        Ok(summary) => {
+            println!("\nSummary");
+            println!(
+                "  the web request published 7 tasks in {:.1} ms (done inline, they take at least {} ms)",
+                summary.request_us as f64 / 1000.0,
+                7 * checkout::TASK_MS
+            );
+            for (kind, n) in &summary.handled {
+                println!("  handled  {kind:<22} x{n}");
+            }
+            println!(
+                "  failed attempts: {} (retried later or dead-lettered)",
+                summary.failures
+            );
+            for (queue, kind, reason, attempts) in &summary.dead_letters {
+                println!("  dead letter in {queue}.dead: {kind} ({reason}, {attempts} attempt(s))");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("checkout demo failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
