@@ -278,3 +278,35 @@ async fn amqp_panic_retried_and_worker_keeps_running() {
     let t = broker!("worker_handling::amqp_panic_retried_and_worker_keeps_running");
     panic_retried_and_worker_keeps_running(Arc::new(t), &amqp_support::unique("w-panic")).await;
 }
+
+// The same bodies on the in-process broker (the embedded default).
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inprocess_handled_once_and_acked() {
+    let t = lepus::InProcessBroker::new();
+    handled_once_and_acked(Arc::new(t), "w-once-local").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inprocess_transient_retried_with_declared_delays() {
+    let t = lepus::InProcessBroker::new();
+    transient_retried_with_delays(Arc::new(t), "w-retry-local").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inprocess_exhausted_goes_to_dead_letter() {
+    let t = lepus::InProcessBroker::new();
+    exhausted_goes_to_dead_letter(Arc::new(t), "w-exhaust-local").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inprocess_rejected_dead_lettered_at_once() {
+    let t = lepus::InProcessBroker::new();
+    rejected_dead_lettered_at_once(Arc::new(t), "w-reject-local").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inprocess_panic_retried_and_worker_keeps_running() {
+    let t = lepus::InProcessBroker::new();
+    panic_retried_and_worker_keeps_running(Arc::new(t), "w-panic-local").await;
+}

@@ -108,3 +108,11 @@ async fn amqp_poison_is_dead_lettered_with_reason() {
     let t = broker!("worker_poison::amqp_poison_is_dead_lettered_with_reason");
     poison_is_dead_lettered(Arc::new(t), &amqp_support::unique("w-poison")).await;
 }
+
+// The same bodies on the in-process broker (the embedded default).
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inprocess_poison_is_dead_lettered_with_reason() {
+    let t = lepus::InProcessBroker::new();
+    poison_is_dead_lettered(Arc::new(t), "w-poison-local").await;
+}

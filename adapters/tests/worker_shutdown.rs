@@ -119,3 +119,17 @@ async fn amqp_shutdown_timeout_requeues_running_handlers() {
     let t = broker!("worker_shutdown::amqp_shutdown_timeout_requeues_running_handlers");
     shutdown_timeout_requeues_running(Arc::new(t), &amqp_support::unique("w-abort")).await;
 }
+
+// The same bodies on the in-process broker (the embedded default).
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inprocess_graceful_shutdown_finishes_running_handlers() {
+    let t = lepus::InProcessBroker::new();
+    graceful_shutdown_finishes_running(Arc::new(t), "w-stop-local").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inprocess_shutdown_timeout_requeues_running_handlers() {
+    let t = lepus::InProcessBroker::new();
+    shutdown_timeout_requeues_running(Arc::new(t), "w-abort-local").await;
+}
