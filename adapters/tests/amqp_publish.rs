@@ -109,6 +109,94 @@ async fn unroutable_is_an_error_and_the_channel_survives() {
     cleanup(&t, &spec, &[]).await;
 }
 
+/// lapin attaches a returned message to whichever confirmation it resolves next, which under
+/// `multiple` acks is often a neighbour's: each outcome must still be the publish's own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_mix_of_routable_and_unroutable_gets_each_its_own_outcome() {
+    let t = broker!("pipelined_mix_of_routable_and_unroutable_gets_each_its_own_outcome");
+    let spec = setup(&t, "mixed", "bound.key").await;
+    let props = Properties::new();
+    let keys: Vec<&str> = (0..600)
+        .map(|i| {
+            if (i * 7) % 3 == 0 {
+                "nobody.listens"
+            } else {
+                "bound.key"
+            }
+        })
+        .collect();
+    let batch: Vec<Publication<'_>> = keys
+        .iter()
+        .map(|key| Publication::new(&spec.exchange, key, b"x", &props))
+        .collect();
+    let outcomes = t.publish_batch(&batch).await.unwrap();
+    let mut routed = 0;
+    for (key, outcome) in keys.iter().zip(&outcomes) {
+        match (*key, outcome) {
+            ("bound.key", Ok(())) => routed += 1,
+            ("nobody.listens", Err(e)) if e.is_unroutable() => {}
+            (key, outcome) => panic!("{key}: wrong outcome {outcome:?}"),
+        }
+    }
+    // And concurrently, one task per publish.
+    let sends = keys.iter().map(|key| {
+        let t = &t;
+        let exchange = spec.exchange.clone();
+        let props = props.clone();
+        async move {
+            let outcome = t
+                .publish(Publication::new(&exchange, key, b"x", &props))
+                .await;
+            (*key, outcome)
+        }
+    });
+    for (key, outcome) in futures_join_all(sends).await {
+        match (key, outcome) {
+            ("bound.key", Ok(())) => routed += 1,
+            ("nobody.listens", Err(e)) if e.is_unroutable() => {}
+            (key, outcome) => panic!("concurrent {key}: wrong outcome {outcome:?}"),
+        }
+    }
+    assert_eq!(
+        routed,
+        2 * keys.iter().filter(|k| **k == "bound.key").count()
+    );
+    assert_eq!(
+        wait_for_count(&t, &spec.name, routed as u32).await,
+        routed as u32
+    );
+    cleanup(&t, &spec, &[]).await;
+}
+
+/// Runs futures concurrently on the current task (no extra dependency).
+async fn futures_join_all<F: std::future::Future>(
+    futures: impl IntoIterator<Item = F>,
+) -> Vec<F::Output> {
+    let mut set = Vec::new();
+    for f in futures {
+        set.push(Box::pin(f));
+    }
+    let mut outputs: Vec<Option<F::Output>> = (0..set.len()).map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut done = true;
+        for (i, f) in set.iter_mut().enumerate() {
+            if outputs[i].is_none() {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => outputs[i] = Some(v),
+                    std::task::Poll::Pending => done = false,
+                }
+            }
+        }
+        if done {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await;
+    outputs.into_iter().flatten().collect()
+}
+
 #[tokio::test]
 async fn missing_exchange_is_refused_and_publishing_recovers() {
     let t = broker!("missing_exchange_is_refused_and_publishing_recovers");

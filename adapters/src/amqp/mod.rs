@@ -5,6 +5,7 @@
 //! consuming), [`topology`] (idempotent declarations) and [`connect`].
 
 mod config;
+mod confirms;
 mod connection;
 mod properties;
 pub(crate) mod publisher;

@@ -12,9 +12,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::ShortString;
-use lapin::{BasicProperties, Channel, Confirmation, Connection, PublisherConfirm};
+use lapin::{BasicProperties, Channel, Connection, PublisherConfirm};
+use tokio::sync::oneshot;
 use tracing::Instrument;
 
+use crate::amqp::confirms::ConfirmTracker;
 use crate::amqp::properties::{short_name, to_amqp};
 use crate::error::{Error, ErrorKind, NameKind, Result};
 use crate::names::{check_payload, check_routing_key, check_target_exchange};
@@ -24,9 +26,38 @@ use crate::transport::Publication;
 #[derive(Debug)]
 pub struct Publisher {
     connection: Arc<Connection>,
-    channel: Mutex<Arc<Channel>>,
+    channel: Mutex<Arc<ConfirmChannel>>,
     reopen: tokio::sync::Mutex<()>,
     max_payload: usize,
+}
+
+/// A channel in confirm mode and the task that settles its confirmations.
+#[derive(Debug)]
+struct ConfirmChannel {
+    channel: Channel,
+    confirms: ConfirmTracker,
+}
+
+impl ConfirmChannel {
+    async fn open(connection: &Connection) -> Result<Self> {
+        Ok(ConfirmChannel {
+            channel: confirm_channel(connection).await?,
+            confirms: ConfirmTracker::start(),
+        })
+    }
+
+    /// Sends one prepared publication; the receiver yields its settled outcome.
+    async fn send(&self, p: &Prepared, body: &[u8]) -> Result<oneshot::Receiver<Result<()>>> {
+        let confirm = send_frames(&self.channel, p, body).await?;
+        Ok(self.confirms.track(p.message_id.clone(), confirm))
+    }
+}
+
+/// Waits for a publish's settled outcome.
+async fn settled(outcome: oneshot::Receiver<Result<()>>) -> Result<()> {
+    outcome.await.unwrap_or_else(|_| {
+        Err(Error::new(ErrorKind::ChannelClosed).context("publisher confirm tracking stopped"))
+    })
 }
 
 /// A publication checked and converted, ready to send.
@@ -41,7 +72,7 @@ impl Publisher {
     /// Opens a confirm-mode channel on `connection`. Bodies over `max_payload` bytes are
     /// refused before sending.
     pub async fn open(connection: Arc<Connection>, max_payload: usize) -> Result<Self> {
-        let channel = confirm_channel(&connection).await?;
+        let channel = ConfirmChannel::open(&connection).await?;
         Ok(Publisher {
             connection,
             channel: Mutex::new(Arc::new(channel)),
@@ -79,9 +110,8 @@ impl Publisher {
         );
         async {
             let channel = self.channel().await?;
-            let confirm = send_frames(&channel, &prepared, publication.body).await;
-            let outcome = match confirm {
-                Ok(confirm) => confirmed(confirm.await),
+            let outcome = match channel.send(&prepared, publication.body).await {
+                Ok(outcome) => settled(outcome).await,
                 Err(e) => Err(e),
             };
             outcome.map_err(|e| e.context(describe(&publication, &prepared)))
@@ -100,12 +130,12 @@ impl Publisher {
         let channel = self.channel().await?;
         let mut pending = Vec::with_capacity(batch.len());
         for (publication, prepared) in batch.iter().zip(&prepared) {
-            pending.push(send_frames(&channel, prepared, publication.body).await);
+            pending.push(channel.send(prepared, publication.body).await);
         }
         let mut outcomes = Vec::with_capacity(batch.len());
-        for ((confirm, publication), prepared) in pending.into_iter().zip(batch).zip(&prepared) {
-            let outcome = match confirm {
-                Ok(confirm) => confirmed(confirm.await),
+        for ((sent, publication), prepared) in pending.into_iter().zip(batch).zip(&prepared) {
+            let outcome = match sent {
+                Ok(outcome) => settled(outcome).await,
                 Err(e) => Err(e),
             };
             outcomes.push(outcome.map_err(|e| e.context(describe(publication, prepared))));
@@ -131,7 +161,7 @@ impl Publisher {
         })
     }
 
-    fn current(&self) -> Arc<Channel> {
+    fn current(&self) -> Arc<ConfirmChannel> {
         match self.channel.lock() {
             Ok(guard) => Arc::clone(&guard),
             Err(poisoned) => Arc::clone(&poisoned.into_inner()),
@@ -139,18 +169,18 @@ impl Publisher {
     }
 
     /// The publishing channel, reopened if the broker closed it.
-    async fn channel(&self) -> Result<Arc<Channel>> {
+    async fn channel(&self) -> Result<Arc<ConfirmChannel>> {
         let current = self.current();
-        if current.status().connected() {
+        if current.channel.status().connected() {
             return Ok(current);
         }
         let _reopening = self.reopen.lock().await;
         let current = self.current();
-        if current.status().connected() {
+        if current.channel.status().connected() {
             return Ok(current);
         }
         tracing::info!("publishing channel closed; opening a new one");
-        let fresh = Arc::new(confirm_channel(&self.connection).await?);
+        let fresh = Arc::new(ConfirmChannel::open(&self.connection).await?);
         match self.channel.lock() {
             Ok(mut guard) => *guard = Arc::clone(&fresh),
             Err(poisoned) => *poisoned.into_inner() = Arc::clone(&fresh),
@@ -185,21 +215,6 @@ async fn send_frames(channel: &Channel, p: &Prepared, body: &[u8]) -> Result<Pub
         )
         .await
         .map_err(Error::from_lapin)
-}
-
-fn confirmed(confirmation: lapin::Result<Confirmation>) -> Result<()> {
-    match confirmation.map_err(Error::from_lapin)? {
-        Confirmation::Ack(None) => Ok(()),
-        Confirmation::Ack(Some(returned)) | Confirmation::Nack(Some(returned)) => {
-            Err(Error::new(ErrorKind::Unroutable {
-                reply_code: returned.reply_code,
-            }))
-        }
-        Confirmation::Nack(None) => Err(Error::new(ErrorKind::Nacked)),
-        Confirmation::NotRequested => {
-            Err(Error::new(ErrorKind::Broker).context("publisher confirms are not enabled"))
-        }
-    }
 }
 
 fn describe(p: &Publication<'_>, prepared: &Prepared) -> String {
