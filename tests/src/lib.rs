@@ -1,2 +1,4 @@
 //! Integration tests across the Lepus crates live in `tests/tests/`; this library holds
 //! what they share.
+
+pub mod proxy;
