@@ -293,6 +293,14 @@ pub fn new_message_id() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn message_ids_are_unique_and_short() {
+        let a = new_message_id();
+        let b = new_message_id();
+        assert_ne!(a, b);
+        assert!(a.len() < 64, "{a}");
+    }
     use crate::core::envelope::decode_json_raw;
     use serde::{Deserialize, Serialize};
 

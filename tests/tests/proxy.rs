@@ -53,7 +53,10 @@ async fn forwards_stalls_heals_and_drops() {
     proxy.heal();
     let mut buf = [0u8; 4];
     let n = timeout(Duration::from_secs(1), s.read_exact(&mut buf)).await;
-    assert!(matches!(n, Ok(Ok(_))), "the stalled ping is delivered after healing");
+    assert!(
+        matches!(n, Ok(Ok(_))),
+        "the stalled ping is delivered after healing"
+    );
     assert_eq!(&buf, b"ping");
 
     proxy.inject(Fault::Drop);

@@ -6,9 +6,7 @@
 //! pipeline. Every message is mandatory and persistent. When the broker closes the channel
 //! (for example after a publish to a missing exchange), the next publish opens a new one.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex};
 
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::ShortString;
@@ -20,6 +18,7 @@ use crate::amqp::confirms::ConfirmTracker;
 use crate::amqp::properties::{short_name, to_amqp};
 use crate::error::{Error, ErrorKind, NameKind, Result};
 use crate::names::{check_payload, check_routing_key, check_target_exchange};
+use crate::publisher::{new_message_id, now_seconds};
 use crate::transport::Publication;
 
 /// Publishes with confirms on one channel of a connection.
@@ -222,38 +221,4 @@ fn describe(p: &Publication<'_>, prepared: &Prepared) -> String {
         "publish of message {} to exchange {:?} with routing key {:?}",
         prepared.message_id, p.exchange, p.routing_key
     )
-}
-
-pub(crate) fn now_seconds() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
-/// A message id unique to this process run: `<pid>-<start nanos>-<counter>`, in hex.
-pub(crate) fn new_message_id() -> String {
-    static PREFIX: OnceLock<String> = OnceLock::new();
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let prefix = PREFIX.get_or_init(|| {
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
-        format!("{:x}-{:x}", std::process::id(), nanos)
-    });
-    format!("{prefix}-{:x}", COUNTER.fetch_add(1, Ordering::Relaxed))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn message_ids_are_unique() {
-        let a = new_message_id();
-        let b = new_message_id();
-        assert_ne!(a, b);
-        assert!(a.len() < 64);
-    }
 }

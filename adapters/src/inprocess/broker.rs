@@ -5,7 +5,6 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use lepus_core::exchange::ExchangeKind;
 use tokio::sync::mpsc;
 
-use crate::amqp::publisher::{new_message_id, now_seconds};
 use crate::amqp::DEFAULT_MAX_PAYLOAD;
 use crate::delivery::Delivery;
 use crate::error::Result;
@@ -18,6 +17,7 @@ use crate::names::{
     check_target_exchange,
 };
 use crate::properties::{Headers, Properties};
+use crate::publisher::{new_message_id, now_seconds};
 use crate::topology::{dead_letter_queue_name, wait_queue_name, QueueKind, QueueSpec};
 use crate::transport::{Publication, Transport};
 
