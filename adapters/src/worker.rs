@@ -21,6 +21,9 @@
 //! says when one `basic.ack` with `multiple` may cover every delivery up to a tag (all of them
 //! done or already settled), which the worker sends once 64 are ready, 5 ms after the oldest
 //! ready one, when nothing is in flight, and on shutdown. Nacks and rejects are sent at once.
+//! One consumer per channel is assumed (a multiple ack covers the whole channel), and the
+//! consume loop polls [`Subscription::next`] alongside finished handlers and the ack timer,
+//! so a transport's `next` must be cancel-safe (lose no delivery when dropped unfinished).
 //! When a follow-up publish fails the delivery is requeued
 //! (`nack`), or, if the transport refused the message as invalid, rejected so that the
 //! queue's own dead-lettering takes it. A lost acknowledgement ([`ErrorKind::AckLost`]) is
