@@ -17,7 +17,14 @@
 //!      attempts, origin), acked once confirmed.
 //!
 //! A delivery is acknowledged only after its handler finished and its follow-up was
-//! confirmed (at-least-once). When a follow-up publish fails the delivery is requeued
+//! confirmed (at-least-once). Acks are batched: core's [`AckWindow`](crate::core::AckWindow)
+//! says when one `basic.ack` with `multiple` may cover every delivery up to a tag (all of them
+//! done or already settled), which the worker sends once 64 are ready, 5 ms after the oldest
+//! ready one, when nothing is in flight, and on shutdown. Nacks and rejects are sent at once.
+//! One consumer per channel is assumed (a multiple ack covers the whole channel), and the
+//! consume loop polls [`Subscription::next`] alongside finished handlers and the ack timer,
+//! so a transport's `next` must be cancel-safe (lose no delivery when dropped unfinished).
+//! When a follow-up publish fails the delivery is requeued
 //! (`nack`), or, if the transport refused the message as invalid, rejected so that the
 //! queue's own dead-lettering takes it. A lost acknowledgement ([`ErrorKind::AckLost`]) is
 //! logged: the broker delivers the message again.
@@ -38,6 +45,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::{oneshot, Semaphore};
 use tokio::task::JoinSet;
 use tracing::Instrument;
+
+mod acks;
+
+use acks::{Acks, Verdict};
 
 use crate::core::envelope::{decode_json_raw, rewrite_json, MetadataEdits};
 use crate::core::retry::{decide, DeadLetterReason, Decision, Outcome, RetryMetadata};
@@ -375,47 +386,64 @@ where
     let queue = shared.config.queue.clone();
     tokio::pin!(shutdown);
     let permits = Arc::new(Semaphore::new(shared.config.concurrency.max(1)));
-    let mut tasks: JoinSet<()> = JoinSet::new();
-    let mut in_flight: HashMap<tokio::task::Id, Arc<Delivery>> = HashMap::new();
+    let mut tasks: JoinSet<Verdict> = JoinSet::new();
+    let mut in_flight: InFlight = HashMap::new();
+    let mut acks = Acks::new();
+    let counters = &*shared.counters;
+    // The delayed-flush timer, re-armed only when the deadline moves.
+    let timer = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(timer);
+    let mut armed: Option<tokio::time::Instant> = None;
+    // A handler slot, taken before waiting for a delivery (so prefetch is not outrun).
+    let mut permit: Option<tokio::sync::OwnedSemaphorePermit> = None;
     let mut ended: Option<Error> = None;
     tracing::info!(queue = %queue, "worker started");
     loop {
+        let deadline = acks.deadline();
+        if deadline != armed {
+            if let Some(at) = deadline {
+                timer.as_mut().reset(at);
+            }
+            armed = deadline;
+        }
         tokio::select! {
             biased;
             () = &mut shutdown => break,
             Some(joined) = tasks.join_next_with_id(), if !tasks.is_empty() => {
-                reap(&shared, joined, &mut in_flight).await;
+                reap(&shared, joined, &mut in_flight, &mut acks).await;
             }
-            permit = Arc::clone(&permits).acquire_owned() => {
-                let Ok(permit) = permit else { break };
-                let next = tokio::select! {
-                    biased;
-                    () = &mut shutdown => None,
-                    next = subscription.next() => Some(next),
-                };
-                match next {
-                    None => break,
-                    Some(None) => {
-                        ended = Some(Error::new(ErrorKind::ChannelClosed)
-                            .context(format!("subscription to {queue:?} ended")));
-                        break;
-                    }
-                    Some(Some(Err(e))) => {
-                        tracing::error!(queue = %queue, error = %e, "consuming failed");
-                        ended = Some(e);
-                        break;
-                    }
-                    Some(Some(Ok(delivery))) => {
-                        bump(&shared.counters.received);
-                        let delivery = Arc::new(delivery);
-                        let task = process(Arc::clone(&shared), Arc::clone(&delivery), permit);
-                        let handle = tasks.spawn(task);
-                        in_flight.insert(handle.id(), delivery);
-                    }
+            () = &mut timer, if armed.is_some() => {
+                armed = None;
+                acks.flush_due(counters).await;
+            }
+            acquired = Arc::clone(&permits).acquire_owned(), if permit.is_none() => {
+                let Ok(acquired) = acquired else { break };
+                permit = Some(acquired);
+            }
+            next = subscription.next(), if permit.is_some() => match next {
+                None => {
+                    ended = Some(Error::new(ErrorKind::ChannelClosed)
+                        .context(format!("subscription to {queue:?} ended")));
+                    break;
                 }
-            }
+                Some(Err(e)) => {
+                    tracing::error!(queue = %queue, error = %e, "consuming failed");
+                    ended = Some(e);
+                    break;
+                }
+                Some(Ok(delivery)) => {
+                    let Some(permit) = permit.take() else { break };
+                    bump(&shared.counters.received);
+                    let tracked = acks.receive(&delivery);
+                    let delivery = Arc::new(delivery);
+                    let task = process(Arc::clone(&shared), Arc::clone(&delivery), permit);
+                    let handle = tasks.spawn(task);
+                    in_flight.insert(handle.id(), (delivery, tracked));
+                }
+            },
         }
     }
+    drop(permit);
 
     // 1. Stop the flow; requeue what arrived but was not started.
     if ended.is_none() {
@@ -426,14 +454,14 @@ where
             tokio::time::timeout(Duration::from_millis(100), subscription.next()).await
         {
             bump(&shared.counters.received);
-            requeue(&shared, &delivery).await;
+            let _ = requeue(&shared, &delivery).await;
         }
     }
     // 2. Let running handlers finish, up to the timeout.
     let deadline = tokio::time::Instant::now() + shared.config.shutdown_timeout;
     while !tasks.is_empty() {
         match tokio::time::timeout_at(deadline, tasks.join_next_with_id()).await {
-            Ok(Some(joined)) => reap(&shared, joined, &mut in_flight).await,
+            Ok(Some(joined)) => reap(&shared, joined, &mut in_flight, &mut acks).await,
             Ok(None) => break,
             Err(_) => {
                 tracing::warn!(
@@ -443,11 +471,13 @@ where
                 );
                 tasks.abort_all();
                 while let Some(joined) = tasks.join_next_with_id().await {
-                    reap(&shared, joined, &mut in_flight).await;
+                    reap(&shared, joined, &mut in_flight, &mut acks).await;
                 }
             }
         }
     }
+    // 3. Acknowledge what finished.
+    acks.flush(counters).await;
     drop(subscription);
     let stats = shared.counters.snapshot();
     tracing::info!(queue = %queue, ?stats, "worker stopped");
@@ -457,37 +487,46 @@ where
     }
 }
 
-/// Forgets a finished task; requeues the delivery of a task that panicked or was aborted.
+/// Running delivery tasks: their delivery, and whether the ack window tracks it.
+type InFlight = HashMap<tokio::task::Id, (Arc<Delivery>, bool)>;
+
+/// Hands a finished task's verdict to the acks; requeues the delivery of a task that
+/// panicked or was aborted.
 async fn reap<T>(
     shared: &Shared<T>,
-    joined: core::result::Result<(tokio::task::Id, ()), tokio::task::JoinError>,
-    in_flight: &mut HashMap<tokio::task::Id, Arc<Delivery>>,
+    joined: core::result::Result<(tokio::task::Id, Verdict), tokio::task::JoinError>,
+    in_flight: &mut InFlight,
+    acks: &mut Acks,
 ) {
-    match joined {
-        Ok((id, ())) => {
-            in_flight.remove(&id);
-        }
+    let (id, verdict) = match joined {
+        Ok((id, verdict)) => (id, verdict),
         Err(e) => {
             if e.is_panic() {
                 tracing::error!(error = %e, "a delivery task panicked");
             }
-            if let Some(delivery) = in_flight.remove(&e.id()) {
-                requeue(shared, &delivery).await;
+            if let Some((delivery, _)) = in_flight.get(&e.id()) {
+                requeue(shared, delivery).await;
             }
+            (e.id(), Verdict::Settled)
         }
+    };
+    if let Some((delivery, tracked)) = in_flight.remove(&id) {
+        acks.finish(&shared.counters, delivery, tracked, verdict)
+            .await;
     }
 }
 
-async fn requeue<T>(shared: &Shared<T>, delivery: &Delivery) {
+async fn requeue<T>(shared: &Shared<T>, delivery: &Delivery) -> Verdict {
     match delivery.nack(true).await {
         Ok(()) => bump(&shared.counters.requeued),
-        Err(e) => note_settle_error(shared, &e, "requeue"),
+        Err(e) => note_settle_error(&shared.counters, &e, "requeue"),
     }
+    Verdict::Settled
 }
 
-fn note_settle_error<T>(shared: &Shared<T>, e: &Error, what: &str) {
+fn note_settle_error(counters: &Counters, e: &Error, what: &str) {
     if e.kind() == ErrorKind::AckLost {
-        bump(&shared.counters.acks_lost);
+        bump(&counters.acks_lost);
         tracing::warn!(error = %e, "{what}: acknowledgement lost; the broker redelivers");
     } else {
         tracing::warn!(error = %e, "{what} failed");
@@ -501,12 +540,13 @@ struct DeadLetter {
     attempts: u32,
 }
 
-/// Handles one delivery from checks to settlement.
+/// Handles one delivery from checks to its verdict (nacks and rejects are sent here, acks
+/// are left to the batch).
 async fn process<T: Transport>(
     shared: Arc<Shared<T>>,
     delivery: Arc<Delivery>,
     _permit: tokio::sync::OwnedSemaphorePermit,
-) {
+) -> Verdict {
     let span = tracing::info_span!(
         "lepus.message",
         queue = %shared.config.queue,
@@ -519,35 +559,29 @@ async fn process<T: Transport>(
         match handle(&shared, &delivery).await {
             Ok(Follow::Ack) => {
                 bump(&shared.counters.succeeded);
-                settle_ack(&shared, &delivery, "ack").await;
+                Verdict::Ack
             }
             Ok(Follow::Retry { delay_ms, attempt }) => {
                 tracing::info!(delay_ms, attempt, "retry scheduled");
                 bump(&shared.counters.retried);
-                settle_ack(&shared, &delivery, "ack after retry").await;
+                Verdict::Ack
             }
             Ok(Follow::DeadLetter(dead)) => dead_letter(&shared, &delivery, dead).await,
             Err(e) => {
                 // The follow-up was not confirmed: give the message back.
                 tracing::warn!(error = %e, "follow-up failed; requeueing");
-                requeue(&shared, &delivery).await;
+                requeue(&shared, &delivery).await
             }
         }
     }
     .instrument(span)
-    .await;
+    .await
 }
 
 enum Follow {
     Ack,
     Retry { delay_ms: u32, attempt: u32 },
     DeadLetter(DeadLetter),
-}
-
-async fn settle_ack<T>(shared: &Shared<T>, delivery: &Delivery, what: &str) {
-    if let Err(e) = delivery.ack().await {
-        note_settle_error(shared, &e, what);
-    }
 }
 
 /// Checks, runs the handler, and performs a retry; returns what is left to do.
@@ -669,8 +703,13 @@ fn retry_properties(delivery: &Delivery) -> Properties {
     properties
 }
 
-/// Publishes into the dead-letter queue with the `x-lepus-*` headers, then acks.
-async fn dead_letter<T: Transport>(shared: &Shared<T>, delivery: &Delivery, dead: DeadLetter) {
+/// Publishes into the dead-letter queue with the `x-lepus-*` headers; the delivery is then
+/// acked (or, if that publish failed, requeued or rejected).
+async fn dead_letter<T: Transport>(
+    shared: &Shared<T>,
+    delivery: &Delivery,
+    dead: DeadLetter,
+) -> Verdict {
     tracing::warn!(
         reason = dead.reason.as_str(),
         error = %dead.error,
@@ -701,7 +740,7 @@ async fn dead_letter<T: Transport>(shared: &Shared<T>, delivery: &Delivery, dead
     match published {
         Ok(()) => {
             bump(&shared.counters.dead_lettered);
-            settle_ack(shared, delivery, "ack after dead-letter").await;
+            Verdict::Ack
         }
         Err(e) if e.is_invalid_input() => {
             // The transport will not carry it (e.g. over its size limit): let the queue's
@@ -709,12 +748,13 @@ async fn dead_letter<T: Transport>(shared: &Shared<T>, delivery: &Delivery, dead
             tracing::warn!(error = %e, "dead-letter publish refused; rejecting instead");
             match delivery.reject(false).await {
                 Ok(()) => bump(&shared.counters.dead_lettered),
-                Err(e) => note_settle_error(shared, &e, "reject"),
+                Err(e) => note_settle_error(&shared.counters, &e, "reject"),
             }
+            Verdict::Settled
         }
         Err(e) => {
             tracing::warn!(error = %e, "dead-letter publish failed; requeueing");
-            requeue(shared, delivery).await;
+            requeue(shared, delivery).await
         }
     }
 }

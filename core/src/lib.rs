@@ -9,6 +9,7 @@
 //!   dead-letter with a reason.
 //! - [`topic`]: AMQP topic matching with RabbitMQ's exact semantics, and a trie router.
 //! - [`exchange`]: direct, fanout, topic and headers exchange routing.
+//! - [`ack`]: when a batched `basic.ack` with `multiple` is safe (at-least-once kept).
 //! - [`rpc`]: the table of pending RPC requests (correlation ids, deadlines, scatter-gather).
 //!
 //! Guarantees: `#![no_std]`, no `alloc`, no `unsafe`. No function panics on any input; a
@@ -18,6 +19,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod ack;
 pub mod envelope;
 pub mod exchange;
 pub mod headers;
@@ -26,6 +28,7 @@ pub mod router;
 pub mod rpc;
 pub mod topic;
 
+pub use ack::{AckError, AckPolicy, AckWindow};
 pub use envelope::{
     decode_json, decode_json_raw, decode_json_with_scratch, decode_postcard, decode_postcard_cobs,
     decode_postcard_raw, encode_json, encode_json_raw, encode_postcard, encode_postcard_cobs,

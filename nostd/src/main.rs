@@ -41,6 +41,7 @@ fn check(ok: bool, what: &str) -> bool {
 }
 
 fn run() -> bool {
+    use lepus_core::ack::{AckPolicy, AckWindow};
     use lepus_core::envelope::{self, Envelope, Metadata};
     use lepus_core::exchange::{Exchange, ExchangeKind, Message};
     use lepus_core::headers::HeaderValue;
@@ -109,13 +110,19 @@ fn run() -> bool {
     let registered = pending.register(0x1234, 1_000, 9).is_ok();
     let completed = matches!(pending.complete(0x1234, 10), Ok(f) if f.value == 9);
     ok &= check(registered && completed, "rpc table");
+
+    // ack: two deliveries finish out of order, one multiple ack covers both.
+    let mut acks: AckWindow<8> = AckWindow::new(AckPolicy::default());
+    let received = acks.receive(1).is_ok() && acks.receive(2).is_ok();
+    let done = acks.complete(2, 0).is_ok() && acks.complete(1, 0).is_ok();
+    ok &= check(received && done && acks.flush_due(0) == Some(2), "ack window");
     ok
 }
 
 #[unsafe(no_mangle)]
 pub extern "C" fn main(_argc: i32, _argv: *const *const u8) -> i32 {
     if run() {
-        print("lepus-core no_std check: ok (envelope, retry, topic, router, exchange, headers, rpc)\n");
+        print("lepus-core no_std check: ok (envelope, retry, topic, router, exchange, headers, rpc, ack)\n");
         0
     } else {
         1

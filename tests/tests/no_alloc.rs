@@ -210,6 +210,30 @@ fn rpc_table_does_not_allocate() {
     let _ = Slot::<u32>::default;
 }
 
+#[test]
+fn ack_window_does_not_allocate() {
+    let mut window: Box<lepus_core::AckWindow<64>> =
+        Box::new(lepus_core::AckWindow::new(lepus_core::AckPolicy::default()));
+    let flushed = assert_no_alloc("ack window", || {
+        let mut last = 0;
+        for tag in 1..=100u64 {
+            let _ = window.receive(tag);
+        }
+        for tag in (1..=64u64).rev() {
+            if tag % 7 == 0 {
+                window.settled(tag, tag).unwrap();
+            } else {
+                window.complete(tag, tag).unwrap();
+            }
+            if let Some(t) = window.flush_due(tag) {
+                last = t;
+            }
+        }
+        (last, window.untracked(), window.next_deadline())
+    });
+    assert_eq!(flushed, (64, 36, None));
+}
+
 #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 struct SendAdExpiredMail {
     #[serde(rename = "adId")]

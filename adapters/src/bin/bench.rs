@@ -9,6 +9,9 @@
 //! and topology (it needs no broker, so its table prints even when RabbitMQ is down).
 #![forbid(unsafe_code)]
 
+#[path = "bench/typed.rs"]
+mod typed;
+
 use std::error::Error;
 use std::future::Future;
 use std::pin::Pin;
@@ -68,6 +71,10 @@ async fn main() -> Result<(), BoxError> {
         .confirm_select(ConfirmSelectOptions::default())
         .await?;
 
+    let worker_queue = format!("lepus-bench-{suffix}-worker");
+    let worker_config = typed::worker_config(&worker_queue, &exchange, PREFETCH);
+    typed::declare_worker(&ours, &worker_config).await?;
+
     let mut publish_rows = Vec::new();
     let mut consume_rows = Vec::new();
     for _round in 0..2 {
@@ -99,6 +106,28 @@ async fn main() -> Result<(), BoxError> {
             &mut publish_rows,
             Row {
                 name: "lepus publish, 1 task per message",
+                n,
+                took,
+            },
+        );
+
+        purge(&raw, &queue).await?;
+        let took = typed::publisher_send_batch(&ours, &exchange, n).await?;
+        keep_best(
+            &mut publish_rows,
+            Row {
+                name: "lepus Publisher::send_batch (typed)",
+                n,
+                took,
+            },
+        );
+
+        purge(&raw, &queue).await?;
+        let took = typed::publisher_send(&ours, &exchange, n).await?;
+        keep_best(
+            &mut publish_rows,
+            Row {
+                name: "lepus Publisher::send, 1 task per message",
                 n,
                 took,
             },
@@ -139,11 +168,23 @@ async fn main() -> Result<(), BoxError> {
                 took,
             },
         );
+
+        typed::fill_worker_queue(&ours, &exchange, n).await?;
+        let took = typed::worker_consume(&ours, worker_config.clone(), n).await?;
+        keep_best(
+            &mut consume_rows,
+            Row {
+                name: "lepus Worker, no-op handler (prefetch 500)",
+                n,
+                took,
+            },
+        );
     }
 
     print_table("publish with confirms", &publish_rows);
     print_table("consume + ack", &consume_rows);
 
+    typed::cleanup(&ours, &worker_queue).await?;
     ours.delete_queue(&queue).await?;
     ours.delete_queue(&format!("{queue}.dead")).await?;
     ours.delete_exchange(&exchange).await?;
