@@ -104,6 +104,9 @@ pub trait Transport: Send + Sync {
 /// A stream of deliveries from one queue.
 pub trait Subscription: Send {
     /// The next delivery; `None` once the subscription was cancelled or its channel closed.
+    ///
+    /// Must be cancel-safe: the worker polls it in a `select!`, and a dropped `next` future
+    /// must not lose a delivery.
     fn next(&mut self) -> impl Future<Output = Option<Result<Delivery>>> + Send;
 
     /// Stops the flow of deliveries. Unsettled deliveries are redelivered by the broker

@@ -70,3 +70,9 @@ async fn amqp_slow_first_is_not_covered_by_a_batched_ack() {
     let t = broker!("worker_acks::amqp_slow_first_is_not_covered_by_a_batched_ack");
     slow_first_is_not_covered_by_a_batched_ack(Arc::new(t), &amqp_support::unique("w-acks")).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inprocess_slow_first_is_not_covered_by_a_batched_ack() {
+    let t = lepus::InProcessBroker::new();
+    slow_first_is_not_covered_by_a_batched_ack(Arc::new(t), "w-acks-local").await;
+}

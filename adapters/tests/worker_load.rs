@@ -118,3 +118,8 @@ async fn amqp_10000_messages_with_random_failures_exactly_once() {
     let t = broker!("worker_load::amqp_10000_messages_with_random_failures_exactly_once");
     many_messages_exactly_once(Arc::new(t), &amqp_support::unique("w-load")).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inprocess_10000_messages_with_random_failures_exactly_once() {
+    many_messages_exactly_once(Arc::new(lepus::InProcessBroker::new()), "w-load-local").await;
+}
