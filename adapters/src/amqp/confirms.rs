@@ -10,10 +10,13 @@
 //! Why this is exact: RabbitMQ sends a message's `basic.return` before its `basic.ack`, and
 //! lapin attaches a waiting returned message to the first confirmation it resolves after the
 //! return arrived. So by the time a publish's own confirmation is resolved, the confirmation
-//! carrying its returned message (if any) is resolved too. One task per channel (the
-//! [`ConfirmTracker`]) waits for the oldest confirmation, then sweeps every resolved one,
-//! collects the message ids of all returned messages, and only then settles each resolved
-//! publish: unroutable if its own id was returned, else as the broker confirmed it.
+//! carrying its returned message (if any) is resolved too: either itself (a single ack) or one
+//! of the same multiple ack, which resolves every older pending publish at once. One task per
+//! channel (the [`ConfirmTracker`]) waits for the oldest confirmation, then sweeps the resolved
+//! ones from the oldest on (and [`LOOKAHEAD`] further, for confirmations that arrived out of
+//! order), collects the message ids of all returned messages, and only then settles each
+//! resolved publish: unroutable if its own id was returned, else as the broker confirmed it.
+//! A sweep costs O(resolved + [`LOOKAHEAD`]), not O(in flight).
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -24,6 +27,9 @@ use lapin::{Confirmation, PublisherConfirm};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::{Error, ErrorKind, Result};
+
+/// How many publishes past the first unconfirmed one a sweep looks at.
+const LOOKAHEAD: usize = 256;
 
 /// A publish waiting for its confirmation.
 struct Tracked {
@@ -128,10 +134,19 @@ impl Future for OldestConfirm<'_> {
 /// ids of all returned messages carried by any of them.
 fn sweep(pending: &mut VecDeque<Tracked>, returned: &mut HashMap<String, u16>) {
     let mut noop = Context::from_waker(Waker::noop());
+    let mut unresolved_seen = 0usize;
+    let mut swept = 0usize;
     for tracked in pending.iter_mut() {
         if tracked.outcome.is_none() {
             if let Poll::Ready(outcome) = Pin::new(&mut tracked.confirm).poll(&mut noop) {
                 tracked.outcome = Some(outcome);
+            }
+        }
+        swept += 1;
+        if tracked.outcome.is_none() {
+            unresolved_seen += 1;
+            if unresolved_seen > LOOKAHEAD {
+                break;
             }
         }
         if let Some(Ok(Confirmation::Ack(Some(message)) | Confirmation::Nack(Some(message)))) =
@@ -146,7 +161,7 @@ fn sweep(pending: &mut VecDeque<Tracked>, returned: &mut HashMap<String, u16>) {
         }
     }
     let mut still_pending = VecDeque::with_capacity(pending.len());
-    for tracked in pending.drain(..) {
+    for tracked in pending.drain(..swept) {
         let Some(outcome) = tracked.outcome else {
             still_pending.push_back(tracked);
             continue;
@@ -166,5 +181,6 @@ fn sweep(pending: &mut VecDeque<Tracked>, returned: &mut HashMap<String, u16>) {
         // The publisher may have stopped waiting (its future was dropped): nothing to do.
         let _ = tracked.settle.send(result);
     }
+    still_pending.append(pending);
     *pending = still_pending;
 }
