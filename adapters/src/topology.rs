@@ -49,6 +49,10 @@ pub struct QueueSpec {
     /// Retry delays, in milliseconds, whose wait queues are declared up front.
     /// Other delays get their wait queue on first use.
     pub retry_delays_ms: Vec<u32>,
+    /// Deliveries allowed in all before the broker dead-letters a message: declared as
+    /// `x-delivery-limit` on quorum queues (RabbitMQ 3.10 sets none by default). Classic
+    /// queues have no such argument; the worker counts their deliveries itself.
+    pub delivery_limit: Option<u32>,
 }
 
 impl QueueSpec {
@@ -60,7 +64,15 @@ impl QueueSpec {
             exchange: exchange.into(),
             bindings: Vec::new(),
             retry_delays_ms: Vec::new(),
+            delivery_limit: None,
         }
+    }
+
+    /// Sets the delivery limit (see [`QueueSpec::delivery_limit`]).
+    #[must_use]
+    pub fn delivery_limit(mut self, limit: u32) -> Self {
+        self.delivery_limit = Some(limit);
+        self
     }
 
     /// Chooses classic or quorum.

@@ -51,6 +51,9 @@ mod acks;
 use acks::{Acks, Verdict};
 
 use crate::core::envelope::{decode_json_raw, rewrite_json, MetadataEdits};
+use crate::core::redelivery::{
+    self, DeliveryInfo, Redelivery, COUNT_HEADER, DEFAULT_DELIVERY_LIMIT, QUORUM_COUNT_HEADER,
+};
 use crate::core::retry::{decide, DeadLetterReason, Decision, Outcome, RetryMetadata};
 use crate::delivery::Delivery;
 use crate::error::{Error, ErrorKind, Result};
@@ -58,7 +61,7 @@ use crate::properties::{HeaderValue, Properties};
 use crate::publisher::CONTENT_TYPE_JSON;
 use crate::registry::{Context, HandlerError, HandlerFuture, Registry};
 use crate::topology::{QueueKind, QueueSpec};
-use crate::transport::{Subscription, Transport};
+use crate::transport::{Publication, Subscription, Transport};
 
 /// Header: why a message was dead-lettered ([`DeadLetterReason::as_str`]).
 pub const HEADER_REASON: &str = "x-lepus-reason";
@@ -100,6 +103,13 @@ pub struct WorkerConfig {
     pub max_body: usize,
     /// How long shutdown waits for running handlers before requeueing their messages.
     pub shutdown_timeout: Duration,
+    /// Deliveries allowed in all for one message (first delivery included) before it is
+    /// dead-lettered as `delivery-limit`, so that a message that crashes the worker or hangs
+    /// until the connection drops cannot loop forever (see [`crate::core::redelivery`]).
+    pub delivery_limit: u32,
+    /// Longest a handler may run; one that takes longer counts as a transient failure.
+    /// `None`: no limit.
+    pub handler_timeout: Option<Duration>,
 }
 
 impl WorkerConfig {
@@ -116,6 +126,8 @@ impl WorkerConfig {
             retry_delays_ms: Vec::new(),
             max_body: crate::amqp::DEFAULT_MAX_PAYLOAD,
             shutdown_timeout: Duration::from_secs(30),
+            delivery_limit: DEFAULT_DELIVERY_LIMIT,
+            handler_timeout: None,
         }
     }
 
@@ -167,6 +179,20 @@ impl WorkerConfig {
         self.shutdown_timeout = timeout;
         self
     }
+
+    /// Sets the delivery limit (deliveries in all, see [`WorkerConfig::delivery_limit`]).
+    #[must_use]
+    pub fn delivery_limit(mut self, limit: u32) -> Self {
+        self.delivery_limit = limit;
+        self
+    }
+
+    /// Sets the handler timeout.
+    #[must_use]
+    pub fn handler_timeout(mut self, timeout: Duration) -> Self {
+        self.handler_timeout = Some(timeout);
+        self
+    }
 }
 
 /// Counters of a worker, as returned by [`Worker::run`] and [`WorkerHandle::stats`].
@@ -186,6 +212,10 @@ pub struct WorkerStats {
     pub panicked: u64,
     /// Acknowledgements that had no effect (the broker redelivers).
     pub acks_lost: u64,
+    /// Redelivered messages published again with their delivery count (classic queues).
+    pub recounted: u64,
+    /// Handlers stopped by the handler timeout.
+    pub timed_out: u64,
 }
 
 #[derive(Debug, Default)]
@@ -197,6 +227,8 @@ struct Counters {
     requeued: AtomicU64,
     panicked: AtomicU64,
     acks_lost: AtomicU64,
+    recounted: AtomicU64,
+    timed_out: AtomicU64,
 }
 
 impl Counters {
@@ -210,6 +242,8 @@ impl Counters {
             requeued: get(&self.requeued),
             panicked: get(&self.panicked),
             acks_lost: get(&self.acks_lost),
+            recounted: get(&self.recounted),
+            timed_out: get(&self.timed_out),
         }
     }
 }
@@ -324,7 +358,8 @@ where
         delays.dedup();
         let mut spec = QueueSpec::new(c.queue.clone(), c.exchange.clone())
             .kind(c.kind)
-            .retry_delays_ms(delays);
+            .retry_delays_ms(delays)
+            .delivery_limit(c.delivery_limit);
         spec.bindings.clone_from(&c.bindings);
         spec
     }
@@ -566,6 +601,14 @@ async fn process<T: Transport>(
                 bump(&shared.counters.retried);
                 Verdict::Ack
             }
+            Ok(Follow::Recounted { deliveries }) => {
+                tracing::warn!(
+                    deliveries,
+                    "redelivered message published again with its count"
+                );
+                bump(&shared.counters.recounted);
+                Verdict::Ack
+            }
             Ok(Follow::DeadLetter(dead)) => dead_letter(&shared, &delivery, dead).await,
             Err(e) => {
                 // The follow-up was not confirmed: give the message back.
@@ -581,6 +624,7 @@ async fn process<T: Transport>(
 enum Follow {
     Ack,
     Retry { delay_ms: u32, attempt: u32 },
+    Recounted { deliveries: u32 },
     DeadLetter(DeadLetter),
 }
 
@@ -614,6 +658,30 @@ async fn handle<T: Transport>(shared: &Shared<T>, delivery: &Delivery) -> Result
     };
     let attempt = raw.metadata.retry.count.saturating_add(1);
     tracing::Span::current().record("attempt", attempt);
+    let redelivered =
+        match redelivery::decide(delivery_info(delivery), shared.config.delivery_limit) {
+            Redelivery::Handle { redelivered, .. } => redelivered,
+            Redelivery::Recount { deliveries } => {
+                let mut properties = delivery.properties.clone();
+                properties.headers.insert(
+                    COUNT_HEADER.to_owned(),
+                    HeaderValue::Int(i64::from(deliveries)),
+                );
+                let queue = &shared.config.queue;
+                shared
+                    .transport
+                    .publish(Publication::new("", queue, body, &properties))
+                    .await?;
+                return Ok(Follow::Recounted { deliveries });
+            }
+            Redelivery::DeadLetter { deliveries } => {
+                let error = format!(
+                    "delivered {deliveries} times without finishing (limit {})",
+                    shared.config.delivery_limit
+                );
+                return dead(DeadLetterReason::DeliveryLimit, error, attempt);
+            }
+        };
     let Some(entry) = shared.registry.lookup(&raw.metadata.class_name) else {
         let error = format!("no handler for type `{}`", raw.metadata.class_name);
         return dead(DeadLetterReason::UnknownType, error, attempt);
@@ -624,7 +692,7 @@ async fn handle<T: Transport>(shared: &Shared<T>, delivery: &Delivery) -> Result
         message_id: delivery.properties.message_id.clone(),
         message_type: entry.type_name,
         attempt,
-        redelivered: delivery.redelivered,
+        redelivered,
         routing_key: origin(headers, HEADER_ORIGIN_ROUTING_KEY, &delivery.routing_key),
         queue: shared.config.queue.clone(),
         correlation_id: delivery
@@ -645,7 +713,22 @@ async fn handle<T: Transport>(shared: &Shared<T>, delivery: &Delivery) -> Result
             return dead(DeadLetterReason::Malformed, error, attempt);
         }
     };
-    let (outcome, error) = match CatchUnwind(future).await {
+    let guarded = async {
+        match shared.config.handler_timeout {
+            Some(limit) => tokio::time::timeout(limit, CatchUnwind(future)).await.ok(),
+            None => Some(CatchUnwind(future).await),
+        }
+    };
+    let Some(finished) = guarded.await else {
+        bump(&shared.counters.timed_out);
+        let error = format!(
+            "handler timed out after {:?}",
+            shared.config.handler_timeout
+        );
+        tracing::warn!("{error}");
+        return follow_up(shared, delivery, &retry, Outcome::Transient, error, attempt).await;
+    };
+    let (outcome, error) = match finished {
         Ok(Ok(())) => (Outcome::Success, String::new()),
         Ok(Err(e)) => {
             tracing::info!(error = %e, "handler failed");
@@ -657,9 +740,26 @@ async fn handle<T: Transport>(shared: &Shared<T>, delivery: &Delivery) -> Result
             (Outcome::Transient, format!("handler panicked: {panic}"))
         }
     };
-    match decide(&retry, outcome, shared.next_random()) {
+    follow_up(shared, delivery, &retry, outcome, error, attempt).await
+}
+
+/// Asks core what follows the handler's `outcome`, and performs a retry.
+async fn follow_up<T: Transport>(
+    shared: &Shared<T>,
+    delivery: &Delivery,
+    retry: &RetryMetadata,
+    outcome: Outcome,
+    error: String,
+    attempts: u32,
+) -> Result<Follow> {
+    let body = &delivery.body;
+    match decide(retry, outcome, shared.next_random()) {
         Decision::Ack => Ok(Follow::Ack),
-        Decision::DeadLetter { reason } => dead(reason, error, attempt),
+        Decision::DeadLetter { reason } => Ok(Follow::DeadLetter(DeadLetter {
+            reason,
+            error,
+            attempts,
+        })),
         Decision::Retry { delay_ms, next } => {
             let rewritten = rewrite(body, &next)?;
             let properties = retry_properties(delivery);
@@ -667,8 +767,28 @@ async fn handle<T: Transport>(shared: &Shared<T>, delivery: &Delivery) -> Result
                 .transport
                 .publish_delayed(&shared.config.queue, delay_ms, &rewritten, &properties)
                 .await?;
-            Ok(Follow::Retry { delay_ms, attempt })
+            Ok(Follow::Retry {
+                delay_ms,
+                attempt: attempts,
+            })
         }
+    }
+}
+
+/// What the broker told about a delivery, for [`redelivery::decide`].
+fn delivery_info(delivery: &Delivery) -> DeliveryInfo {
+    let count = |key: &str| {
+        delivery
+            .properties
+            .headers
+            .get(key)
+            .and_then(HeaderValue::as_i64)
+            .and_then(|n| u64::try_from(n).ok())
+    };
+    DeliveryInfo {
+        redelivered: delivery.redelivered,
+        quorum_count: count(QUORUM_COUNT_HEADER),
+        counted: count(COUNT_HEADER),
     }
 }
 

@@ -23,6 +23,7 @@ pub mod ack;
 pub mod envelope;
 pub mod exchange;
 pub mod headers;
+pub mod redelivery;
 pub mod retry;
 pub mod router;
 pub mod rpc;
@@ -36,6 +37,7 @@ pub use envelope::{
 };
 pub use exchange::{Exchange, ExchangeError, ExchangeKind, Message};
 pub use headers::{HeaderValue, HeadersError, XMatch};
+pub use redelivery::{DeliveryInfo, Redelivery};
 pub use retry::{decide, DeadLetterReason, Decision, Outcome, RetryMetadata};
 pub use router::{BindError, RouteError, TopicRouter};
 pub use rpc::{PendingArray, PendingRequests};

@@ -115,14 +115,28 @@ fn run() -> bool {
     let mut acks: AckWindow<8> = AckWindow::new(AckPolicy::default());
     let received = acks.receive(1).is_ok() && acks.receive(2).is_ok();
     let done = acks.complete(2, 0).is_ok() && acks.complete(1, 0).is_ok();
-    ok &= check(received && done && acks.flush_due(0) == Some(2), "ack window");
+    ok &= check(
+        received && done && acks.flush_due(0) == Some(2),
+        "ack window",
+    );
+
+    // redelivery: a redelivered message on a classic queue is recounted.
+    let info = lepus_core::redelivery::DeliveryInfo {
+        redelivered: true,
+        ..Default::default()
+    };
+    let recount = lepus_core::redelivery::decide(info, 3);
+    ok &= check(
+        matches!(recount, lepus_core::Redelivery::Recount { deliveries: 1 }),
+        "redelivery",
+    );
     ok
 }
 
 #[unsafe(no_mangle)]
 pub extern "C" fn main(_argc: i32, _argv: *const *const u8) -> i32 {
     if run() {
-        print("lepus-core no_std check: ok (envelope, retry, topic, router, exchange, headers, rpc, ack)\n");
+        print("lepus-core no_std check: ok (envelope, retry, topic, router, exchange, headers, rpc, ack, redelivery)\n");
         0
     } else {
         1

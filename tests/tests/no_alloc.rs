@@ -279,3 +279,33 @@ fn envelope_encoding_decoding_and_rewriting_do_not_allocate() {
     });
     assert_eq!(results, (true, 14, true, 1, true, true, true, true));
 }
+
+#[test]
+fn redelivery_decisions_do_not_allocate() {
+    use lepus_core::redelivery::{decide, DeliveryInfo, Redelivery};
+    let out = assert_no_alloc("redelivery::decide", || {
+        (
+            decide(
+                DeliveryInfo {
+                    redelivered: true,
+                    ..Default::default()
+                },
+                5,
+            ),
+            decide(
+                DeliveryInfo {
+                    quorum_count: Some(9),
+                    ..Default::default()
+                },
+                5,
+            ),
+        )
+    });
+    assert_eq!(
+        out,
+        (
+            Redelivery::Recount { deliveries: 1 },
+            Redelivery::DeadLetter { deliveries: 10 }
+        )
+    );
+}

@@ -17,13 +17,20 @@
 //! order), collects the message ids of all returned messages, and only then settles each
 //! resolved publish: unroutable if its own id was returned, else as the broker confirmed it.
 //! A sweep costs O(resolved + [`LOOKAHEAD`]), not O(in flight).
+//!
+//! One more care: lapin resolves the confirmations of one multiple ack one by one while
+//! holding its acknowledgement lock, so a sweep running on another thread can see a publish
+//! resolved while the carrier of its returned message is not yet. Before settling, the sweep
+//! therefore takes that lock once ([`sync_with_lapin`]): every batch that had begun resolving
+//! is then complete, and a second look collects all the returned messages of those batches.
+//! Only publishes seen resolved before that point are settled.
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 
-use lapin::{Confirmation, PublisherConfirm};
+use lapin::{Channel, Confirmation, PublisherConfirm};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::{Error, ErrorKind, Result};
@@ -56,9 +63,9 @@ impl std::fmt::Debug for Tracked {
 impl ConfirmTracker {
     /// Starts the settling task of one channel; it ends when every tracker clone is dropped
     /// and every tracked publish is settled.
-    pub(crate) fn start() -> Self {
+    pub(crate) fn start(channel: Channel) -> Self {
         let (sender, receiver) = mpsc::unbounded_channel();
-        tokio::spawn(settle_loop(receiver));
+        tokio::spawn(settle_loop(channel, receiver));
         ConfirmTracker { sender }
     }
 
@@ -86,7 +93,7 @@ impl ConfirmTracker {
     }
 }
 
-async fn settle_loop(mut incoming: mpsc::UnboundedReceiver<Tracked>) {
+async fn settle_loop(channel: Channel, mut incoming: mpsc::UnboundedReceiver<Tracked>) {
     let mut pending: VecDeque<Tracked> = VecDeque::new();
     let mut returned: HashMap<String, u16> = HashMap::new();
     let mut open = true;
@@ -102,53 +109,66 @@ async fn settle_loop(mut incoming: mpsc::UnboundedReceiver<Tracked>) {
                     Some(t) => pending.push_back(t),
                     None => open = false,
                 },
-                outcome = OldestConfirm(&mut pending) => {
-                    if let Some(front) = pending.front_mut() {
-                        front.outcome = Some(outcome);
-                    }
-                }
+                () = OldestConfirm(&mut pending) => {}
             }
         }
         while let Ok(t) = incoming.try_recv() {
             pending.push_back(t);
         }
-        sweep(&mut pending, &mut returned);
+        sweep(&channel, &mut pending, &mut returned);
     }
 }
 
-/// Resolves with the outcome of the oldest tracked confirmation.
+/// Takes lapin's acknowledgement lock once and lets it go, so that every batch of
+/// confirmations that had begun resolving has finished. (`wait_for_confirms` takes that lock
+/// on its first poll; the future is then dropped. It also consumes lapin's "last pending"
+/// marker, which only `wait_for_confirms` uses, and nothing here calls it otherwise.)
+fn sync_with_lapin(channel: &Channel) {
+    let mut noop = Context::from_waker(Waker::noop());
+    let mut wait = std::pin::pin!(channel.wait_for_confirms());
+    let _ = wait.as_mut().poll(&mut noop);
+}
+
+/// Ready once the oldest tracked confirmation is resolved (recording its outcome), at once
+/// if it already was.
 struct OldestConfirm<'a>(&'a mut VecDeque<Tracked>);
 
 impl Future for OldestConfirm<'_> {
-    type Output = lapin::Result<Confirmation>;
+    type Output = ();
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.0.front_mut() {
-            Some(front) if front.outcome.is_none() => Pin::new(&mut front.confirm).poll(cx),
-            _ => Poll::Pending,
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let Some(front) = self.0.front_mut() else {
+            return Poll::Pending;
+        };
+        if front.outcome.is_some() {
+            return Poll::Ready(());
+        }
+        match Pin::new(&mut front.confirm).poll(cx) {
+            Poll::Ready(outcome) => {
+                front.outcome = Some(outcome);
+                Poll::Ready(())
+            }
+            Poll::Pending => Poll::Pending,
         }
     }
 }
 
 /// Settles every tracked publish whose confirmation is resolved, after collecting the message
 /// ids of all returned messages carried by any of them.
-fn sweep(pending: &mut VecDeque<Tracked>, returned: &mut HashMap<String, u16>) {
-    let mut noop = Context::from_waker(Waker::noop());
-    let mut unresolved_seen = 0usize;
-    let mut swept = 0usize;
-    for tracked in pending.iter_mut() {
-        if tracked.outcome.is_none() {
-            if let Poll::Ready(outcome) = Pin::new(&mut tracked.confirm).poll(&mut noop) {
-                tracked.outcome = Some(outcome);
-            }
-        }
-        swept += 1;
-        if tracked.outcome.is_none() {
-            unresolved_seen += 1;
-            if unresolved_seen > LOOKAHEAD {
-                break;
-            }
-        }
+fn sweep(channel: &Channel, pending: &mut VecDeque<Tracked>, returned: &mut HashMap<String, u16>) {
+    let swept = poll_resolved(pending);
+    let resolved_before_sync: Vec<bool> = pending
+        .iter()
+        .take(swept)
+        .map(|t| t.outcome.is_some())
+        .collect();
+    if !resolved_before_sync.iter().any(|&r| r) {
+        return;
+    }
+    sync_with_lapin(channel);
+    // A second look: carriers of returned messages resolved since the first look.
+    poll_resolved(pending);
+    for tracked in pending.iter() {
         if let Some(Ok(Confirmation::Ack(Some(message)) | Confirmation::Nack(Some(message)))) =
             &tracked.outcome
         {
@@ -161,8 +181,14 @@ fn sweep(pending: &mut VecDeque<Tracked>, returned: &mut HashMap<String, u16>) {
         }
     }
     let mut still_pending = VecDeque::with_capacity(pending.len());
-    for tracked in pending.drain(..swept) {
-        let Some(outcome) = tracked.outcome else {
+    for (i, mut tracked) in pending.drain(..).enumerate() {
+        let settle_now = resolved_before_sync.get(i).copied().unwrap_or(false);
+        let outcome = if settle_now {
+            tracked.outcome.take()
+        } else {
+            None
+        };
+        let Some(outcome) = outcome else {
             still_pending.push_back(tracked);
             continue;
         };
@@ -181,6 +207,28 @@ fn sweep(pending: &mut VecDeque<Tracked>, returned: &mut HashMap<String, u16>) {
         // The publisher may have stopped waiting (its future was dropped): nothing to do.
         let _ = tracked.settle.send(result);
     }
-    still_pending.append(pending);
     *pending = still_pending;
+}
+
+/// Polls the oldest tracked confirmations (up to [`LOOKAHEAD`] unresolved ones) and records
+/// those that resolved; returns how many entries were looked at.
+fn poll_resolved(pending: &mut VecDeque<Tracked>) -> usize {
+    let mut noop = Context::from_waker(Waker::noop());
+    let mut unresolved_seen = 0usize;
+    let mut swept = 0usize;
+    for tracked in pending.iter_mut() {
+        if tracked.outcome.is_none() {
+            if let Poll::Ready(outcome) = Pin::new(&mut tracked.confirm).poll(&mut noop) {
+                tracked.outcome = Some(outcome);
+            }
+        }
+        swept += 1;
+        if tracked.outcome.is_none() {
+            unresolved_seen += 1;
+            if unresolved_seen > LOOKAHEAD {
+                break;
+            }
+        }
+    }
+    swept
 }

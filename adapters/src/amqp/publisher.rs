@@ -39,10 +39,9 @@ struct ConfirmChannel {
 
 impl ConfirmChannel {
     async fn open(connection: &Connection) -> Result<Self> {
-        Ok(ConfirmChannel {
-            channel: confirm_channel(connection).await?,
-            confirms: ConfirmTracker::start(),
-        })
+        let channel = confirm_channel(connection).await?;
+        let confirms = ConfirmTracker::start(channel.clone());
+        Ok(ConfirmChannel { channel, confirms })
     }
 
     /// Sends one prepared publication; the receiver yields its settled outcome.

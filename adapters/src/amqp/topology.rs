@@ -70,6 +70,14 @@ pub async fn declare_queue(channel: &Channel, spec: &QueueSpec, expire_wait: boo
 
     let mut args = FieldTable::default();
     queue_type(&mut args, spec.kind);
+    if let (QueueKind::Quorum, Some(limit)) = (spec.kind, spec.delivery_limit) {
+        // RabbitMQ's x-delivery-limit counts redeliveries: deliveries in all minus one.
+        arg_int(
+            &mut args,
+            "x-delivery-limit",
+            i64::from(limit.saturating_sub(1)),
+        );
+    }
     arg_str(&mut args, "x-dead-letter-exchange", "");
     arg_str(&mut args, "x-dead-letter-routing-key", &dead);
     declare(channel, queue, args).await?;

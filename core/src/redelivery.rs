@@ -1,0 +1,97 @@
+//! Bounding redeliveries: what to do with a delivery the broker gives again.
+//!
+//! A message whose handler crashes the worker process, hangs until the connection drops, or is
+//! requeued on every shutdown comes back again and again. Retries ([`crate::retry`]) cannot
+//! count those deliveries: the handler never returned. This module bounds them:
+//!
+//! - **Quorum queues** count deliveries themselves: the broker adds `x-delivery-count` (the
+//!   number of earlier failed deliveries) and, with `x-delivery-limit` on the queue,
+//!   dead-letters the message itself. [`decide`] also dead-letters at the limit, so the bound
+//!   holds even where the queue argument is missing (RabbitMQ 3.10 sets no default).
+//! - **Classic queues** only say `redelivered`. The consumer keeps the count in the message:
+//!   a redelivered message is published again into its queue with the count header
+//!   ([`COUNT_HEADER`]) one higher, then the redelivered copy is acknowledged
+//!   ([`Redelivery::Recount`]). The copy carries the count through any number of crashes.
+//!
+//! `limit` is the number of deliveries allowed in all (first delivery included). The decision
+//! does no I/O; it never panics and never allocates.
+
+/// Header in which the consumer keeps the number of deliveries of a message on classic queues.
+pub const COUNT_HEADER: &str = "x-lepus-deliveries";
+
+/// Header quorum queues set: how many times the message was delivered before and not acked.
+pub const QUORUM_COUNT_HEADER: &str = "x-delivery-count";
+
+/// Default number of deliveries allowed in all.
+pub const DEFAULT_DELIVERY_LIMIT: u32 = 10;
+
+/// What the broker told about one delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct DeliveryInfo {
+    /// The delivery's `redelivered` flag.
+    pub redelivered: bool,
+    /// `x-delivery-count` (quorum queues): earlier deliveries that were not acknowledged.
+    pub quorum_count: Option<u64>,
+    /// [`COUNT_HEADER`]: deliveries counted by the consumer before this copy was published.
+    pub counted: Option<u64>,
+}
+
+/// What to do with a delivery before running its handler.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Redelivery {
+    /// Run the handler. `deliveries` is this delivery's number (1 for the first), and
+    /// `redelivered` tells the handler it may have seen the message before.
+    Handle {
+        /// This delivery's number, 1-based.
+        deliveries: u32,
+        /// The message was (or may have been) delivered before.
+        redelivered: bool,
+    },
+    /// Classic queue, redelivered: publish the message again into its queue with
+    /// [`COUNT_HEADER`] set to `deliveries`, then acknowledge this delivery. The handler runs
+    /// on the copy.
+    Recount {
+        /// The value for [`COUNT_HEADER`] on the copy.
+        deliveries: u32,
+    },
+    /// The limit is reached: dead-letter with reason `delivery-limit`, do not run the handler.
+    DeadLetter {
+        /// Deliveries counted, this one included.
+        deliveries: u32,
+    },
+}
+
+/// Decides what to do with a delivery, given what the broker told and the `limit` of
+/// deliveries in all (0 is taken as 1: a message is always delivered once).
+pub fn decide(info: DeliveryInfo, limit: u32) -> Redelivery {
+    // Counted in u64 so that no count, however corrupt, wraps or saturates below the limit.
+    let limit = u64::from(limit.max(1));
+    let report = |n: u64| u32::try_from(n).unwrap_or(u32::MAX);
+    let (deliveries, recount) = match (info.quorum_count, info.redelivered) {
+        // The broker counts: this is delivery number earlier + 1.
+        (Some(earlier), _) => (earlier.saturating_add(1), false),
+        // A fresh delivery of the message or of a counted copy.
+        (None, false) => (info.counted.unwrap_or(0).saturating_add(1), false),
+        // Redelivered by a classic queue: the earlier delivery of this copy never finished.
+        (None, true) => (info.counted.unwrap_or(0).saturating_add(2), true),
+    };
+    if deliveries > limit {
+        Redelivery::DeadLetter {
+            deliveries: report(deliveries),
+        }
+    } else if recount {
+        Redelivery::Recount {
+            deliveries: report(deliveries.saturating_sub(1)),
+        }
+    } else {
+        Redelivery::Handle {
+            deliveries: report(deliveries),
+            redelivered: deliveries > 1 || info.redelivered,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,182 @@
+use super::*;
+use proptest::prelude::*;
+
+fn fresh() -> DeliveryInfo {
+    DeliveryInfo::default()
+}
+
+#[test]
+fn first_delivery_is_handled() {
+    assert_eq!(
+        decide(fresh(), 5),
+        Redelivery::Handle {
+            deliveries: 1,
+            redelivered: false
+        }
+    );
+}
+
+#[test]
+fn classic_redelivery_is_recounted_then_handled_as_a_redelivery() {
+    let redelivered = DeliveryInfo {
+        redelivered: true,
+        ..fresh()
+    };
+    assert_eq!(
+        decide(redelivered, 5),
+        Redelivery::Recount { deliveries: 1 }
+    );
+    let copy = DeliveryInfo {
+        counted: Some(1),
+        ..fresh()
+    };
+    assert_eq!(
+        decide(copy, 5),
+        Redelivery::Handle {
+            deliveries: 2,
+            redelivered: true
+        }
+    );
+}
+
+#[test]
+fn classic_limit_dead_letters_before_running_the_handler_again() {
+    let at_limit = DeliveryInfo {
+        counted: Some(4),
+        ..fresh()
+    };
+    assert_eq!(
+        decide(at_limit, 5),
+        Redelivery::Handle {
+            deliveries: 5,
+            redelivered: true
+        }
+    );
+    let crashed_at_limit = DeliveryInfo {
+        redelivered: true,
+        counted: Some(4),
+        ..fresh()
+    };
+    assert_eq!(
+        decide(crashed_at_limit, 5),
+        Redelivery::DeadLetter { deliveries: 6 }
+    );
+    let over = DeliveryInfo {
+        counted: Some(9),
+        ..fresh()
+    };
+    assert_eq!(decide(over, 5), Redelivery::DeadLetter { deliveries: 10 });
+}
+
+#[test]
+fn quorum_count_comes_from_the_broker() {
+    let second = DeliveryInfo {
+        redelivered: true,
+        quorum_count: Some(1),
+        ..fresh()
+    };
+    assert_eq!(
+        decide(second, 3),
+        Redelivery::Handle {
+            deliveries: 2,
+            redelivered: true
+        }
+    );
+    let fourth = DeliveryInfo {
+        redelivered: true,
+        quorum_count: Some(3),
+        ..fresh()
+    };
+    assert_eq!(decide(fourth, 3), Redelivery::DeadLetter { deliveries: 4 });
+    // The consumer's own header is ignored on quorum queues.
+    let both = DeliveryInfo {
+        redelivered: false,
+        quorum_count: Some(0),
+        counted: Some(7),
+    };
+    assert_eq!(
+        decide(both, 3),
+        Redelivery::Handle {
+            deliveries: 1,
+            redelivered: false
+        }
+    );
+}
+
+#[test]
+fn corrupt_and_extreme_counts_are_defined() {
+    assert_eq!(
+        decide(fresh(), 0),
+        Redelivery::Handle {
+            deliveries: 1,
+            redelivered: false
+        }
+    );
+    let huge = DeliveryInfo {
+        counted: Some(u64::MAX),
+        redelivered: true,
+        quorum_count: None,
+    };
+    assert_eq!(
+        decide(huge, u32::MAX),
+        Redelivery::DeadLetter {
+            deliveries: u32::MAX
+        }
+    );
+    let huge_quorum = DeliveryInfo {
+        quorum_count: Some(u64::MAX),
+        ..fresh()
+    };
+    assert!(matches!(
+        decide(huge_quorum, 10),
+        Redelivery::DeadLetter { .. }
+    ));
+}
+
+/// Simulates a message whose handler crashes the worker on every delivery (classic queue):
+/// the handler runs at most `limit` times, then the message is dead-lettered.
+fn crash_loop(limit: u32) -> (u32, u32) {
+    let mut info = fresh();
+    let mut handler_runs = 0;
+    for _ in 0..(2 * limit as usize + 4) {
+        match decide(info, limit) {
+            Redelivery::Handle { .. } => {
+                handler_runs += 1;
+                // Crash: the broker redelivers the same copy.
+                info.redelivered = true;
+            }
+            Redelivery::Recount { deliveries } => {
+                info = DeliveryInfo {
+                    redelivered: false,
+                    counted: Some(u64::from(deliveries)),
+                    quorum_count: None,
+                };
+            }
+            Redelivery::DeadLetter { deliveries } => return (handler_runs, deliveries),
+        }
+    }
+    (handler_runs, 0)
+}
+
+#[test]
+fn a_crash_loop_ends_in_the_dead_letter_queue_after_limit_runs() {
+    assert_eq!(crash_loop(1), (1, 2));
+    assert_eq!(crash_loop(5), (5, 6));
+}
+
+proptest! {
+    #[test]
+    fn handler_runs_never_exceed_the_limit(limit in 1u32..50) {
+        let (runs, deliveries) = crash_loop(limit);
+        prop_assert_eq!(runs, limit);
+        prop_assert_eq!(deliveries, limit + 1);
+    }
+
+    #[test]
+    fn never_panics(redelivered: bool, quorum in proptest::option::of(any::<u64>()), counted in proptest::option::of(any::<u64>()), limit: u32) {
+        let d = decide(DeliveryInfo { redelivered, quorum_count: quorum, counted }, limit);
+        if let Redelivery::Handle { deliveries, .. } = d {
+            prop_assert!(deliveries >= 1 && deliveries <= limit.max(1));
+        }
+    }
+}
