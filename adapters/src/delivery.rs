@@ -21,6 +21,7 @@ pub struct Delivery {
     /// The routing key the message was published with.
     pub routing_key: String,
     acker: Acknowledger,
+    generation: u64,
 }
 
 /// Settles a delivery on the transport it came from.
@@ -50,7 +51,22 @@ impl Delivery {
             exchange,
             routing_key,
             acker,
+            generation: 0,
         }
+    }
+
+    /// Marks the delivery as coming from the `generation`-th channel of its subscription.
+    pub(crate) fn with_generation(mut self, generation: u64) -> Self {
+        self.generation = generation;
+        self
+    }
+
+    /// Which channel of its subscription delivered it: a subscription that recovers from a
+    /// lost connection consumes on a new channel, whose delivery tags start again at 1 and on
+    /// which the deliveries of earlier channels can no longer be settled (the broker
+    /// redelivers them). 0 for transports that never change channels.
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// The message id property, if any.

@@ -469,7 +469,7 @@ where
                 Some(Ok(delivery)) => {
                     let Some(permit) = permit.take() else { break };
                     bump(&shared.counters.received);
-                    let tracked = acks.receive(&delivery);
+                    let tracked = acks.receive(&shared.counters, &delivery);
                     let delivery = Arc::new(delivery);
                     let task = process(Arc::clone(&shared), Arc::clone(&delivery), permit);
                     let handle = tasks.spawn(task);

@@ -22,6 +22,11 @@ pub struct AmqpConfig {
     pub connect_timeout: Duration,
     /// Connection name shown in the RabbitMQ management UI.
     pub connection_name: Option<String>,
+    /// How long a publish may take in all: waiting for a lost connection to come back,
+    /// sending again after it did, and waiting for the broker's confirmation. Past it the
+    /// publish is an error (the message may or may not have been stored; it was not
+    /// confirmed).
+    pub send_timeout: Duration,
 }
 
 impl AmqpConfig {
@@ -33,6 +38,7 @@ impl AmqpConfig {
             expire_wait_queues: true,
             connect_timeout: Duration::from_secs(5),
             connection_name: None,
+            send_timeout: Duration::from_secs(30),
         }
     }
 
@@ -52,6 +58,13 @@ impl AmqpConfig {
     #[must_use]
     pub fn expire_wait_queues(mut self, on: bool) -> Self {
         self.expire_wait_queues = on;
+        self
+    }
+
+    /// Sets the send timeout (see [`AmqpConfig::send_timeout`]).
+    #[must_use]
+    pub fn send_timeout(mut self, timeout: Duration) -> Self {
+        self.send_timeout = timeout;
         self
     }
 

@@ -10,6 +10,7 @@ mod connection;
 mod properties;
 pub(crate) mod publisher;
 mod subscription;
+mod supervisor;
 pub mod topology;
 mod transport;
 
@@ -17,4 +18,5 @@ pub use config::{AmqpConfig, DEFAULT_ADDR, DEFAULT_MAX_PAYLOAD};
 pub use connection::{connect, redact};
 pub use publisher::Publisher;
 pub use subscription::AmqpSubscription;
+pub use supervisor::{FIRST_BACKOFF, MAX_BACKOFF};
 pub use transport::AmqpTransport;

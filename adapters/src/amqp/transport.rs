@@ -7,22 +7,28 @@ use std::time::{Duration, Instant};
 use lapin::{Channel, Connection};
 
 use crate::amqp::config::AmqpConfig;
-use crate::amqp::connection::connect;
 use crate::amqp::publisher::Publisher;
 use crate::amqp::subscription::AmqpSubscription;
+use crate::amqp::supervisor::Supervisor;
 use crate::amqp::topology;
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::properties::Properties;
+use crate::publisher::new_message_id;
 use crate::topology::{dead_letter_queue_name, wait_queue_lease_ms, wait_queue_name, QueueSpec};
 use crate::transport::{Publication, Transport};
 
-/// A RabbitMQ connection with a confirm-mode publisher. Declarations run on short-lived
-/// channels of their own, each subscription on its own channel.
+/// A RabbitMQ connection with a confirm-mode publisher, kept open by a supervisor: after the
+/// connection is lost (broker restart, `rabbitmqctl close_all_connections`, network cut) the
+/// next operation reconnects with backoff, declares the topology again, and carries on;
+/// subscriptions consume again by themselves. Declarations run on short-lived channels of
+/// their own, each subscription on its own channel.
+///
+/// Publishing is at-least-once across a reconnection: a publish whose confirmation was lost
+/// with the connection is sent again (same message id, so consumers can drop duplicates),
+/// until [`AmqpConfig::send_timeout`]; past it the publish is an error, never reported as sent.
 #[derive(Debug)]
 pub struct AmqpTransport {
-    connection: Arc<Connection>,
-    publisher: Publisher,
-    config: AmqpConfig,
+    sup: Arc<Supervisor>,
     /// When each wait queue was last declared by us (see [`crate::topology`]).
     wait_leases: Mutex<HashMap<String, Instant>>,
 }
@@ -33,43 +39,59 @@ impl AmqpTransport {
         AmqpTransport::connect(AmqpConfig::from_env()).await
     }
 
-    /// Connects with `config` and opens the publishing channel.
+    /// Connects with `config` and opens the publishing channel. An unreachable broker is an
+    /// error at once (reconnecting is for connections that were up).
     pub async fn connect(config: AmqpConfig) -> Result<Self> {
-        let connection = Arc::new(connect(&config).await?);
-        let publisher = Publisher::open(Arc::clone(&connection), config.max_payload).await?;
         Ok(AmqpTransport {
-            connection,
-            publisher,
-            config,
+            sup: Supervisor::open(config).await?,
             wait_leases: Mutex::new(HashMap::new()),
         })
     }
 
     /// The configuration in use.
     pub fn config(&self) -> &AmqpConfig {
-        &self.config
+        &self.sup.config
     }
 
-    /// The publisher (for direct use, e.g. [`Publisher::publish`]).
-    pub fn publisher(&self) -> &Publisher {
-        &self.publisher
+    /// The publisher of the current connection (for direct use, e.g. [`Publisher::publish`];
+    /// it does not reconnect by itself).
+    pub fn publisher(&self) -> Arc<Publisher> {
+        Arc::clone(&self.sup.current().publisher)
     }
 
-    /// The underlying lapin connection.
-    pub fn connection(&self) -> &Connection {
-        &self.connection
+    /// The current lapin connection (replaced after a reconnection).
+    pub fn connection(&self) -> Arc<Connection> {
+        Arc::clone(&self.sup.current().connection)
+    }
+
+    /// True while the broker blocks publishing (memory or disk alarm): publishes wait.
+    pub fn is_blocked(&self) -> bool {
+        self.sup.is_blocked()
+    }
+
+    /// How many times the connection was rebuilt since [`AmqpTransport::connect`].
+    pub fn reconnections(&self) -> u64 {
+        self.sup.reconnections()
     }
 
     /// Closes the connection cleanly (code 200).
     pub async fn close(&self) -> Result<()> {
-        self.connection
+        self.sup
+            .current()
+            .connection
             .close(200, "bye".into())
             .await
             .map_err(|e| Error::from_lapin(e).context("close connection"))
     }
 
+    fn deadline(&self) -> tokio::time::Instant {
+        tokio::time::Instant::now() + self.sup.config.send_timeout
+    }
+
     async fn channel(&self, what: &str) -> Result<Channel> {
-        self.connection
+        let session = self.sup.session(Some(self.deadline())).await?;
+        session
+            .connection
             .create_channel()
             .await
             .map_err(|e| Error::from_lapin(e).context(format!("open channel to {what}")))
@@ -92,8 +114,44 @@ impl AmqpTransport {
         out
     }
 
+    /// Publishes once per session until confirmed, refused, or past the send timeout; a
+    /// publish interrupted by a lost connection is sent again after reconnecting.
+    async fn send(&self, publication: Publication<'_>) -> Result<()> {
+        // The same message id on every attempt, so that a duplicate can be recognised.
+        let with_id;
+        let publication = if publication.properties.message_id.is_none() {
+            with_id = publication
+                .properties
+                .clone()
+                .with_message_id(new_message_id());
+            Publication {
+                properties: &with_id,
+                ..publication
+            }
+        } else {
+            publication
+        };
+        let deadline = self.deadline();
+        loop {
+            let session = self.sup.session(Some(deadline)).await?;
+            let attempt = tokio::time::timeout_at(deadline, session.publisher.send(publication));
+            match attempt.await {
+                Err(_) => {
+                    return Err(Error::new(ErrorKind::Timeout).context(format!(
+                        "no confirmation within {:?} (the broker may block publishing: alarm)",
+                        self.sup.config.send_timeout
+                    )))
+                }
+                Ok(Err(e)) if !session.is_open() || e.is_connection_error() => {
+                    tracing::warn!(error = %e, "publish interrupted by a lost connection; sending again");
+                }
+                Ok(outcome) => return outcome,
+            }
+        }
+    }
+
     fn lease_valid(&self, wait_queue: &str, delay_ms: u32) -> bool {
-        if !self.config.expire_wait_queues {
+        if !self.sup.config.expire_wait_queues {
             return self.leases().contains_key(wait_queue);
         }
         let lease = Duration::from_millis(wait_queue_lease_ms(delay_ms));
@@ -111,7 +169,7 @@ impl AmqpTransport {
 
     async fn renew_wait_queue(&self, queue: &str, delay_ms: u32, wait_queue: &str) -> Result<()> {
         let declared_at = Instant::now();
-        let expire = self.config.expire_wait_queues;
+        let expire = self.sup.config.expire_wait_queues;
         self.on_own_channel("declare a wait queue", async |ch| {
             topology::declare_wait_queue(ch, queue, delay_ms, expire).await
         })
@@ -128,17 +186,20 @@ impl Transport for AmqpTransport {
         self.on_own_channel("declare an exchange", async |ch| {
             topology::declare_exchange(ch, exchange).await
         })
-        .await
+        .await?;
+        self.sup.remember_exchange(exchange);
+        Ok(())
     }
 
     async fn declare_queue(&self, spec: &QueueSpec) -> Result<()> {
         spec.validate()?;
-        let expire = self.config.expire_wait_queues;
+        let expire = self.sup.config.expire_wait_queues;
         let declared_at = Instant::now();
         self.on_own_channel("declare a queue", async |ch| {
             topology::declare_queue(ch, spec, expire).await
         })
         .await?;
+        self.sup.remember_queue(spec);
         let mut leases = self.leases();
         for &delay in &spec.retry_delays_ms {
             leases.insert(wait_queue_name(&spec.name, delay)?, declared_at);
@@ -147,11 +208,19 @@ impl Transport for AmqpTransport {
     }
 
     async fn publish(&self, publication: Publication<'_>) -> Result<()> {
-        self.publisher.send(publication).await
+        self.send(publication).await
     }
 
     async fn publish_batch(&self, batch: &[Publication<'_>]) -> Result<Vec<Result<()>>> {
-        self.publisher.publish_batch(batch).await
+        let session = self.sup.session(Some(self.deadline())).await?;
+        let mut outcomes = session.publisher.publish_batch(batch).await?;
+        // What a lost connection interrupted is sent again, one by one, after reconnecting.
+        for (outcome, publication) in outcomes.iter_mut().zip(batch) {
+            if matches!(outcome, Err(e) if !session.is_open() || e.is_connection_error()) {
+                *outcome = self.send(*publication).await;
+            }
+        }
+        Ok(outcomes)
     }
 
     async fn publish_delayed(
@@ -166,13 +235,13 @@ impl Transport for AmqpTransport {
             self.renew_wait_queue(queue, delay_ms, &wait_queue).await?;
         }
         let publication = Publication::new("", &wait_queue, body, properties);
-        match self.publisher.send(publication).await {
+        match self.send(publication).await {
             // The wait queue vanished (deleted by hand, or expired under another lease
             // holder): nothing was enqueued, so declaring it again and resending is safe.
             Err(e) if e.is_unroutable() => {
                 tracing::info!(wait_queue, "wait queue missing; declaring it again");
                 self.renew_wait_queue(queue, delay_ms, &wait_queue).await?;
-                self.publisher.send(publication).await
+                self.send(publication).await
             }
             outcome => outcome,
         }
@@ -185,14 +254,12 @@ impl Transport for AmqpTransport {
         properties: &Properties,
     ) -> Result<()> {
         let dead = dead_letter_queue_name(queue)?;
-        self.publisher
-            .send(Publication::new("", &dead, body, properties))
+        self.send(Publication::new("", &dead, body, properties))
             .await
     }
 
     async fn consume(&self, queue: &str, prefetch: u16) -> Result<AmqpSubscription> {
-        let channel = self.channel("consume").await?;
-        AmqpSubscription::start(channel, queue, prefetch).await
+        AmqpSubscription::start(Arc::clone(&self.sup), queue, prefetch).await
     }
 
     async fn delete_queue(&self, queue: &str) -> Result<()> {
@@ -201,6 +268,7 @@ impl Transport for AmqpTransport {
         })
         .await?;
         self.leases().remove(queue);
+        self.sup.forget(queue);
         Ok(())
     }
 
@@ -208,6 +276,8 @@ impl Transport for AmqpTransport {
         self.on_own_channel("delete an exchange", async |ch| {
             topology::delete_exchange(ch, exchange).await
         })
-        .await
+        .await?;
+        self.sup.forget(exchange);
+        Ok(())
     }
 }

@@ -35,6 +35,8 @@ pub(super) enum Verdict {
 
 /// The pending acks of one subscription.
 pub(super) struct Acks {
+    /// The channel generation the window tracks (see [`Delivery::generation`]).
+    generation: u64,
     window: Box<AckWindow<WINDOW>>,
     /// Tracked deliveries done and not yet acked, by tag (the flush acks through one of them).
     ready: BTreeMap<u64, Arc<Delivery>>,
@@ -49,6 +51,7 @@ impl Acks {
             flush_when_idle: true,
         };
         Acks {
+            generation: 0,
             window: Box::new(AckWindow::new(policy)),
             ready: BTreeMap::new(),
             epoch: Instant::now(),
@@ -60,7 +63,19 @@ impl Acks {
     }
 
     /// Starts tracking a delivery; false when it must be settled on its own.
-    pub(super) fn receive(&mut self, delivery: &Delivery) -> bool {
+    pub(super) fn receive(&mut self, counters: &Counters, delivery: &Delivery) -> bool {
+        if delivery.generation() != self.generation {
+            // A new channel after a lost connection: its tags start again, and what was
+            // waiting for an ack on the old channel can no longer be acked (the broker
+            // redelivers it).
+            for _ in 0..self.ready.len() {
+                bump(&counters.acks_lost);
+            }
+            let policy = self.window.policy();
+            *self.window = AckWindow::new(policy);
+            self.ready.clear();
+            self.generation = delivery.generation();
+        }
         match self.window.receive(delivery.delivery_tag) {
             Ok(()) => true,
             Err(e) => {
@@ -80,6 +95,13 @@ impl Acks {
     ) {
         let tag = delivery.delivery_tag;
         let now = self.now();
+        if delivery.generation() != self.generation {
+            // Delivered on a channel that is gone: settling it can only fail.
+            if verdict == Verdict::Ack {
+                bump(&counters.acks_lost);
+            }
+            return;
+        }
         match (tracked, verdict) {
             (true, Verdict::Ack) => match self.window.complete(tag, now) {
                 Ok(()) => {

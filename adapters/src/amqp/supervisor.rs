@@ -1,0 +1,246 @@
+//! Keeping a RabbitMQ connection: reconnect with backoff, replay the declared topology, report
+//! resource alarms.
+//!
+//! lapin's own recovery does not restore `basic.qos` and has open issues, so Lepus rebuilds:
+//! a [`Session`] is one connection and its confirm-mode publisher; when it is lost, the next
+//! caller that needs one ([`Supervisor::session`]) opens a new connection (one caller at a
+//! time, the others wait for its result), declares again every exchange and queue layout this
+//! transport declared, and swaps it in. Subscriptions consume again on the new session
+//! (`crate::amqp::subscription`), publishers send again (at-least-once, same message id).
+//!
+//! Backoff between attempts doubles from [`FIRST_BACKOFF`] to [`MAX_BACKOFF`]. Callers with a
+//! deadline (publishers: [`AmqpConfig::send_timeout`]) give up at it with a clear error;
+//! subscriptions wait as long as it takes (their owner stops them).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
+
+use futures_core::Stream;
+use lapin::{Connection, Event};
+use tokio::time::Instant;
+
+use crate::amqp::config::AmqpConfig;
+use crate::amqp::connection::connect;
+use crate::amqp::publisher::Publisher;
+use crate::amqp::topology;
+use crate::error::{Error, ErrorKind, Result};
+use crate::topology::QueueSpec;
+
+/// First wait between two connection attempts.
+pub const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+/// Longest wait between two connection attempts.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// One connection and its publisher.
+#[derive(Debug)]
+pub(crate) struct Session {
+    pub(crate) connection: Arc<Connection>,
+    pub(crate) publisher: Arc<Publisher>,
+    /// 1 for the first connection, +1 per reconnection.
+    pub(crate) generation: u64,
+}
+
+impl Session {
+    pub(crate) fn is_open(&self) -> bool {
+        self.connection.status().connected()
+    }
+}
+
+/// The connection keeper of one [`crate::AmqpTransport`].
+#[derive(Debug)]
+pub(crate) struct Supervisor {
+    pub(crate) config: AmqpConfig,
+    current: Mutex<Arc<Session>>,
+    reconnecting: tokio::sync::Mutex<()>,
+    exchanges: Mutex<BTreeSet<String>>,
+    queues: Mutex<BTreeMap<String, QueueSpec>>,
+    blocked: Arc<AtomicBool>,
+    reconnections: AtomicU64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(guard) => guard,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}
+
+impl Supervisor {
+    /// Connects for the first time (an unreachable broker is an error at once).
+    pub(crate) async fn open(config: AmqpConfig) -> Result<Arc<Supervisor>> {
+        let blocked = Arc::new(AtomicBool::new(false));
+        let session = open_session(&config, 1, &blocked).await?;
+        Ok(Arc::new(Supervisor {
+            config,
+            current: Mutex::new(Arc::new(session)),
+            reconnecting: tokio::sync::Mutex::new(()),
+            exchanges: Mutex::new(BTreeSet::new()),
+            queues: Mutex::new(BTreeMap::new()),
+            blocked,
+            reconnections: AtomicU64::new(0),
+        }))
+    }
+
+    /// The current session, open or not.
+    pub(crate) fn current(&self) -> Arc<Session> {
+        Arc::clone(&lock(&self.current))
+    }
+
+    /// True while the broker blocks publishing on this connection (memory or disk alarm).
+    pub(crate) fn is_blocked(&self) -> bool {
+        self.blocked.load(Ordering::Relaxed)
+    }
+
+    /// How many times the connection was rebuilt.
+    pub(crate) fn reconnections(&self) -> u64 {
+        self.reconnections.load(Ordering::Relaxed)
+    }
+
+    /// Remembers an exchange to declare again after a reconnection.
+    pub(crate) fn remember_exchange(&self, exchange: &str) {
+        lock(&self.exchanges).insert(exchange.to_owned());
+    }
+
+    /// Remembers a queue layout to declare again after a reconnection.
+    pub(crate) fn remember_queue(&self, spec: &QueueSpec) {
+        lock(&self.queues).insert(spec.name.clone(), spec.clone());
+    }
+
+    /// Forgets a deleted exchange or queue.
+    pub(crate) fn forget(&self, name: &str) {
+        lock(&self.exchanges).remove(name);
+        lock(&self.queues).remove(name);
+    }
+
+    /// An open session: the current one, or a new one after reconnecting (waiting with
+    /// backoff until `deadline`, or without end for `None`).
+    pub(crate) async fn session(&self, deadline: Option<Instant>) -> Result<Arc<Session>> {
+        let current = self.current();
+        if current.is_open() {
+            return Ok(current);
+        }
+        let _reconnecting = match deadline {
+            Some(deadline) => tokio::time::timeout_at(deadline, self.reconnecting.lock())
+                .await
+                .map_err(|_| gave_up(&self.config, "another reconnection was still running"))?,
+            None => self.reconnecting.lock().await,
+        };
+        let current = self.current();
+        if current.is_open() {
+            return Ok(current);
+        }
+        tracing::warn!(
+            generation = current.generation,
+            "connection to RabbitMQ lost; reconnecting"
+        );
+        let mut backoff = FIRST_BACKOFF;
+        loop {
+            let attempt = async {
+                let session =
+                    open_session(&self.config, current.generation + 1, &self.blocked).await?;
+                self.replay_topology(&session).await?;
+                Ok::<_, Error>(session)
+            };
+            let outcome = match deadline {
+                Some(deadline) => tokio::time::timeout_at(deadline, attempt)
+                    .await
+                    .unwrap_or_else(|_| Err(gave_up(&self.config, "connecting took too long"))),
+                None => attempt.await,
+            };
+            match outcome {
+                Ok(session) => {
+                    let session = Arc::new(session);
+                    *lock(&self.current) = Arc::clone(&session);
+                    self.reconnections.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(generation = session.generation, "reconnected to RabbitMQ");
+                    return Ok(session);
+                }
+                Err(e) => {
+                    let now = Instant::now();
+                    if deadline.is_some_and(|d| now + backoff >= d) {
+                        return Err(e.context(gave_up_text(&self.config)));
+                    }
+                    tracing::debug!(error = %e, ?backoff, "reconnection attempt failed");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+        }
+    }
+
+    async fn replay_topology(&self, session: &Session) -> Result<()> {
+        let exchanges: Vec<String> = lock(&self.exchanges).iter().cloned().collect();
+        let queues: Vec<QueueSpec> = lock(&self.queues).values().cloned().collect();
+        if exchanges.is_empty() && queues.is_empty() {
+            return Ok(());
+        }
+        let channel = session.connection.create_channel().await.map_err(|e| {
+            Error::from_lapin(e).context("open a channel to declare the topology again")
+        })?;
+        for exchange in &exchanges {
+            topology::declare_exchange(&channel, exchange).await?;
+        }
+        for spec in &queues {
+            topology::declare_queue(&channel, spec, self.config.expire_wait_queues).await?;
+        }
+        let _ = channel.close(200, "topology declared".into()).await;
+        tracing::info!(
+            exchanges = exchanges.len(),
+            queues = queues.len(),
+            "topology declared again"
+        );
+        Ok(())
+    }
+}
+
+async fn open_session(
+    config: &AmqpConfig,
+    generation: u64,
+    blocked: &Arc<AtomicBool>,
+) -> Result<Session> {
+    let connection = Arc::new(connect(config).await?);
+    watch_alarms(&connection, Arc::downgrade(blocked));
+    let publisher = Arc::new(Publisher::open(Arc::clone(&connection), config.max_payload).await?);
+    Ok(Session {
+        connection,
+        publisher,
+        generation,
+    })
+}
+
+/// Follows `connection.blocked` / `connection.unblocked` (RabbitMQ resource alarms).
+fn watch_alarms(connection: &Connection, blocked: Weak<AtomicBool>) {
+    let mut events = Box::pin(connection.events_listener());
+    tokio::spawn(async move {
+        while let Some(event) = std::future::poll_fn(|cx| events.as_mut().poll_next(cx)).await {
+            let Some(flag) = blocked.upgrade() else {
+                return;
+            };
+            match event {
+                Event::ConnectionBlocked(reason) => {
+                    flag.store(true, Ordering::Relaxed);
+                    tracing::warn!(%reason, "RabbitMQ blocked publishing (resource alarm); sends wait");
+                }
+                Event::ConnectionUnblocked => {
+                    flag.store(false, Ordering::Relaxed);
+                    tracing::info!("RabbitMQ unblocked publishing");
+                }
+                _ => {}
+            }
+        }
+    });
+}
+
+fn gave_up_text(config: &AmqpConfig) -> String {
+    format!(
+        "RabbitMQ at {} stayed unreachable for {:?}",
+        crate::amqp::connection::redact(&config.addr),
+        config.send_timeout
+    )
+}
+
+fn gave_up(config: &AmqpConfig, why: &str) -> Error {
+    Error::new(ErrorKind::ConnectionLost).context(format!("{}: {why}", gave_up_text(config)))
+}
