@@ -1,4 +1,5 @@
 //! Integration tests across the Lepus crates live in `tests/tests/`; this library holds
 //! what they share.
 
+pub mod chaos;
 pub mod proxy;

@@ -8,7 +8,7 @@ use lapin::types::FieldTable;
 use lapin::{Channel, Consumer};
 
 use crate::amqp::properties::{from_amqp, short_name};
-use crate::amqp::supervisor::{Supervisor, FIRST_BACKOFF};
+use crate::amqp::supervisor::{Session, Supervisor, FIRST_BACKOFF};
 use crate::delivery::{Acknowledger, Delivery};
 use crate::error::{Error, NameKind, Result};
 use crate::names::check_queue_name;
@@ -36,6 +36,7 @@ pub struct AmqpSubscription {
 struct Live {
     channel: Channel,
     consumer: Consumer,
+    session: Arc<Session>,
 }
 
 impl AmqpSubscription {
@@ -85,7 +86,11 @@ impl AmqpSubscription {
             .map_err(|e| Error::from_lapin(e).context(format!("consume queue {queue:?}")))?;
         self.generation += 1;
         tracing::debug!(queue, prefetch, generation = self.generation, "consuming");
-        Ok(Live { channel, consumer })
+        Ok(Live {
+            channel,
+            consumer,
+            session,
+        })
     }
 
     /// The next delivery; `None` once cancelled. Cancel-safe.
@@ -114,7 +119,16 @@ impl AmqpSubscription {
                 }
             };
             let consumer = &mut live.consumer;
-            let item = core::future::poll_fn(|cx| Pin::new(&mut *consumer).poll_next(cx)).await;
+            let next = core::future::poll_fn(|cx| Pin::new(&mut *consumer).poll_next(cx));
+            let item = tokio::select! {
+                item = next => item,
+                // lapin may leave the stream pending when the connection is gone.
+                () = live.session.closed(), if !self.cancelled => {
+                    tracing::warn!(queue = %self.queue, "connection lost while consuming");
+                    self.live = None;
+                    continue;
+                }
+            };
             match item {
                 Some(Ok(d)) => {
                     let properties = from_amqp(&d.properties);

@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use futures_core::Stream;
 use lapin::{Connection, Event};
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::amqp::config::AmqpConfig;
@@ -33,6 +34,9 @@ pub const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 /// Longest wait between two connection attempts.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
+/// How often a session checks its connection's state (in addition to lapin's error events).
+const STATUS_POLL: Duration = Duration::from_millis(100);
+
 /// One connection and its publisher.
 #[derive(Debug)]
 pub(crate) struct Session {
@@ -40,11 +44,21 @@ pub(crate) struct Session {
     pub(crate) publisher: Arc<Publisher>,
     /// 1 for the first connection, +1 per reconnection.
     pub(crate) generation: u64,
+    /// Becomes true once the connection is lost (never back to false).
+    closed: watch::Receiver<bool>,
 }
 
 impl Session {
     pub(crate) fn is_open(&self) -> bool {
-        self.connection.status().connected()
+        !*self.closed.borrow() && self.connection.status().connected()
+    }
+
+    /// Resolves once the connection is lost. Work waiting on the broker (a confirmation, the
+    /// next delivery) races this: lapin does not always fail what was pending when the
+    /// broker closes the connection, and a publish or a consumer must not wait forever.
+    pub(crate) async fn closed(&self) {
+        let mut closed = self.closed.clone();
+        let _ = closed.wait_for(|c| *c).await;
     }
 }
 
@@ -201,35 +215,65 @@ async fn open_session(
     blocked: &Arc<AtomicBool>,
 ) -> Result<Session> {
     let connection = Arc::new(connect(config).await?);
-    watch_alarms(&connection, Arc::downgrade(blocked));
+    let (closed_tx, closed) = watch::channel(false);
+    watch_connection(&connection, Arc::downgrade(blocked), closed_tx);
     let publisher = Arc::new(Publisher::open(Arc::clone(&connection), config.max_payload).await?);
     Ok(Session {
         connection,
         publisher,
         generation,
+        closed,
     })
 }
 
-/// Follows `connection.blocked` / `connection.unblocked` (RabbitMQ resource alarms).
-fn watch_alarms(connection: &Connection, blocked: Weak<AtomicBool>) {
+/// Follows a connection: resource alarms (`connection.blocked` / `unblocked`), and its loss
+/// (an error event, the end of the events, or a state other than connected), which it
+/// announces on `closed` before ending.
+fn watch_connection(
+    connection: &Arc<Connection>,
+    blocked: Weak<AtomicBool>,
+    closed: watch::Sender<bool>,
+) {
     let mut events = Box::pin(connection.events_listener());
+    let weak = Arc::downgrade(connection);
     tokio::spawn(async move {
-        while let Some(event) = std::future::poll_fn(|cx| events.as_mut().poll_next(cx)).await {
-            let Some(flag) = blocked.upgrade() else {
-                return;
+        loop {
+            let next = std::future::poll_fn(|cx| events.as_mut().poll_next(cx));
+            let event = tokio::select! {
+                event = next => event,
+                () = tokio::time::sleep(STATUS_POLL) => {
+                    match weak.upgrade() {
+                        Some(c) if c.status().connected() => continue,
+                        _ => None,
+                    }
+                }
             };
+            let flag = blocked.upgrade();
             match event {
-                Event::ConnectionBlocked(reason) => {
-                    flag.store(true, Ordering::Relaxed);
+                Some(Event::ConnectionBlocked(reason)) => {
+                    if let Some(flag) = flag {
+                        flag.store(true, Ordering::Relaxed);
+                    }
                     tracing::warn!(%reason, "RabbitMQ blocked publishing (resource alarm); sends wait");
                 }
-                Event::ConnectionUnblocked => {
-                    flag.store(false, Ordering::Relaxed);
+                Some(Event::ConnectionUnblocked) => {
+                    if let Some(flag) = flag {
+                        flag.store(false, Ordering::Relaxed);
+                    }
                     tracing::info!("RabbitMQ unblocked publishing");
                 }
-                _ => {}
+                Some(Event::Error(e)) => {
+                    tracing::warn!(error = %e, "RabbitMQ connection failed");
+                    break;
+                }
+                Some(_) => {}
+                None => break,
             }
         }
+        if let Some(flag) = blocked.upgrade() {
+            flag.store(false, Ordering::Relaxed);
+        }
+        let _ = closed.send(true);
     });
 }
 

@@ -134,18 +134,26 @@ impl AmqpTransport {
         let deadline = self.deadline();
         loop {
             let session = self.sup.session(Some(deadline)).await?;
-            let attempt = tokio::time::timeout_at(deadline, session.publisher.send(publication));
-            match attempt.await {
+            let attempt = async {
+                tokio::select! {
+                    outcome = session.publisher.send(publication) => Some(outcome),
+                    () = session.closed() => None,
+                }
+            };
+            match tokio::time::timeout_at(deadline, attempt).await {
+                Ok(None) => {
+                    tracing::warn!("connection lost before the confirmation; sending again");
+                }
                 Err(_) => {
                     return Err(Error::new(ErrorKind::Timeout).context(format!(
                         "no confirmation within {:?} (the broker may block publishing: alarm)",
                         self.sup.config.send_timeout
                     )))
                 }
-                Ok(Err(e)) if !session.is_open() || e.is_connection_error() => {
+                Ok(Some(Err(e))) if !session.is_open() || e.is_connection_error() => {
                     tracing::warn!(error = %e, "publish interrupted by a lost connection; sending again");
                 }
-                Ok(outcome) => return outcome,
+                Ok(Some(outcome)) => return outcome,
             }
         }
     }
