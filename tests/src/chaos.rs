@@ -254,12 +254,13 @@ where
     let confirmed_ids: Vec<u64> = tally.confirmed_ids.lock().unwrap().clone();
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let handled = tally.handled.lock().unwrap();
-        let missing = confirmed_ids
-            .iter()
-            .filter(|n| !handled.contains_key(n))
-            .count();
-        drop(handled);
+        let missing = {
+            let handled = tally.handled.lock().unwrap();
+            confirmed_ids
+                .iter()
+                .filter(|n| !handled.contains_key(n))
+                .count()
+        };
         if missing == 0 || Instant::now() > deadline {
             break;
         }
