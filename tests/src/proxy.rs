@@ -71,9 +71,10 @@ impl Proxy {
         self.addr
     }
 
-    /// An AMQP URL through the proxy (guest/guest, default vhost).
+    /// An AMQP URL through the proxy (guest/guest, default vhost), with a 5 s heartbeat so
+    /// that both ends notice a stalled or half-open connection within seconds.
     pub fn amqp_url(&self) -> String {
-        format!("amqp://guest:guest@{}/%2f", self.addr)
+        format!("amqp://guest:guest@{}/%2f?heartbeat=5", self.addr)
     }
 
     /// How many client connections were accepted so far.
