@@ -144,12 +144,18 @@ fn registry(tally: &Arc<Tally>) -> Registry {
 }
 
 fn worker_config(setup: &Setup) -> WorkerConfig {
-    let config = WorkerConfig::new(setup.queue.clone(), format!("{}.x", setup.queue))
+    worker_config_for(&setup.queue, setup.quorum)
+}
+
+/// The worker configuration of the chaos load for `queue` (bound to `chaos.#` on
+/// `<queue>.x`), also used by the `chaos_worker` process.
+pub fn worker_config_for(queue: &str, quorum: bool) -> WorkerConfig {
+    let config = WorkerConfig::new(queue.to_owned(), format!("{queue}.x"))
         .bind("chaos.#")
         .prefetch(100)
         .concurrency(16)
         .shutdown_timeout(Duration::from_secs(5));
-    if setup.quorum {
+    if quorum {
         config.kind(lepus::QueueKind::Quorum)
     } else {
         config

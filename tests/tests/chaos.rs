@@ -172,3 +172,110 @@ async fn proxy_drops_stalls_and_half_closes_lose_nothing() {
         "clients reconnected through the proxy"
     );
 }
+
+/// Reads the numbers a `chaos_worker` process wrote.
+fn handled_in(path: &std::path::Path) -> Vec<u64> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn worker_process_killed_mid_handler_loses_nothing() {
+    use lepus::{Publisher, Transport};
+    use std::collections::HashMap;
+
+    let _one = ONE_AT_A_TIME.lock().await;
+    let Some(config) = broker("SIGKILL worker").await else {
+        return;
+    };
+    let queue = format!("lepus-chaos-kill-{}", std::process::id());
+    let dir = std::env::temp_dir().join(&queue);
+    std::fs::create_dir_all(&dir).unwrap();
+    let spawn = |name: &str| {
+        let file = dir.join(name);
+        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_chaos_worker"))
+            .args([queue.as_str(), file.to_str().unwrap()])
+            .env("AMQP_ADDR", &config.addr)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("chaos_worker starts");
+        (child, file)
+    };
+    // The queue exists before anything is published.
+    let t = Arc::new(lepus::AmqpTransport::connect(config.clone()).await.unwrap());
+    let probe = lepus::Worker::new(
+        Arc::clone(&t),
+        lepus_tests::chaos::worker_config_for(&queue, false),
+        lepus::Registry::new(),
+    );
+    let spec = probe.queue_spec();
+    probe.declare().await.unwrap();
+    let (mut victim, victim_file) = spawn("victim");
+    let (mut survivor, survivor_file) = spawn("survivor");
+
+    let publisher = Publisher::new(Arc::clone(&t), spec.exchange.clone());
+    let messages = 3_000u64;
+    let mut confirmed = 0u64;
+    let mut killed_at = None;
+    for n in 0..messages {
+        publisher
+            .send(&lepus_tests::chaos::Numbered { n })
+            .await
+            .unwrap();
+        confirmed += 1;
+        // SIGKILL the victim while it is busy with its share.
+        if killed_at.is_none() && n == messages / 2 && !handled_in(&victim_file).is_empty() {
+            victim.start_kill().unwrap();
+            killed_at = Some(Instant::now());
+        }
+    }
+    let _ = victim.wait().await;
+    // A replacement joins, as a supervisor would start one.
+    let (mut replacement, replacement_file) = spawn("replacement");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let counts = loop {
+        let mut counts: HashMap<u64, u32> = HashMap::new();
+        for file in [&victim_file, &survivor_file, &replacement_file] {
+            for n in handled_in(file) {
+                *counts.entry(n).or_default() += 1;
+            }
+        }
+        if counts.len() as u64 >= messages || Instant::now() > deadline {
+            break counts;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let all_handled_at = Instant::now();
+    let _ = survivor.start_kill();
+    let _ = replacement.start_kill();
+    let _ = survivor.wait().await;
+    let _ = replacement.wait().await;
+    let lost = (0..messages).filter(|n| !counts.contains_key(n)).count() as u64;
+    let duplicates: u64 = counts.values().map(|&c| u64::from(c - 1)).sum();
+    let row = lepus_tests::chaos::Row {
+        scenario: "worker process SIGKILLed mid-handler".into(),
+        sent: messages,
+        confirmed,
+        failed: 0,
+        handled: counts.len() as u64,
+        lost,
+        duplicates,
+        // From the kill to every message handled.
+        recovery: killed_at.map_or(Duration::ZERO, |k| all_handled_at.duration_since(k)),
+        reconnections: 0,
+    };
+    lepus_tests::chaos::report(&row);
+    for q in [format!("{queue}.dead"), queue.clone()] {
+        let _ = t.delete_queue(&q).await;
+    }
+    for d in &spec.retry_delays_ms {
+        let _ = t.delete_queue(&format!("{queue}.wait.{d}")).await;
+    }
+    let _ = t.delete_exchange(&spec.exchange).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(killed_at.is_some(), "the victim was killed while working");
+    assert_eq!(lost, 0, "{row:?}");
+}
