@@ -33,6 +33,7 @@ pub mod names;
 mod properties;
 mod publisher;
 mod registry;
+mod signal;
 pub mod topology;
 mod transport;
 mod worker;
@@ -46,6 +47,7 @@ pub use message::{Message, RetryPolicy};
 pub use properties::{HeaderValue, Headers, Properties};
 pub use publisher::{new_message_id, Publisher, SendOptions, CONTENT_TYPE_JSON};
 pub use registry::{Context, HandlerError, HandlerErrorKind, Registry};
+pub use signal::shutdown_signal;
 pub use topology::{QueueKind, QueueSpec};
 pub use transport::{Publication, Subscription, Transport};
 pub use worker::{

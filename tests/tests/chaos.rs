@@ -279,3 +279,93 @@ async fn worker_process_killed_mid_handler_loses_nothing() {
     assert!(killed_at.is_some(), "the victim was killed while working");
     assert_eq!(lost, 0, "{row:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn worker_process_stops_gracefully_on_sigterm() {
+    use lepus::{Publisher, Transport};
+    use std::collections::HashSet;
+
+    let _one = ONE_AT_A_TIME.lock().await;
+    let Some(config) = broker("SIGTERM worker").await else {
+        return;
+    };
+    let queue = format!("lepus-chaos-term-{}", std::process::id());
+    let dir = std::env::temp_dir().join(&queue);
+    std::fs::create_dir_all(&dir).unwrap();
+    let t = Arc::new(lepus::AmqpTransport::connect(config.clone()).await.unwrap());
+    let probe = lepus::Worker::new(
+        Arc::clone(&t),
+        lepus_tests::chaos::worker_config_for(&queue, false),
+        lepus::Registry::new(),
+    );
+    let spec = probe.queue_spec();
+    probe.declare().await.unwrap();
+    let spawn = |name: &str| {
+        let file = dir.join(name);
+        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_chaos_worker"))
+            .args([queue.as_str(), file.to_str().unwrap()])
+            .env("AMQP_ADDR", &config.addr)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("chaos_worker starts");
+        (child, file)
+    };
+    let publisher = Publisher::new(Arc::clone(&t), spec.exchange.clone());
+    let messages = 5_000u64;
+    for n in 0..messages {
+        publisher
+            .send(&lepus_tests::chaos::Numbered { n })
+            .await
+            .unwrap();
+    }
+    // A backlog is waiting when the worker starts.
+    let (mut first, first_file) = spawn("first");
+    // Stop it while it is working through the backlog.
+    while handled_in(&first_file).len() < 50 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let pid = first.id().expect("running").to_string();
+    let term = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let status = tokio::time::timeout(Duration::from_secs(20), first.wait())
+        .await
+        .expect("stops within its shutdown timeout")
+        .unwrap();
+    assert!(status.success(), "graceful exit, not killed: {status:?}");
+    let handled_by_first = handled_in(&first_file).len() as u64;
+    assert!(
+        handled_by_first < messages,
+        "stopped before the end of the backlog"
+    );
+
+    let (mut second, second_file) = spawn("second");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let seen: HashSet<u64> = loop {
+        let seen: HashSet<u64> = handled_in(&first_file)
+            .into_iter()
+            .chain(handled_in(&second_file))
+            .collect();
+        if seen.len() as u64 >= messages || Instant::now() > deadline {
+            break seen;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let _ = second.start_kill();
+    let _ = second.wait().await;
+    for q in [format!("{queue}.dead"), queue.clone()] {
+        let _ = t.delete_queue(&q).await;
+    }
+    for d in &spec.retry_delays_ms {
+        let _ = t.delete_queue(&format!("{queue}.wait.{d}")).await;
+    }
+    let _ = t.delete_exchange(&spec.exchange).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(
+        seen.len() as u64,
+        messages,
+        "every message handled by one of the two"
+    );
+}

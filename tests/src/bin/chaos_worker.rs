@@ -2,7 +2,7 @@
 //! named by its first argument (bound to `chaos.#` on `<queue>.x`) and appends the number of
 //! every message it handled to the file named by its second argument, one per line, flushed
 //! before the handler returns (so a kill after the line and before the ack shows up as a
-//! duplicate, never as a loss). Runs until killed.
+//! duplicate, never as a loss). Runs until killed, or stops gracefully on SIGTERM/Ctrl-C.
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
@@ -37,6 +37,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     });
     let transport = Arc::new(AmqpTransport::connect(AmqpConfig::from_env()).await?);
     let worker = Worker::new(transport, worker_config_for(&queue, false), registry);
-    worker.run(std::future::pending()).await?;
+    // SIGTERM or Ctrl-C: finish running handlers, requeue the rest (SIGKILL skips this).
+    worker.run(lepus::shutdown_signal()).await?;
     Ok(())
 }
