@@ -81,6 +81,13 @@ impl core::fmt::Display for ExplainError {
 
 impl core::error::Error for ExplainError {}
 
+/// Stores `entry` at `i` (always in bounds: `out` was checked against the word count).
+fn set(out: &mut [WordMatch], i: usize, entry: WordMatch) {
+    if let Some(slot) = out.get_mut(i) {
+        *slot = entry;
+    }
+}
+
 /// Number of words of `s` (the empty string has none).
 fn word_count(s: &[u8]) -> usize {
     if s.is_empty() {
@@ -131,11 +138,6 @@ pub fn explain(
     let (mut p, mut pi, mut k) = (0usize, 0usize, 0usize);
     // After the last `#`: (pattern position past it, its index, key position it resumes at).
     let mut star: Option<(usize, usize, usize)> = None;
-    let mut set = |out: &mut [WordMatch], i: usize, entry: WordMatch| {
-        if let Some(slot) = out.get_mut(i) {
-            *slot = entry;
-        }
-    };
     while k < k_end {
         if p < p_end {
             let (pw, p_next) = word_at(pattern, p);
