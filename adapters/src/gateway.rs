@@ -291,8 +291,7 @@ impl<T: Transport> Gateway<T> {
             .with_timestamp(now_seconds());
         properties.correlation_id = correlation_id;
         properties.reply_to = response_queue;
-        let publication =
-            Publication::new(&self.exchange, &route.routing_key, &body, &properties);
+        let publication = Publication::new(&self.exchange, &route.routing_key, &body, &properties);
         match self.transport.publish(publication).await {
             Ok(()) => Ok(FrameOutcome::Published(message_id)),
             Err(e) if e.is_unroutable() => {

@@ -44,7 +44,9 @@ async fn open(g: &Global, dead: &str) -> Result<(AmqpTransport, u32), Failure> {
 /// Where a dead letter came from: origin headers, else RabbitMQ's own `x-death`.
 fn origin(headers: &Headers) -> Option<(String, String)> {
     let from_lepus = (
-        headers.get(HEADER_ORIGIN_EXCHANGE).and_then(HeaderValue::as_str),
+        headers
+            .get(HEADER_ORIGIN_EXCHANGE)
+            .and_then(HeaderValue::as_str),
         headers
             .get(HEADER_ORIGIN_ROUTING_KEY)
             .and_then(HeaderValue::as_str),
@@ -232,7 +234,10 @@ pub async fn replay(g: &Global, args: DeadReplayArgs) -> Result<Code, Failure> {
         let Some((d, _)) = browser.get(&dead).await? else {
             break;
         };
-        let id_ok = args.id.as_deref().is_none_or(|id| d.message_id() == Some(id));
+        let id_ok = args
+            .id
+            .as_deref()
+            .is_none_or(|id| d.message_id() == Some(id));
         let s = summarize(&d);
         let type_ok = args
             .message_type
@@ -356,7 +361,10 @@ mod tests {
             HeaderValue::List(vec!["mailer.ad".into()]),
         );
         let mut h = Headers::new();
-        h.insert("x-death".into(), HeaderValue::List(vec![HeaderValue::Table(death)]));
+        h.insert(
+            "x-death".into(),
+            HeaderValue::List(vec![HeaderValue::Table(death)]),
+        );
         assert_eq!(origin(&h), Some(("lepus".into(), "mailer.ad".into())));
         h.insert(HEADER_ORIGIN_EXCHANGE.into(), "ex".into());
         h.insert(HEADER_ORIGIN_ROUTING_KEY.into(), "k".into());

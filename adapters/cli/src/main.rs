@@ -26,7 +26,11 @@ fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
-            let code = if e.use_stderr() { Code::Usage } else { Code::Ok };
+            let code = if e.use_stderr() {
+                Code::Usage
+            } else {
+                Code::Ok
+            };
             // Printing help or a usage error can only fail on a closed stream.
             let _ = e.print();
             return code.into();

@@ -25,11 +25,16 @@ pub async fn run(g: &Global, args: PublishArgs) -> Result<Code, Failure> {
     };
     let payload = payload.trim_ascii();
     if let Err(e) = serde_json::from_slice::<serde_json::Value>(payload) {
-        return Err(Failure::usage(format!("the payload is not valid JSON: {e}")));
+        return Err(Failure::usage(format!(
+            "the payload is not valid JSON: {e}"
+        )));
     }
     let retry = retry_metadata(&args)?;
     let body = envelope(&args.message_type, payload, retry)?;
-    let message_id = args.message_id.clone().unwrap_or_else(lepus::new_message_id);
+    let message_id = args
+        .message_id
+        .clone()
+        .unwrap_or_else(lepus::new_message_id);
     let properties = Properties::new()
         .with_type(args.message_type.clone())
         .with_content_type(CONTENT_TYPE_JSON)

@@ -127,14 +127,16 @@ pub fn exchanges(vhost: &str) -> Result<Vec<(String, String)>, Failure> {
 
 /// Queues with their counts.
 pub fn queues(vhost: &str) -> Result<Vec<QueueRow>, Failure> {
-    Ok(run(vhost, &["list_queues", "name", "messages", "consumers"])?
-        .iter()
-        .map(|r| QueueRow {
-            name: text(r, "name"),
-            messages: number(r, "messages"),
-            consumers: number(r, "consumers"),
-        })
-        .collect())
+    Ok(
+        run(vhost, &["list_queues", "name", "messages", "consumers"])?
+            .iter()
+            .map(|r| QueueRow {
+                name: text(r, "name"),
+                messages: number(r, "messages"),
+                consumers: number(r, "consumers"),
+            })
+            .collect(),
+    )
 }
 
 /// Bindings to queues.

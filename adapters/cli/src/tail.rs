@@ -62,7 +62,14 @@ async fn patterns(
 ) -> Result<Vec<String>, Failure> {
     let target = args.target.clone();
     let wildcard = target.split('.').any(|w| w == "*" || w == "#");
-    if args.pattern || wildcard || transport.queue_status(&target).await.ok().flatten().is_none()
+    if args.pattern
+        || wildcard
+        || transport
+            .queue_status(&target)
+            .await
+            .ok()
+            .flatten()
+            .is_none()
     {
         return Ok(vec![target]);
     }

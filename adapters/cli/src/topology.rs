@@ -101,7 +101,12 @@ fn print_queue(q: &Value) {
             count(d, "messages")
         );
     }
-    for w in q.get("wait").and_then(Value::as_array).into_iter().flatten() {
+    for w in q
+        .get("wait")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
         println!(
             "    retry wait {}: {} waiting",
             w.get("name").and_then(Value::as_str).unwrap_or_default(),

@@ -97,9 +97,20 @@ async fn publish_delivers_the_envelope() {
     let out = lepus(
         &exchange,
         &[
-            "--output", "json", "publish", "SensorReading", "--key", "sensors.kitchen",
-            "--json", r#"{"sensor": 7, "mv": 3300}"#, "--retry-strategy", "repeat",
-            "--retry-limit", "2", "--retry-interval", "15,30",
+            "--output",
+            "json",
+            "publish",
+            "SensorReading",
+            "--key",
+            "sensors.kitchen",
+            "--json",
+            r#"{"sensor": 7, "mv": 3300}"#,
+            "--retry-strategy",
+            "repeat",
+            "--retry-limit",
+            "2",
+            "--retry-interval",
+            "15,30",
         ],
     );
     let doc = json_of(&out);
@@ -115,9 +126,15 @@ async fn publish_delivers_the_envelope() {
     d.ack().await.unwrap();
 
     // Unroutable (no queue bound for the key): exit 4. Missing exchange: exit 3.
-    let out = lepus(&exchange, &["publish", "T", "--key", "nobody.here", "--json", "{}"]);
+    let out = lepus(
+        &exchange,
+        &["publish", "T", "--key", "nobody.here", "--json", "{}"],
+    );
     assert_eq!(out.status.code(), Some(4));
-    let out = lepus(&unique("none"), &["publish", "T", "--key", "k", "--json", "{}"]);
+    let out = lepus(
+        &unique("none"),
+        &["publish", "T", "--key", "k", "--json", "{}"],
+    );
     assert_eq!(out.status.code(), Some(3));
 
     // From stdin.
@@ -148,7 +165,14 @@ async fn tail_prints_what_flows_without_taking_it() {
         .await
         .unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_lepus"))
-        .args(["--amqp", &addr(), "--exchange", &exchange, "--output", "json"])
+        .args([
+            "--amqp",
+            &addr(),
+            "--exchange",
+            &exchange,
+            "--output",
+            "json",
+        ])
         .args(["tail", "orders.*", "--count", "1", "--timeout", "20s"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -161,7 +185,14 @@ async fn tail_prints_what_flows_without_taking_it() {
     assert!(line.starts_with("tailing exchange"), "{line}");
     let out = lepus(
         &exchange,
-        &["publish", "OrderPlaced", "--key", "orders.eu", "--json", r#"{"id":42}"#],
+        &[
+            "publish",
+            "OrderPlaced",
+            "--key",
+            "orders.eu",
+            "--json",
+            r#"{"id":42}"#,
+        ],
     );
     assert_eq!(out.status.code(), Some(0));
     let output = child.wait_with_output().unwrap();
@@ -205,7 +236,11 @@ impl Message for Charge {
 async fn wait_ready(t: &AmqpTransport, queue: &str, n: u32) -> u32 {
     let until = Instant::now() + Duration::from_secs(15);
     loop {
-        let got = t.queue_status(queue).await.unwrap().map_or(0, |s| s.messages);
+        let got = t
+            .queue_status(queue)
+            .await
+            .unwrap()
+            .map_or(0, |s| s.messages);
         if got >= n || Instant::now() > until {
             return got;
         }
@@ -239,7 +274,10 @@ async fn dead_letters_list_show_replay_purge() {
     assert_eq!(wait_ready(&t, &dead, 3).await, 3);
     handle.shutdown().await.unwrap();
 
-    let list = json_of(&lepus(&exchange, &["--output", "json", "dead", "list", &queue]));
+    let list = json_of(&lepus(
+        &exchange,
+        &["--output", "json", "dead", "list", &queue],
+    ));
     let list = list.as_array().unwrap();
     assert_eq!(list.len(), 3);
     for entry in list {
@@ -248,10 +286,17 @@ async fn dead_letters_list_show_replay_purge() {
         assert_eq!(entry["retry_count"], 1);
         assert_eq!(entry["origin_exchange"], exchange.as_str());
         assert_eq!(entry["origin_routing_key"], "billing.charge");
-        assert!(entry["error"].as_str().unwrap().contains("card processor down"));
+        assert!(entry["error"]
+            .as_str()
+            .unwrap()
+            .contains("card processor down"));
         assert!(!entry["reason"].as_str().unwrap().is_empty());
     }
-    assert_eq!(wait_ready(&t, &dead, 3).await, 3, "listing takes nothing away");
+    assert_eq!(
+        wait_ready(&t, &dead, 3).await,
+        3,
+        "listing takes nothing away"
+    );
     let text = lepus(&exchange, &["dead", "list", &dead]);
     assert!(String::from_utf8_lossy(&text.stdout).contains(&ids[0]));
 
@@ -263,11 +308,15 @@ async fn dead_letters_list_show_replay_purge() {
     assert_eq!(show["payload"]["order"], 2);
     assert_eq!(show["headers"]["x-lepus-origin-queue"], queue.as_str());
     assert_eq!(
-        lepus(&exchange, &["dead", "show", &queue, "no-such-id"]).status.code(),
+        lepus(&exchange, &["dead", "show", &queue, "no-such-id"])
+            .status
+            .code(),
         Some(3)
     );
     assert_eq!(
-        lepus(&exchange, &["dead", "list", &unique("missing")]).status.code(),
+        lepus(&exchange, &["dead", "list", &unique("missing")])
+            .status
+            .code(),
         Some(3)
     );
 
@@ -285,7 +334,9 @@ async fn dead_letters_list_show_replay_purge() {
     let original = original.unwrap();
     let replay = json_of(&lepus(
         &exchange,
-        &["--output", "json", "dead", "replay", &queue, "--id", &ids[1]],
+        &[
+            "--output", "json", "dead", "replay", &queue, "--id", &ids[1],
+        ],
     ));
     assert_eq!(replay["replayed"], 1);
     assert_eq!(wait_ready(&t, &queue, 1).await, 1);
@@ -293,7 +344,11 @@ async fn dead_letters_list_show_replay_purge() {
     let d = next(&mut sub).await;
     assert_eq!(d.message_id(), Some(ids[1].as_str()));
     assert_eq!(d.routing_key, "billing.charge");
-    assert!(!d.properties.headers.keys().any(|k| k.starts_with("x-lepus-")));
+    assert!(!d
+        .properties
+        .headers
+        .keys()
+        .any(|k| k.starts_with("x-lepus-")));
     let before = decode_json_raw(&original).unwrap();
     let after = decode_json_raw(&d.body).unwrap();
     assert_eq!(before.metadata.retry.count, 1);
@@ -307,12 +362,17 @@ async fn dead_letters_list_show_replay_purge() {
     // A type filter that matches nothing replays nothing and leaves both in place.
     let none = json_of(&lepus(
         &exchange,
-        &["--output", "json", "dead", "replay", &queue, "--all", "--type", "Other"],
+        &[
+            "--output", "json", "dead", "replay", &queue, "--all", "--type", "Other",
+        ],
     ));
     assert_eq!(none["replayed"], 0);
     assert_eq!(wait_ready(&t, &dead, 2).await, 2);
 
-    let purge = json_of(&lepus(&exchange, &["--output", "json", "dead", "purge", &queue]));
+    let purge = json_of(&lepus(
+        &exchange,
+        &["--output", "json", "dead", "purge", &queue],
+    ));
     assert_eq!(purge["purged"], 2);
     assert_eq!(t.queue_status(&dead).await.unwrap().unwrap().messages, 0);
 

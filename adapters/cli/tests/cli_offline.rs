@@ -27,8 +27,14 @@ fn route_explains_each_word() {
     let out = lepus(&["route", "mailer.#.expired", "mailer.ad.user.expired"]);
     assert_eq!(code(&out), 0);
     let text = stdout(&out);
-    assert!(text.contains(r#""mailer.ad.user.expired" matches "mailer.#.expired""#), "{text}");
-    assert!(text.contains(r#"#        ->  "ad.user" (2 words)"#), "{text}");
+    assert!(
+        text.contains(r#""mailer.ad.user.expired" matches "mailer.#.expired""#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"#        ->  "ad.user" (2 words)"#),
+        "{text}"
+    );
     assert!(text.contains(r#"expired  ->  "expired""#), "{text}");
 }
 
@@ -51,14 +57,37 @@ fn usage_errors_exit_1() {
     for args in [
         &["publish", "T", "--key", "k", "--json", "{bad"][..],
         &["publish", "T", "--json", "{}"][..],
-        &["publish", "T", "--key", "k", "--json", "{}", "--retry-strategy", "often"][..],
-        &["publish", "T", "--key", "k", "--json", "{}", "--retry-interval", "a,b"][..],
+        &[
+            "publish",
+            "T",
+            "--key",
+            "k",
+            "--json",
+            "{}",
+            "--retry-strategy",
+            "often",
+        ][..],
+        &[
+            "publish",
+            "T",
+            "--key",
+            "k",
+            "--json",
+            "{}",
+            "--retry-interval",
+            "a,b",
+        ][..],
         &["dead", "replay", "q"][..],
         &["route", &"a".repeat(300), "a"][..],
         &["nonsense"][..],
     ] {
         let out = lepus(args);
-        assert_eq!(code(&out), 1, "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(
+            code(&out),
+            1,
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert!(!out.stderr.is_empty(), "{args:?} says why");
     }
     assert_eq!(code(&lepus(&["--help"])), 0);
@@ -68,13 +97,18 @@ fn usage_errors_exit_1() {
 fn unreachable_broker_exits_2() {
     let dead_port = "amqp://127.0.0.1:1/%2f";
     for args in [
-        &["--amqp", dead_port, "publish", "T", "--key", "k", "--json", "{}"][..],
+        &[
+            "--amqp", dead_port, "publish", "T", "--key", "k", "--json", "{}",
+        ][..],
         &["--amqp", dead_port, "dead", "list", "q"][..],
         &["--amqp", dead_port, "tail", "a.#", "--timeout", "1s"][..],
     ] {
         let out = lepus(args);
         assert_eq!(code(&out), 2, "{args:?}");
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(stderr.contains("127.0.0.1:1"), "names the address: {stderr}");
+        assert!(
+            stderr.contains("127.0.0.1:1"),
+            "names the address: {stderr}"
+        );
     }
 }

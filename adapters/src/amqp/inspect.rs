@@ -5,9 +5,7 @@
 //! These are RabbitMQ operations, not [`crate::Transport`] ones: the in-process broker has no
 //! operator tooling to serve.
 
-use lapin::options::{
-    BasicGetOptions, QueueBindOptions, QueueDeclareOptions, QueuePurgeOptions,
-};
+use lapin::options::{BasicGetOptions, QueueBindOptions, QueueDeclareOptions, QueuePurgeOptions};
 use lapin::types::FieldTable;
 use lapin::Channel;
 
@@ -189,8 +187,9 @@ impl AmqpTransport {
                 )
                 .await
                 .map_err(|e| {
-                    Error::from_lapin(e)
-                        .context(format!("bind tap to exchange {exchange:?} with {pattern:?}"))
+                    Error::from_lapin(e).context(format!(
+                        "bind tap to exchange {exchange:?} with {pattern:?}"
+                    ))
                 })?;
         }
         AmqpSubscription::start(channel, &name, 256).await
@@ -206,9 +205,10 @@ impl AmqpTransport {
 
 /// True when the broker answered 404 `NOT_FOUND` (missing queue or exchange).
 pub fn is_not_found(error: &Error) -> bool {
-    error.kind() == ErrorKind::BrokerRefused {
-        reply_code: NOT_FOUND,
-    }
+    error.kind()
+        == ErrorKind::BrokerRefused {
+            reply_code: NOT_FOUND,
+        }
 }
 
 async fn close_quietly(channel: &Channel) {

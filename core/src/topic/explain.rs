@@ -39,7 +39,9 @@ pub struct WordMatch {
 impl WordMatch {
     /// The pattern word, sliced from `pattern` (the one given to [`explain`]).
     pub fn pattern_word<'p>(&self, pattern: &'p str) -> &'p str {
-        pattern.get(self.pattern_start..self.pattern_end).unwrap_or("")
+        pattern
+            .get(self.pattern_start..self.pattern_end)
+            .unwrap_or("")
     }
 
     /// The matched key words, sliced from `key` (the one given to [`explain`]).

@@ -210,7 +210,11 @@ fn explain_table() {
     let t = |p: &str, w: &str, n: usize| (p.to_string(), w.to_string(), n);
     assert_eq!(
         explained("mailer.ad.*", "mailer.ad.expired"),
-        Some(vec![t("mailer", "mailer", 1), t("ad", "ad", 1), t("*", "expired", 1)])
+        Some(vec![
+            t("mailer", "mailer", 1),
+            t("ad", "ad", 1),
+            t("*", "expired", 1)
+        ])
     );
     assert_eq!(
         explained("mailer.#", "mailer"),
@@ -229,7 +233,10 @@ fn explain_table() {
             t("#", "c.d", 2)
         ])
     );
-    assert_eq!(explained("a.*", "a."), Some(vec![t("a", "a", 1), t("*", "", 1)]));
+    assert_eq!(
+        explained("a.*", "a."),
+        Some(vec![t("a", "a", 1), t("*", "", 1)])
+    );
     assert_eq!(explained("#", ""), Some(vec![t("#", "", 0)]));
     assert_eq!(explained("", ""), Some(vec![]));
     assert_eq!(explained("*", ""), None);
