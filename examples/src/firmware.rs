@@ -86,4 +86,21 @@ mod tests {
         assert_eq!(env.metadata.class_name, READING_TYPE);
         assert_eq!(env.metadata.retry, retry_policy());
     }
+
+    #[test]
+    fn footprint_of_types() {
+        use core::mem::size_of;
+        let sizes = [
+            ("SensorReading", size_of::<SensorReading>()),
+            ("RetryMetadata", size_of::<RetryMetadata>()),
+            ("Metadata", size_of::<Metadata<'static>>()),
+            ("Envelope<SensorReading>", size_of::<Envelope<'static, SensorReading>>()),
+            ("frame buffer", FRAME_CAPACITY),
+        ];
+        for (name, size) in sizes {
+            println!("{name}: {size} bytes");
+        }
+        // Reported in FOOTPRINT.md: a reading's envelope and its frame fit in 320 bytes.
+        assert!(size_of::<Envelope<'static, SensorReading>>() + FRAME_CAPACITY <= 320);
+    }
 }
