@@ -94,7 +94,10 @@ mod tests {
             ("SensorReading", size_of::<SensorReading>()),
             ("RetryMetadata", size_of::<RetryMetadata>()),
             ("Metadata", size_of::<Metadata<'static>>()),
-            ("Envelope<SensorReading>", size_of::<Envelope<'static, SensorReading>>()),
+            (
+                "Envelope<SensorReading>",
+                size_of::<Envelope<'static, SensorReading>>(),
+            ),
             ("frame buffer", FRAME_CAPACITY),
         ];
         for (name, size) in sizes {
