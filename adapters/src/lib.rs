@@ -11,6 +11,7 @@
 //!   otherwise; one line or one variable switches.
 //! - [`topology`]: the queue layout (worker queue, `<queue>.dead`, `<queue>.wait.<ms>`).
 //! - [`names`]: validation of names and short strings before they reach the AMQP client.
+//! - [`gateway`]: COBS-framed postcard envelopes from devices to RabbitMQ as JSON envelopes.
 //! - [`Error`]: one error type around a small [`ErrorKind`].
 //! - [`Message`], [`Registry`], [`Publisher`], [`Worker`]: typed messages, their handlers,
 //!   the write model and the read model, generic over any [`Transport`].
@@ -27,6 +28,7 @@ pub mod amqp;
 mod broker;
 mod delivery;
 mod error;
+pub mod gateway;
 pub mod inprocess;
 mod message;
 pub mod names;

@@ -21,8 +21,11 @@
 //! O(pattern words x key words) word comparisons in the worst case, where RabbitMQ's own
 //! backtracking takes seconds on patterns such as `#.#.#.#.#.#.b`.
 
+mod explain;
 #[cfg(test)]
 mod tests;
+
+pub use explain::{explain, ExplainError, WordKind, WordMatch, MAX_WORDS};
 
 /// Maximum length in bytes of a routing key or a binding pattern (an AMQP short string).
 pub const MAX_LEN: usize = 255;

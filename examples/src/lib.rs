@@ -1,3 +1,5 @@
 //! Runnable programs a new Lepus user starts from: see `src/bin/`.
 
 pub mod checkout;
+pub mod firmware;
+pub mod sensor;

@@ -7,6 +7,7 @@
 mod config;
 mod confirms;
 mod connection;
+mod inspect;
 mod properties;
 pub(crate) mod publisher;
 mod subscription;
@@ -16,6 +17,7 @@ mod transport;
 
 pub use config::{AmqpConfig, DEFAULT_ADDR, DEFAULT_MAX_PAYLOAD};
 pub use connection::{connect, redact};
+pub use inspect::{is_not_found, QueueBrowser, QueueStatus};
 pub use publisher::Publisher;
 pub use subscription::AmqpSubscription;
 pub use supervisor::{FIRST_BACKOFF, MAX_BACKOFF};

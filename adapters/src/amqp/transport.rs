@@ -48,6 +48,10 @@ impl AmqpTransport {
         })
     }
 
+    pub(crate) fn supervisor(&self) -> &Arc<Supervisor> {
+        &self.sup
+    }
+
     /// The configuration in use.
     pub fn config(&self) -> &AmqpConfig {
         &self.sup.config

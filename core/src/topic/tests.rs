@@ -186,3 +186,118 @@ proptest! {
         prop_assert_eq!(matches(&pattern, &key), reference(&pattern, &key));
     }
 }
+
+/// `explain` as (pattern word, matched key text, word count) triples.
+fn explained(pattern: &str, key: &str) -> Option<Vec<(String, String, usize)>> {
+    let mut out = [WordMatch::default(); MAX_WORDS];
+    let n = explain(pattern, key, &mut out).ok()??;
+    Some(
+        out[..n]
+            .iter()
+            .map(|m| {
+                (
+                    m.pattern_word(pattern).to_string(),
+                    m.matched(key).to_string(),
+                    m.key_words,
+                )
+            })
+            .collect(),
+    )
+}
+
+#[test]
+fn explain_table() {
+    let t = |p: &str, w: &str, n: usize| (p.to_string(), w.to_string(), n);
+    assert_eq!(
+        explained("mailer.ad.*", "mailer.ad.expired"),
+        Some(vec![
+            t("mailer", "mailer", 1),
+            t("ad", "ad", 1),
+            t("*", "expired", 1)
+        ])
+    );
+    assert_eq!(
+        explained("mailer.#", "mailer"),
+        Some(vec![t("mailer", "mailer", 1), t("#", "", 0)])
+    );
+    assert_eq!(
+        explained("#.b", "a.a.b"),
+        Some(vec![t("#", "a.a", 2), t("b", "b", 1)])
+    );
+    assert_eq!(
+        explained("a.#.c.#", "a.b.c.c.d"),
+        Some(vec![
+            t("a", "a", 1),
+            t("#", "b", 1),
+            t("c", "c", 1),
+            t("#", "c.d", 2)
+        ])
+    );
+    assert_eq!(
+        explained("a.*", "a."),
+        Some(vec![t("a", "a", 1), t("*", "", 1)])
+    );
+    assert_eq!(explained("#", ""), Some(vec![t("#", "", 0)]));
+    assert_eq!(explained("", ""), Some(vec![]));
+    assert_eq!(explained("*", ""), None);
+    assert_eq!(explained("mailer.*", "mailer.ad.expired"), None);
+    // A full table is an error that names the need, never a panic.
+    let mut small = [WordMatch::default(); 2];
+    assert_eq!(
+        explain("a.b.c", "a.b.c", &mut small),
+        Err(ExplainError::MatchesFull { needed: 3 })
+    );
+    let m = WordMatch {
+        pattern_start: 0,
+        pattern_end: 1,
+        ..WordMatch::default()
+    };
+    assert_eq!(m.kind("#"), WordKind::Hash);
+    assert_eq!(m.kind("*"), WordKind::Star);
+    assert_eq!(m.kind("x"), WordKind::Literal);
+}
+
+/// Checks that an explanation is a valid cover of the key by the pattern's words.
+fn check_explanation(pattern: &str, key: &str) -> Result<(), TestCaseError> {
+    let mut out = [WordMatch::default(); MAX_WORDS];
+    let explained = explain(pattern, key, &mut out);
+    prop_assert!(explained.is_ok());
+    let Ok(explained) = explained else {
+        return Ok(());
+    };
+    prop_assert_eq!(explained.is_some(), matches(pattern, key));
+    let Some(n) = explained else { return Ok(()) };
+    prop_assert_eq!(n, words(pattern).len());
+    let mut covered: Vec<&str> = Vec::new();
+    for (m, p) in out[..n].iter().zip(words(pattern)) {
+        prop_assert_eq!(m.pattern_word(pattern), p);
+        let text = m.matched(key);
+        let ws: Vec<&str> = if m.key_words == 0 {
+            Vec::new()
+        } else {
+            text.split('.').collect()
+        };
+        prop_assert_eq!(ws.len(), m.key_words);
+        match p {
+            "#" => {}
+            "*" => prop_assert_eq!(m.key_words, 1),
+            lit => prop_assert_eq!((m.key_words, text), (1, lit)),
+        }
+        covered.extend(ws);
+    }
+    prop_assert_eq!(covered, words(key));
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(4000))]
+    #[test]
+    fn explain_covers_the_key(pattern in key_or_pattern(), key in key_or_pattern()) {
+        check_explanation(&pattern, &key)?;
+    }
+
+    #[test]
+    fn explain_arbitrary_strings(pattern in ".{0,40}", key in ".{0,40}") {
+        check_explanation(&pattern, &key)?;
+    }
+}

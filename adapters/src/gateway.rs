@@ -1,0 +1,363 @@
+//! The firmware-to-server gateway: reads a stream of COBS-framed postcard envelopes (as a
+//! device writes them to a UART, see [`crate::core::encode_postcard_cobs`]) and publishes
+//! each one to RabbitMQ as the JSON envelope, with confirms.
+//!
+//! - Framing: frames end with a zero byte; [`FrameSplitter`] cuts the stream. A frame longer
+//!   than the configured maximum is skipped up to its terminator and counted as corrupt.
+//! - Decoding: COBS, then core's [`decode_postcard_raw`] for the metadata; the payload is
+//!   decoded with postcard into the registered [`Message`] type of its `className` and
+//!   written out as JSON the way [`crate::Publisher`] writes it. Postcard is not
+//!   self-describing, so only registered types can be converted: any other `className` is
+//!   counted (`unknown_type`) and skipped.
+//! - Metadata: `className`, the retry fields (`retryStrategy`, `retryLimit`, `retryCount`,
+//!   `retryInterval`, `retryBackoff`), `response_queue` and `correlationId` are kept as the
+//!   device set them.
+//! - Routing: the device does not send a routing key (it saves bytes on the wire, and a
+//!   device cannot route messages where the server does not want them). The gateway routes
+//!   by type: [`Message::ROUTING_KEY`] of the registered type, or the key given to
+//!   [`Gateway::register_with_key`].
+//! - Failures: a corrupt frame (bad COBS, bad envelope, payload that does not decode into
+//!   the type, trailing bytes) is counted and skipped and never stops the gateway. An
+//!   unroutable message is counted and skipped. Connection errors stop [`Gateway::run`].
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+use crate::core::envelope::{decode_postcard_raw, DecodeError};
+use crate::core::retry::RetryMetadata;
+use crate::error::Result;
+use crate::message::Message;
+use crate::properties::Properties;
+use crate::publisher::{encode_envelope, new_message_id, now_seconds, CONTENT_TYPE_JSON};
+use crate::transport::{Publication, Transport};
+
+/// Default longest frame, in bytes (terminator excluded).
+pub const DEFAULT_MAX_FRAME: usize = 4096;
+
+/// Why a frame was skipped as corrupt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FrameError {
+    /// The frame is longer than the maximum frame size.
+    Oversized {
+        /// Its length in bytes, as far as it was read.
+        len: usize,
+    },
+    /// The stream ended inside a frame (no terminating zero byte).
+    Truncated,
+    /// The bytes are not a valid COBS frame.
+    Cobs,
+    /// The envelope's metadata does not decode.
+    Envelope(DecodeError),
+    /// The payload does not decode into the registered type, or bytes follow it.
+    Payload,
+}
+
+impl core::fmt::Display for FrameError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            FrameError::Oversized { len } => write!(f, "frame of {len} bytes over the limit"),
+            FrameError::Truncated => f.write_str("stream ended inside a frame"),
+            FrameError::Cobs => f.write_str("invalid COBS frame"),
+            FrameError::Envelope(e) => write!(f, "invalid postcard envelope: {e}"),
+            FrameError::Payload => f.write_str("payload does not decode into its type"),
+        }
+    }
+}
+
+impl std::error::Error for FrameError {}
+
+/// Cuts a byte stream into zero-terminated frames.
+#[derive(Debug)]
+pub struct FrameSplitter {
+    buf: Vec<u8>,
+    max_frame: usize,
+    /// Bytes dropped from the current oversized frame (0 when not skipping).
+    skipped: usize,
+}
+
+impl FrameSplitter {
+    /// A splitter that refuses frames longer than `max_frame` bytes.
+    pub fn new(max_frame: usize) -> Self {
+        FrameSplitter {
+            buf: Vec::new(),
+            max_frame,
+            skipped: 0,
+        }
+    }
+
+    /// Feeds `bytes`; returns the frames they completed (terminator removed), in order. An
+    /// empty frame (two zero bytes in a row) is not a frame and is ignored.
+    pub fn push(&mut self, bytes: &[u8]) -> Vec<core::result::Result<Vec<u8>, FrameError>> {
+        let mut frames = Vec::new();
+        for &b in bytes {
+            if b == 0 {
+                if self.skipped > 0 {
+                    frames.push(Err(FrameError::Oversized {
+                        len: self.skipped + self.buf.len(),
+                    }));
+                    self.skipped = 0;
+                    self.buf.clear();
+                } else if !self.buf.is_empty() {
+                    frames.push(Ok(core::mem::take(&mut self.buf)));
+                }
+            } else if self.skipped > 0 {
+                self.skipped += 1;
+            } else if self.buf.len() >= self.max_frame {
+                self.skipped = self.buf.len() + 1;
+                self.buf.clear();
+            } else {
+                self.buf.push(b);
+            }
+        }
+        frames
+    }
+
+    /// Ends the stream: bytes of an unterminated frame are a [`FrameError::Truncated`].
+    pub fn finish(&mut self) -> Option<FrameError> {
+        let partial = self.skipped > 0 || !self.buf.is_empty();
+        self.skipped = 0;
+        self.buf.clear();
+        partial.then_some(FrameError::Truncated)
+    }
+}
+
+/// Counters of a [`Gateway`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct GatewayStats {
+    /// Frames read (valid or not).
+    pub frames: u64,
+    /// Messages published and confirmed.
+    pub published: u64,
+    /// Frames skipped as corrupt.
+    pub corrupt: u64,
+    /// Frames skipped because their `className` is not registered.
+    pub unknown_type: u64,
+    /// Messages the broker returned as unroutable (no queue bound).
+    pub unroutable: u64,
+}
+
+/// What happened to one frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FrameOutcome {
+    /// Published and confirmed, with this message id.
+    Published(String),
+    /// Skipped: corrupt.
+    Corrupt(FrameError),
+    /// Skipped: this `className` is not registered.
+    UnknownType(String),
+    /// Skipped: the broker returned it as unroutable.
+    Unroutable,
+}
+
+/// Postcard payload bytes of a registered type to its JSON envelope (`None`: corrupt).
+type Transcode = fn(&[u8], RetryMetadata, Option<&str>, Option<&str>) -> Result<Option<Vec<u8>>>;
+
+struct Route {
+    routing_key: String,
+    transcode: Transcode,
+}
+
+fn transcode<M: Message>(
+    payload: &[u8],
+    retry: RetryMetadata,
+    correlation_id: Option<&str>,
+    response_queue: Option<&str>,
+) -> Result<Option<Vec<u8>>> {
+    let Ok((message, rest)) = postcard::take_from_bytes::<M>(payload) else {
+        return Ok(None);
+    };
+    if !rest.is_empty() {
+        return Ok(None);
+    }
+    encode_envelope(&message, retry, correlation_id, response_queue).map(Some)
+}
+
+/// Publishes the envelopes of a framed postcard stream as JSON envelopes (see the module
+/// documentation).
+pub struct Gateway<T> {
+    transport: Arc<T>,
+    exchange: String,
+    routes: HashMap<&'static str, Route>,
+    max_frame: usize,
+    stats: GatewayStats,
+}
+
+impl<T> core::fmt::Debug for Gateway<T> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Gateway")
+            .field("exchange", &self.exchange)
+            .field("types", &self.routes.keys().collect::<Vec<_>>())
+            .field("stats", &self.stats)
+            .finish()
+    }
+}
+
+impl<T: Transport> Gateway<T> {
+    /// A gateway publishing to the topic exchange `exchange`, with no type registered.
+    pub fn new(transport: Arc<T>, exchange: impl Into<String>) -> Self {
+        Gateway {
+            transport,
+            exchange: exchange.into(),
+            routes: HashMap::new(),
+            max_frame: DEFAULT_MAX_FRAME,
+            stats: GatewayStats::default(),
+        }
+    }
+
+    /// Accepts messages of type `M`, routed with [`Message::ROUTING_KEY`].
+    pub fn register<M: Message>(&mut self) -> &mut Self {
+        self.register_with_key::<M>(M::ROUTING_KEY)
+    }
+
+    /// Accepts messages of type `M`, routed with `routing_key`.
+    pub fn register_with_key<M: Message>(&mut self, routing_key: impl Into<String>) -> &mut Self {
+        self.routes.insert(
+            M::TYPE,
+            Route {
+                routing_key: routing_key.into(),
+                transcode: transcode::<M>,
+            },
+        );
+        self
+    }
+
+    /// Sets the longest frame accepted (default [`DEFAULT_MAX_FRAME`]).
+    pub fn max_frame(&mut self, bytes: usize) -> &mut Self {
+        self.max_frame = bytes;
+        self
+    }
+
+    /// The counters so far.
+    pub fn stats(&self) -> GatewayStats {
+        self.stats
+    }
+
+    /// Decodes one frame (COBS bytes, terminator removed) and publishes it.
+    ///
+    /// # Errors
+    /// Only errors that stop the gateway: connection and channel errors, a refused exchange.
+    /// Frame problems are [`FrameOutcome`]s.
+    pub async fn handle_frame(&mut self, frame: &mut [u8]) -> Result<FrameOutcome> {
+        self.stats.frames += 1;
+        let outcome = self.publish_frame(frame).await?;
+        match &outcome {
+            FrameOutcome::Published(_) => self.stats.published += 1,
+            FrameOutcome::Corrupt(e) => {
+                self.stats.corrupt += 1;
+                tracing::warn!(error = %e, "corrupt frame skipped");
+            }
+            FrameOutcome::UnknownType(t) => {
+                self.stats.unknown_type += 1;
+                tracing::warn!(class_name = %t, "frame of an unregistered type skipped");
+            }
+            FrameOutcome::Unroutable => self.stats.unroutable += 1,
+        }
+        Ok(outcome)
+    }
+
+    async fn publish_frame(&self, frame: &mut [u8]) -> Result<FrameOutcome> {
+        let Ok(len) = cobs::decode_in_place(frame) else {
+            return Ok(FrameOutcome::Corrupt(FrameError::Cobs));
+        };
+        let bytes = frame.get(..len).unwrap_or(&[]);
+        let raw = match decode_postcard_raw(bytes) {
+            Ok(raw) => raw,
+            Err(e) => return Ok(FrameOutcome::Corrupt(FrameError::Envelope(e))),
+        };
+        let class_name = raw.metadata.class_name.to_string();
+        let Some(route) = self.routes.get(class_name.as_str()) else {
+            return Ok(FrameOutcome::UnknownType(class_name));
+        };
+        let correlation_id = raw.metadata.correlation_id.map(|t| t.to_string());
+        let response_queue = raw.metadata.response_queue.map(|t| t.to_string());
+        let Some(body) = (route.transcode)(
+            raw.payload,
+            raw.metadata.retry.clone(),
+            correlation_id.as_deref(),
+            response_queue.as_deref(),
+        )?
+        else {
+            return Ok(FrameOutcome::Corrupt(FrameError::Payload));
+        };
+        let message_id = new_message_id();
+        let mut properties = Properties::new()
+            .with_type(class_name)
+            .with_content_type(CONTENT_TYPE_JSON)
+            .with_message_id(message_id.clone())
+            .with_timestamp(now_seconds());
+        properties.correlation_id = correlation_id;
+        properties.reply_to = response_queue;
+        let publication = Publication::new(&self.exchange, &route.routing_key, &body, &properties);
+        match self.transport.publish(publication).await {
+            Ok(()) => Ok(FrameOutcome::Published(message_id)),
+            Err(e) if e.is_unroutable() => {
+                tracing::warn!(routing_key = %route.routing_key, "unroutable message skipped");
+                Ok(FrameOutcome::Unroutable)
+            }
+            Err(e) if e.is_invalid_input() => {
+                tracing::warn!(error = %e, "message refused before sending; skipped");
+                Ok(FrameOutcome::Corrupt(FrameError::Payload))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Reads `reader` to its end, publishing every frame; returns the counters.
+    ///
+    /// # Errors
+    /// Read errors of the stream, and the errors of [`Gateway::handle_frame`].
+    pub async fn run<R: AsyncRead + Unpin>(&mut self, mut reader: R) -> Result<GatewayStats> {
+        let mut splitter = FrameSplitter::new(self.max_frame);
+        let mut chunk = vec![0u8; 4096];
+        loop {
+            let n = reader.read(&mut chunk).await.map_err(|e| {
+                crate::error::Error::new(crate::error::ErrorKind::ConnectionLost)
+                    .context(format!("read the frame stream: {e}"))
+            })?;
+            if n == 0 {
+                break;
+            }
+            for frame in splitter.push(chunk.get(..n).unwrap_or(&[])) {
+                match frame {
+                    Ok(mut frame) => {
+                        self.handle_frame(&mut frame).await?;
+                    }
+                    Err(e) => self.count_corrupt(e),
+                }
+            }
+        }
+        if let Some(e) = splitter.finish() {
+            self.count_corrupt(e);
+        }
+        Ok(self.stats)
+    }
+
+    fn count_corrupt(&mut self, e: FrameError) {
+        self.stats.frames += 1;
+        self.stats.corrupt += 1;
+        tracing::warn!(error = %e, "corrupt frame skipped");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_frames_and_skips_oversized_ones() {
+        let mut s = FrameSplitter::new(4);
+        let out = s.push(&[1, 2, 0, 0, 9, 9, 9, 9, 9, 9, 0, 3]);
+        assert_eq!(
+            out,
+            vec![Ok(vec![1, 2]), Err(FrameError::Oversized { len: 6 })]
+        );
+        assert_eq!(s.push(&[4, 0]), vec![Ok(vec![3, 4])]);
+        assert_eq!(s.push(&[5]), vec![]);
+        assert_eq!(s.finish(), Some(FrameError::Truncated));
+        assert_eq!(s.finish(), None);
+    }
+}
