@@ -55,7 +55,7 @@ pub use registry::{Context, HandlerError, HandlerErrorKind, Registry};
 pub use reply::{
     ReplyMessage, ReplyMode, ReplyReceiver, ReplyTransport, RequestSender, DIRECT_REPLY_TO,
 };
-pub use rpc::{Request, RpcClient, RpcClientConfig, RpcError};
+pub use rpc::{Request, RpcClient, RpcClientConfig, RpcError, RpcServer, RpcServerConfig};
 pub use topology::{QueueKind, QueueSpec};
 pub use transport::{Publication, Subscription, Transport};
 pub use worker::{

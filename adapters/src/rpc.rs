@@ -27,7 +27,7 @@ mod error;
 mod gather;
 mod pending;
 mod request;
-
+mod server;
 mod wire;
 
 pub use client::{RpcClient, RpcClientConfig};
@@ -37,5 +37,5 @@ pub use error::{RemoteErrorKind, RpcError};
 pub use gather::GatherSet;
 pub use pending::PendingReply;
 pub use request::Request;
-
+pub use server::{NoReplyPolicy, RpcServer, RpcServerConfig, RpcServerHandle, RpcServerStats};
 pub use wire::{HEADER_RPC_ERROR, RPC_ERROR_TYPE};
