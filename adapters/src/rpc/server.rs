@@ -4,8 +4,10 @@
 //! error, [`super::HEADER_RPC_ERROR`]) is published through the default exchange to the
 //! request's `reply_to` (else its envelope's `response_queue`) with the request's
 //! `correlation_id`, and only once the broker confirmed the reply is the request acked.
-//! An unroutable reply (the requester is gone; direct reply-to is at-most-once) is logged
-//! and counted, and the request acked. A request without a reply address is handled as a
+//! An unroutable reply (the requester's reply queue is gone) is logged and counted, and the
+//! request acked. Replies to direct reply-to names are at-most-once and cannot be confirmed
+//! as routed (RabbitMQ returns them as unroutable even when it delivers them): they count
+//! as sent. A request without a reply address is handled as a
 //! plain message or dead-lettered ([`NoReplyPolicy`]).
 
 use core::future::Future;
@@ -485,6 +487,13 @@ async fn process<T: Transport>(shared: &Shared<T>, delivery: Delivery) {
         .transport
         .publish(Publication::new("", &reply_to, &body, &properties))
         .await;
+    // RabbitMQ returns mandatory messages to direct reply-to names as unroutable even when
+    // it delivers them, so there a return cannot tell a gone requester: counted as sent.
+    let direct = reply_to.starts_with(crate::reply::DIRECT_REPLY_TO);
+    let published = match published {
+        Err(e) if direct && e.is_unroutable() => Ok(()),
+        other => other,
+    };
     match published {
         Ok(()) => match answer {
             Answer::Reply { .. } => bump(&c.replied),
