@@ -15,8 +15,8 @@ use crate::delivery::Delivery;
 use crate::error::Result;
 use crate::inprocess::{InProcessBroker, InProcessSubscription};
 use crate::properties::Properties;
-use crate::topology::QueueSpec;
 use crate::reply::{ReplyReceiver, ReplyTransport, RequestSender};
+use crate::topology::QueueSpec;
 use crate::transport::{Publication, Subscription, Transport};
 
 /// A transport chosen at run time: the same program runs on either.

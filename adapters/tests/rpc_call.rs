@@ -20,7 +20,9 @@ where
     let server = start_server(&t, &q, &x).await;
     let client = RpcClient::new(Arc::clone(&t), &x).await.unwrap();
 
-    let sum = client.call(&Add { a: 2, b: 3 }, Duration::from_secs(5)).await;
+    let sum = client
+        .call(&Add { a: 2, b: 3 }, Duration::from_secs(5))
+        .await;
     assert_eq!(sum.unwrap(), 5);
 
     // Mixed types under one deadline: total time is the slowest call's.
@@ -38,11 +40,26 @@ where
     assert_eq!(sum.unwrap(), 2);
     assert_eq!(echo.unwrap(), "HI");
     assert_eq!(slept.unwrap(), 300);
-    assert!(started.elapsed() < Duration::from_millis(1500), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        started.elapsed()
+    );
 
     // Start, do other work, collect later.
-    let a = client.start(&Slow { ms: 200 }, Duration::from_secs(5)).await.unwrap();
-    let b = client.start(&Echo { text: "later".into() }, Duration::from_secs(5)).await.unwrap();
+    let a = client
+        .start(&Slow { ms: 200 }, Duration::from_secs(5))
+        .await
+        .unwrap();
+    let b = client
+        .start(
+            &Echo {
+                text: "later".into(),
+            },
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert_eq!(b.await.unwrap(), "LATER");
     assert_eq!(a.await.unwrap(), 200);
@@ -55,7 +72,9 @@ where
                 &Add { a: 20, b: 22 },
                 &Slow { ms: 3_000 },
                 &Echo { text: "ok".into() },
-                &Fail { message: "no such ad".into() },
+                &Fail {
+                    message: "no such ad".into(),
+                },
             ),
             Duration::from_millis(600),
         )
@@ -65,8 +84,14 @@ where
     assert!(matches!(slow, Err(RpcError::Timeout)), "{slow:?}");
     assert_eq!(echo.unwrap(), "OK");
     let fail = fail.unwrap_err();
-    assert_eq!(fail.remote(), Some((RemoteErrorKind::Rejected, "no such ad")));
-    assert!(waited >= Duration::from_millis(550) && waited < Duration::from_secs(2), "{waited:?}");
+    assert_eq!(
+        fail.remote(),
+        Some((RemoteErrorKind::Rejected, "no such ad"))
+    );
+    assert!(
+        waited >= Duration::from_millis(550) && waited < Duration::from_secs(2),
+        "{waited:?}"
+    );
     assert_eq!(client.counters().in_flight, 0, "timeouts free their slot");
 
     server.shutdown().await;
@@ -84,7 +109,15 @@ where
     let client = RpcClient::new(Arc::clone(&t), &x).await.unwrap();
     let timeout = Duration::from_secs(5);
 
-    let err = client.call(&Fail { message: "bad input".into() }, timeout).await.unwrap_err();
+    let err = client
+        .call(
+            &Fail {
+                message: "bad input".into(),
+            },
+            timeout,
+        )
+        .await
+        .unwrap_err();
     assert_eq!(err.remote(), Some((RemoteErrorKind::Rejected, "bad input")));
     assert!(err.to_string().contains("bad input"));
 

@@ -20,7 +20,9 @@ where
     let x = format!("{q}.x");
     let server = start_server(&t, &q, &x).await;
     let client = RpcClient::new(Arc::clone(&t), &x).await.unwrap();
-    let late = client.call(&Slow { ms: 400 }, Duration::from_millis(100)).await;
+    let late = client
+        .call(&Slow { ms: 400 }, Duration::from_millis(100))
+        .await;
     assert!(matches!(late, Err(RpcError::Timeout)), "{late:?}");
     assert_eq!(client.counters().in_flight, 0);
     // The reply arrives after the deadline: dropped and counted as late.
@@ -31,7 +33,13 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(client.counters().late, 1, "{:?}", client.counters());
-    assert_eq!(client.call(&Add { a: 1, b: 1 }, Duration::from_secs(5)).await.unwrap(), 2);
+    assert_eq!(
+        client
+            .call(&Add { a: 1, b: 1 }, Duration::from_secs(5))
+            .await
+            .unwrap(),
+        2
+    );
     server.shutdown().await;
     cleanup(&*t, &q, &x).await;
 }
@@ -54,7 +62,9 @@ where
     let x = format!("{q}.x");
     let server = start_server(&t, &q, &x).await;
     let config = RpcClientConfig::new(&x).reply_mode(ReplyMode::ExclusiveQueue);
-    let client = RpcClient::with_config(Arc::clone(&t), config).await.unwrap();
+    let client = RpcClient::with_config(Arc::clone(&t), config)
+        .await
+        .unwrap();
     let to = client.reply_to().to_owned();
     let timeout = Duration::from_secs(5);
 

@@ -21,7 +21,12 @@ where
     let client = RpcClient::new(Arc::clone(&t), &x).await.unwrap();
     let mut pending = Vec::new();
     for _ in 0..20 {
-        pending.push(client.start(&Slow { ms: 3_000 }, Duration::from_millis(800)).await.unwrap());
+        pending.push(
+            client
+                .start(&Slow { ms: 3_000 }, Duration::from_millis(800))
+                .await
+                .unwrap(),
+        );
     }
     tokio::time::sleep(Duration::from_millis(100)).await;
     server.abort();
@@ -56,16 +61,26 @@ async fn connection_lost_fails_pending_calls() {
     let server = start_server(&t, &q, &x).await;
     let client_conn = Arc::new(broker!("rpc connection lost (client)"));
     let client = RpcClient::new(Arc::clone(&client_conn), &x).await.unwrap();
-    let p = client.start(&Slow { ms: 3_000 }, Duration::from_secs(30)).await.unwrap();
+    let p = client
+        .start(&Slow { ms: 3_000 }, Duration::from_secs(30))
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
     client_conn.close().await.unwrap();
     let started = Instant::now();
-    let outcome = tokio::time::timeout(Duration::from_secs(5), p).await.expect("never hangs");
+    let outcome = tokio::time::timeout(Duration::from_secs(5), p)
+        .await
+        .expect("never hangs");
     assert!(matches!(outcome, Err(RpcError::Closed)), "{outcome:?}");
     assert!(started.elapsed() < Duration::from_secs(2));
     assert!(client.is_closed());
-    let again = client.call(&Add { a: 1, b: 1 }, Duration::from_secs(1)).await;
-    assert!(matches!(again, Err(RpcError::Closed) | Err(RpcError::Transport(_))), "{again:?}");
+    let again = client
+        .call(&Add { a: 1, b: 1 }, Duration::from_secs(1))
+        .await;
+    assert!(
+        matches!(again, Err(RpcError::Closed) | Err(RpcError::Transport(_))),
+        "{again:?}"
+    );
     server.shutdown().await;
     cleanup(&*t, &q, &x).await;
 }

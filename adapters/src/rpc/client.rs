@@ -183,7 +183,11 @@ impl<T: ReplyTransport> RpcClient<T> {
     ///
     /// # Errors
     /// See [`RpcError`]; never waits past the deadline.
-    pub async fn call<R: Request>(&self, request: &R, timeout: Duration) -> Result<R::Reply, RpcError> {
+    pub async fn call<R: Request>(
+        &self,
+        request: &R,
+        timeout: Duration,
+    ) -> Result<R::Reply, RpcError> {
         self.start(request, timeout).await?.await
     }
 

@@ -50,7 +50,10 @@ mod tests {
         assert_ne!(a, b);
         assert_eq!(parse_correlation_id(&format_correlation_id(a)), Some(a));
         assert_eq!(parse_correlation_id(&format_correlation_id(1)), Some(1));
-        assert_eq!(parse_correlation_id("+0000000000000000000000000000001"), None);
+        assert_eq!(
+            parse_correlation_id("+0000000000000000000000000000001"),
+            None
+        );
         assert_eq!(parse_correlation_id("xyz"), None);
         assert_eq!(parse_correlation_id(""), None);
     }

@@ -277,9 +277,8 @@ where
             let handler = Arc::clone(&handler);
             Ok(Box::pin(async move {
                 let reply = handler(request, ctx).await?;
-                serde_json::to_vec(&reply).map_err(|e| {
-                    HandlerError::rejected(format!("reply does not serialize: {e}"))
-                })
+                serde_json::to_vec(&reply)
+                    .map_err(|e| HandlerError::rejected(format!("reply does not serialize: {e}")))
             }))
         };
         self.handlers.insert(
@@ -317,7 +316,9 @@ where
     /// # Errors
     /// The transport's declaration errors.
     pub async fn declare(&self) -> Result<()> {
-        self.transport.declare_exchange(&self.config.exchange).await?;
+        self.transport
+            .declare_exchange(&self.config.exchange)
+            .await?;
         self.transport.declare_queue(&self.queue_spec()).await
     }
 

@@ -7,8 +7,8 @@ use crate::core::envelope::decode_json_raw;
 use crate::core::retry::RetryMetadata;
 use crate::error::Result;
 use crate::properties::{HeaderValue, Properties};
-use crate::publisher::{encode_envelope, encode_raw_envelope, new_message_id, now_seconds};
 use crate::publisher::CONTENT_TYPE_JSON;
+use crate::publisher::{encode_envelope, encode_raw_envelope, new_message_id, now_seconds};
 use crate::reply::ReplyMessage;
 
 use super::error::{RemoteErrorKind, RpcError};
@@ -89,9 +89,10 @@ pub(crate) fn encode_error_reply(
         crate::Error::new(crate::ErrorKind::Encode).context(format!("serialize an RPC error: {e}"))
     })?;
     let (body, mut props) = encode_reply(&json, RPC_ERROR_TYPE, correlation_id)?;
-    props
-        .headers
-        .insert(HEADER_RPC_ERROR.to_owned(), HeaderValue::from(kind.as_str()));
+    props.headers.insert(
+        HEADER_RPC_ERROR.to_owned(),
+        HeaderValue::from(kind.as_str()),
+    );
     Ok((body, props))
 }
 
@@ -128,15 +129,21 @@ mod tests {
 
     #[test]
     fn golden_error_reply() {
-        let Ok((body, props)) = encode_error_reply(RemoteErrorKind::Rejected, "no \"ad\"", Some("c"))
+        let Ok((body, props)) =
+            encode_error_reply(RemoteErrorKind::Rejected, "no \"ad\"", Some("c"))
         else {
             panic!("encodes")
         };
         assert_eq!(
             core::str::from_utf8(&body).ok(),
-            Some(r#"{"payload":{"error":"no \"ad\"","kind":"rejected"},"metadata":{"className":"LepusRpcError","retryStrategy":"repeat","retryLimit":3,"retryCount":0,"correlationId":"c"}}"#)
+            Some(
+                r#"{"payload":{"error":"no \"ad\"","kind":"rejected"},"metadata":{"className":"LepusRpcError","retryCount":0,"correlationId":"c"}}"#
+            )
         );
-        let reply = ReplyMessage { body, properties: props };
+        let reply = ReplyMessage {
+            body,
+            properties: props,
+        };
         match decode_reply::<u32>(&reply) {
             Err(RpcError::Remote { kind, message }) => {
                 assert_eq!(kind, RemoteErrorKind::Rejected);
@@ -158,6 +165,9 @@ mod tests {
             body: b"{".to_vec(),
             properties: Properties::new(),
         };
-        assert!(matches!(decode_reply::<u32>(&bad), Err(RpcError::Decode(_))));
+        assert!(matches!(
+            decode_reply::<u32>(&bad),
+            Err(RpcError::Decode(_))
+        ));
     }
 }
