@@ -15,6 +15,7 @@ use crate::delivery::Delivery;
 use crate::error::Result;
 use crate::inprocess::{InProcessBroker, InProcessSubscription};
 use crate::properties::Properties;
+use crate::reply::{ReplyReceiver, ReplyTransport, RequestSender};
 use crate::topology::QueueSpec;
 use crate::transport::{Publication, Subscription, Transport};
 
@@ -197,6 +198,76 @@ impl Transport for Broker {
         match self {
             Broker::InProcess(b) => b.delete_exchange(exchange).await,
             Broker::Amqp(t) => t.delete_exchange(exchange).await,
+        }
+    }
+}
+
+/// The RPC requester half of a [`Broker`]'s reply channel.
+#[derive(Debug)]
+pub enum BrokerRequestSender {
+    /// On the in-process broker.
+    InProcess(crate::inprocess::InProcessRequestSender),
+    /// On RabbitMQ (boxed: it is much larger).
+    Amqp(Box<crate::amqp::AmqpRequestSender>),
+}
+
+/// The RPC reply half of a [`Broker`]'s reply channel.
+#[derive(Debug)]
+pub enum BrokerReplyReceiver {
+    /// On the in-process broker.
+    InProcess(crate::inprocess::InProcessReplyReceiver),
+    /// On RabbitMQ (boxed: it is much larger).
+    Amqp(Box<crate::amqp::AmqpReplyReceiver>),
+}
+
+impl RequestSender for BrokerRequestSender {
+    fn reply_to(&self) -> &str {
+        match self {
+            BrokerRequestSender::InProcess(s) => s.reply_to(),
+            BrokerRequestSender::Amqp(s) => s.reply_to(),
+        }
+    }
+
+    async fn publish(&self, publication: Publication<'_>) -> Result<()> {
+        match self {
+            BrokerRequestSender::InProcess(s) => s.publish(publication).await,
+            BrokerRequestSender::Amqp(s) => s.publish(publication).await,
+        }
+    }
+}
+
+impl ReplyReceiver for BrokerReplyReceiver {
+    async fn next(&mut self) -> Option<crate::reply::ReplyMessage> {
+        match self {
+            BrokerReplyReceiver::InProcess(r) => r.next().await,
+            BrokerReplyReceiver::Amqp(r) => r.next().await,
+        }
+    }
+}
+
+impl ReplyTransport for Broker {
+    type Sender = BrokerRequestSender;
+    type Receiver = BrokerReplyReceiver;
+
+    async fn reply_channel(
+        &self,
+        mode: crate::reply::ReplyMode,
+    ) -> Result<(BrokerRequestSender, BrokerReplyReceiver)> {
+        match self {
+            Broker::InProcess(b) => {
+                let (s, r) = b.reply_channel(mode).await?;
+                Ok((
+                    BrokerRequestSender::InProcess(s),
+                    BrokerReplyReceiver::InProcess(r),
+                ))
+            }
+            Broker::Amqp(t) => {
+                let (s, r) = t.reply_channel(mode).await?;
+                Ok((
+                    BrokerRequestSender::Amqp(Box::new(s)),
+                    BrokerReplyReceiver::Amqp(Box::new(r)),
+                ))
+            }
         }
     }
 }

@@ -15,6 +15,8 @@
 //! - [`Error`]: one error type around a small [`ErrorKind`].
 //! - [`Message`], [`Registry`], [`Publisher`], [`Worker`]: typed messages, their handlers,
 //!   the write model and the read model, generic over any [`Transport`].
+//! - [`rpc`]: [`RpcClient`] and [`RpcServer`], request/response and scatter-gather over any
+//!   [`ReplyTransport`] (direct reply-to by default).
 //!
 //! Guarantees: no `unsafe`; invalid names, oversized bodies and over-long properties are
 //! errors before anything is sent (the AMQP codec would panic on them); a publish returns only
@@ -35,13 +37,17 @@ pub mod names;
 mod properties;
 mod publisher;
 mod registry;
+mod reply;
+pub mod rpc;
 mod signal;
 pub mod topology;
 mod transport;
 mod worker;
 
 pub use amqp::{AmqpConfig, AmqpSubscription, AmqpTransport, DEFAULT_ADDR};
-pub use broker::{connect, connect_to, Broker, BrokerSubscription};
+pub use broker::{
+    connect, connect_to, Broker, BrokerReplyReceiver, BrokerRequestSender, BrokerSubscription,
+};
 pub use delivery::Delivery;
 pub use error::{Error, ErrorKind, NameKind, NameProblem, Result};
 pub use inprocess::{InProcessBroker, InProcessSubscription};
@@ -49,6 +55,10 @@ pub use message::{Message, RetryPolicy};
 pub use properties::{HeaderValue, Headers, Properties};
 pub use publisher::{new_message_id, Publisher, SendOptions, CONTENT_TYPE_JSON};
 pub use registry::{Context, HandlerError, HandlerErrorKind, Registry};
+pub use reply::{
+    ReplyMessage, ReplyMode, ReplyReceiver, ReplyTransport, RequestSender, DIRECT_REPLY_TO,
+};
+pub use rpc::{Request, RpcClient, RpcClientConfig, RpcError, RpcServer, RpcServerConfig};
 pub use signal::shutdown_signal;
 pub use topology::{QueueKind, QueueSpec};
 pub use transport::{Publication, Subscription, Transport};

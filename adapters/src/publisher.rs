@@ -236,10 +236,21 @@ pub(crate) fn encode_envelope<M: Message>(
     let payload = serde_json::to_vec(message).map_err(|e| {
         Error::new(ErrorKind::Encode).context(format!("serialize a {} payload: {e}", M::TYPE))
     })?;
+    encode_raw_envelope(&payload, M::TYPE, retry, correlation_id, response_queue)
+}
+
+/// Wraps already serialized JSON `payload` in core's JSON envelope.
+pub(crate) fn encode_raw_envelope(
+    payload: &[u8],
+    class_name: &str,
+    retry: RetryMetadata,
+    correlation_id: Option<&str>,
+    response_queue: Option<&str>,
+) -> Result<Vec<u8>> {
     let envelope = RawEnvelope {
-        payload: &payload,
+        payload,
         metadata: Metadata {
-            class_name: Text::plain(M::TYPE),
+            class_name: Text::plain(class_name),
             retry,
             response_queue: response_queue.map(Text::plain),
             correlation_id: correlation_id.map(Text::plain),
@@ -248,7 +259,7 @@ pub(crate) fn encode_envelope<M: Message>(
     // Metadata strings may grow six-fold when escaped (`\u0001`); 16 intervals and a backoff
     // object stay well under 1 KiB.
     let strings =
-        M::TYPE.len() + correlation_id.map_or(0, str::len) + response_queue.map_or(0, str::len);
+        class_name.len() + correlation_id.map_or(0, str::len) + response_queue.map_or(0, str::len);
     let mut out = vec![0; payload.len() + 6 * strings + 1024];
     for _ in 0..4 {
         match encode_json_raw(&envelope, &mut out) {
@@ -262,11 +273,11 @@ pub(crate) fn encode_envelope<M: Message>(
             }
             Err(e) => {
                 return Err(Error::new(ErrorKind::Encode)
-                    .context(format!("encode a {} envelope: {e}", M::TYPE)))
+                    .context(format!("encode a {class_name} envelope: {e}")))
             }
         }
     }
-    Err(Error::new(ErrorKind::Encode).context(format!("encode a {} envelope", M::TYPE)))
+    Err(Error::new(ErrorKind::Encode).context(format!("encode a {class_name} envelope")))
 }
 
 pub(crate) fn now_seconds() -> u64 {

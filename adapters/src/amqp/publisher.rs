@@ -28,6 +28,9 @@ pub struct Publisher {
     channel: Mutex<Arc<ConfirmChannel>>,
     reopen: tokio::sync::Mutex<()>,
     max_payload: usize,
+    /// Bound to one channel that must not be replaced (a direct reply-to channel): when it
+    /// closes, publishes fail instead of reopening.
+    fixed: bool,
 }
 
 /// A channel in confirm mode and the task that settles its confirmations.
@@ -76,6 +79,29 @@ impl Publisher {
             channel: Mutex::new(Arc::new(channel)),
             reopen: tokio::sync::Mutex::new(()),
             max_payload,
+            fixed: false,
+        })
+    }
+
+    /// A publisher on `channel` (put in confirm mode here) that never reopens it: once it is
+    /// closed, publishes are [`ErrorKind::ChannelClosed`]. For the RPC reply channel, whose
+    /// consumer lives on the same channel.
+    pub(crate) async fn on_channel(
+        connection: Arc<Connection>,
+        channel: Channel,
+        max_payload: usize,
+    ) -> Result<Self> {
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .map_err(|e| Error::from_lapin(e).context("enable publisher confirms"))?;
+        let confirms = ConfirmTracker::start(channel.clone());
+        Ok(Publisher {
+            connection,
+            channel: Mutex::new(Arc::new(ConfirmChannel { channel, confirms })),
+            reopen: tokio::sync::Mutex::new(()),
+            max_payload,
+            fixed: true,
         })
     }
 
@@ -171,6 +197,9 @@ impl Publisher {
         let current = self.current();
         if current.channel.status().connected() {
             return Ok(current);
+        }
+        if self.fixed {
+            return Err(Error::new(ErrorKind::ChannelClosed).context("the reply channel is closed"));
         }
         let _reopening = self.reopen.lock().await;
         let current = self.current();

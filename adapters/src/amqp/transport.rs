@@ -293,3 +293,15 @@ impl Transport for AmqpTransport {
         Ok(())
     }
 }
+
+impl crate::reply::ReplyTransport for AmqpTransport {
+    type Sender = crate::amqp::reply::AmqpRequestSender;
+    type Receiver = crate::amqp::reply::AmqpReplyReceiver;
+
+    async fn reply_channel(
+        &self,
+        mode: crate::reply::ReplyMode,
+    ) -> Result<(Self::Sender, Self::Receiver)> {
+        crate::amqp::reply::open(&self.connection(), mode, self.config().max_payload).await
+    }
+}

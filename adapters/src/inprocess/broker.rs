@@ -143,6 +143,11 @@ impl InProcessBroker {
         self.shared.max_payload
     }
 
+    /// The shared state (for the RPC reply path).
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
     fn with_state<T>(&self, f: impl FnOnce(&mut State, Clock) -> T) -> T {
         locked(&self.shared, f)
     }

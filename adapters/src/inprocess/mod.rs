@@ -23,6 +23,7 @@ mod broker;
 mod dead_letter;
 mod exchange;
 mod queue;
+mod reply;
 mod state;
 mod subscription;
 
@@ -31,6 +32,7 @@ pub use exchange::{
     MAX_TABLE_BINDINGS, ROUTE_CHUNK, TOPIC_BINDINGS, TOPIC_EDGES, TOPIC_NODES, TOPIC_WORD_BYTES,
 };
 pub use lepus_core::exchange::ExchangeKind;
+pub use reply::{InProcessReplyReceiver, InProcessRequestSender};
 pub use subscription::InProcessSubscription;
 
 pub(crate) use subscription::Acker;

@@ -18,6 +18,9 @@ use crate::inprocess::exchange::{ExchangeEntry, QueueId};
 use crate::inprocess::queue::{Queue, QueueArgs, Stored};
 use crate::properties::Headers;
 
+/// Names routed straight to a requester's channel (`amq.rabbitmq.reply-to.<token>`).
+const DIRECT_REPLY_PREFIX: &str = "amq.rabbitmq.reply-to.";
+
 /// Identifies a consumer (one subscription) for the life of the broker.
 pub(crate) type ConsumerId = u64;
 
@@ -82,6 +85,8 @@ pub(crate) struct State {
     /// Queues whose expiry timer the caller must start.
     timers: Vec<QueueId>,
     route_buf: Vec<QueueId>,
+    /// Open direct reply-to channels by their `amq.rabbitmq.reply-to.<token>` name.
+    reply_routes: HashMap<String, UnboundedSender<Stored>>,
 }
 
 impl State {
@@ -99,6 +104,7 @@ impl State {
             next_consumer: 0,
             timers: Vec::new(),
             route_buf: Vec::new(),
+            reply_routes: HashMap::new(),
         }
     }
 
@@ -224,6 +230,9 @@ impl State {
     /// Routes a message and enqueues it on every matching queue. `Unroutable` when none
     /// matches (every publish is mandatory).
     pub(crate) fn publish(&mut self, exchange: &str, message: Stored, clock: Clock) -> Result<()> {
+        if exchange.is_empty() && message.routing_key.starts_with(DIRECT_REPLY_PREFIX) {
+            return self.publish_direct_reply(message);
+        }
         let routed = self.route(exchange, &message.routing_key, &message.properties.headers)?;
         if routed.is_empty() {
             self.route_buf = routed;
@@ -232,6 +241,33 @@ impl State {
         self.enqueue_all(&routed, message, clock);
         self.route_buf = routed;
         Ok(())
+    }
+
+    /// Opens a direct reply-to channel: replies published to `name` through the default
+    /// exchange go straight to `tx`.
+    pub(crate) fn open_reply_route(&mut self, name: String, tx: UnboundedSender<Stored>) {
+        self.reply_routes.insert(name, tx);
+    }
+
+    /// Closes a direct reply-to channel.
+    pub(crate) fn close_reply_route(&mut self, name: &str) {
+        self.reply_routes.remove(name);
+    }
+
+    /// A reply to a direct reply-to name: handed to the requester's channel, or unroutable
+    /// when that channel is gone (at-most-once, as on RabbitMQ).
+    fn publish_direct_reply(&mut self, message: Stored) -> Result<()> {
+        let key = message.routing_key.clone();
+        let sent = match self.reply_routes.get(&key) {
+            Some(tx) => tx.send(message).is_ok(),
+            None => false,
+        };
+        if sent {
+            Ok(())
+        } else {
+            self.reply_routes.remove(&key);
+            Err(Error::new(ErrorKind::Unroutable { reply_code: 312 }))
+        }
     }
 
     /// The queues `exchange` routes to; the returned buffer should be given back through

@@ -1,0 +1,112 @@
+//! The RPC reply path on RabbitMQ: direct reply-to, or an exclusive auto-delete queue.
+
+use core::pin::Pin;
+use std::sync::Arc;
+
+use futures_core::Stream;
+use lapin::options::{BasicConsumeOptions, QueueDeclareOptions};
+use lapin::types::FieldTable;
+use lapin::{Channel, Connection, Consumer};
+
+use crate::amqp::properties::from_amqp;
+use crate::amqp::publisher::Publisher;
+use crate::error::{Error, Result};
+use crate::reply::{ReplyMessage, ReplyMode, ReplyReceiver, RequestSender, DIRECT_REPLY_TO};
+use crate::transport::Publication;
+
+/// Publishes RPC requests on the channel that consumes their replies.
+#[derive(Debug)]
+pub struct AmqpRequestSender {
+    publisher: Publisher,
+    reply_to: String,
+}
+
+/// Replies consumed (no acks) on a [`AmqpRequestSender`]'s channel.
+#[derive(Debug)]
+pub struct AmqpReplyReceiver {
+    consumer: Consumer,
+    _channel: Channel,
+}
+
+/// Opens a channel, starts the no-ack reply consumer on it, then puts it in confirm mode
+/// for the requests.
+pub(crate) async fn open(
+    connection: &Arc<Connection>,
+    mode: ReplyMode,
+    max_payload: usize,
+) -> Result<(AmqpRequestSender, AmqpReplyReceiver)> {
+    let channel = connection
+        .create_channel()
+        .await
+        .map_err(|e| Error::from_lapin(e).context("open the RPC reply channel"))?;
+    let queue = match mode {
+        ReplyMode::DirectReplyTo => DIRECT_REPLY_TO.into(),
+        ReplyMode::ExclusiveQueue => {
+            let q = channel
+                .queue_declare(
+                    "".into(),
+                    QueueDeclareOptions {
+                        exclusive: true,
+                        auto_delete: true,
+                        ..QueueDeclareOptions::default()
+                    },
+                    FieldTable::default(),
+                )
+                .await
+                .map_err(|e| Error::from_lapin(e).context("declare the RPC reply queue"))?;
+            q.name().clone()
+        }
+    };
+    let reply_to = queue.to_string();
+    let consumer = channel
+        .basic_consume(
+            queue,
+            "".into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..BasicConsumeOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .map_err(|e| Error::from_lapin(e).context(format!("consume replies from {reply_to:?}")))?;
+    let publisher =
+        Publisher::on_channel(Arc::clone(connection), channel.clone(), max_payload).await?;
+    tracing::debug!(reply_to, "RPC reply channel open");
+    Ok((
+        AmqpRequestSender {
+            publisher,
+            reply_to,
+        },
+        AmqpReplyReceiver {
+            consumer,
+            _channel: channel,
+        },
+    ))
+}
+
+impl RequestSender for AmqpRequestSender {
+    fn reply_to(&self) -> &str {
+        &self.reply_to
+    }
+
+    async fn publish(&self, publication: Publication<'_>) -> Result<()> {
+        self.publisher.send(publication).await
+    }
+}
+
+impl ReplyReceiver for AmqpReplyReceiver {
+    async fn next(&mut self) -> Option<ReplyMessage> {
+        let consumer = &mut self.consumer;
+        match core::future::poll_fn(|cx| Pin::new(&mut *consumer).poll_next(cx)).await? {
+            Ok(d) => Some(ReplyMessage {
+                properties: from_amqp(&d.properties),
+                body: d.data,
+            }),
+            Err(e) => {
+                tracing::warn!(error = %e, "RPC reply consumer ended");
+                None
+            }
+        }
+    }
+}

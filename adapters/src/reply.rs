@@ -1,0 +1,78 @@
+//! The reply path of RPC as a transport capability: a channel that publishes requests and
+//! yields the replies sent to its own address.
+//!
+//! [`ReplyTransport::reply_channel`] opens one, in a [`ReplyMode`]:
+//! - [`ReplyMode::DirectReplyTo`] (default): RabbitMQ's
+//!   [direct reply-to](https://www.rabbitmq.com/docs/direct-reply-to). The pseudo queue
+//!   [`DIRECT_REPLY_TO`] is consumed without acknowledgements **on the same channel** that
+//!   publishes the requests (RabbitMQ requires it); the broker rewrites `reply_to` to a name
+//!   that routes straight back to that channel. No queue is declared. Delivery is
+//!   at-most-once: a reply to a requester that is gone is dropped (or returned unroutable).
+//!   The in-process broker offers the same: replies published to the requester's
+//!   `amq.rabbitmq.reply-to.<token>` name go straight to its channel.
+//! - [`ReplyMode::ExclusiveQueue`]: a server-named, exclusive, auto-delete queue consumed
+//!   without acknowledgements, deleted with the channel.
+//!
+//! The requester half ([`RequestSender`]) is shared by callers; the reply half
+//! ([`ReplyReceiver`]) is read by one task. When the receiver yields `None` (channel or
+//! connection lost, broker gone) no further reply can arrive.
+
+use core::future::Future;
+
+use crate::error::Result;
+use crate::properties::Properties;
+use crate::transport::{Publication, Transport};
+
+/// RabbitMQ's direct reply-to pseudo queue.
+pub const DIRECT_REPLY_TO: &str = "amq.rabbitmq.reply-to";
+
+/// Where replies come back to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+pub enum ReplyMode {
+    /// Direct reply-to (no queue, at-most-once). The default.
+    #[default]
+    DirectReplyTo,
+    /// An exclusive, auto-delete, server-named queue.
+    ExclusiveQueue,
+}
+
+/// A reply as received: body and properties (already settled: reply consumers do not ack).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReplyMessage {
+    /// The body bytes.
+    pub body: Vec<u8>,
+    /// Properties and headers (`correlation_id` names the request).
+    pub properties: Properties,
+}
+
+/// Publishes requests whose replies come back to the paired [`ReplyReceiver`].
+pub trait RequestSender: Send + Sync + 'static {
+    /// The address to put in a request's `reply_to` property.
+    fn reply_to(&self) -> &str;
+
+    /// Publishes one request and waits for the broker's confirmation (as
+    /// [`Transport::publish`]), on the channel the replies arrive on.
+    fn publish(&self, publication: Publication<'_>) -> impl Future<Output = Result<()>> + Send;
+}
+
+/// The replies sent to a [`RequestSender`]'s address.
+pub trait ReplyReceiver: Send + 'static {
+    /// The next reply; `None` once the reply consumer is gone (channel or connection closed):
+    /// no further reply will arrive.
+    fn next(&mut self) -> impl Future<Output = Option<ReplyMessage>> + Send;
+}
+
+/// A transport that can carry RPC replies back to a requester.
+pub trait ReplyTransport: Transport {
+    /// The requester half.
+    type Sender: RequestSender;
+    /// The reply half.
+    type Receiver: ReplyReceiver;
+
+    /// Opens a reply channel in `mode`: consuming starts before this returns, so replies to
+    /// requests published through the sender cannot be missed.
+    fn reply_channel(
+        &self,
+        mode: ReplyMode,
+    ) -> impl Future<Output = Result<(Self::Sender, Self::Receiver)>> + Send;
+}

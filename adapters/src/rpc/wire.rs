@@ -1,0 +1,173 @@
+//! Encoding requests and replies, and reading replies. Envelopes are core's.
+
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+
+use crate::core::envelope::decode_json_raw;
+use crate::core::retry::RetryMetadata;
+use crate::error::Result;
+use crate::properties::{HeaderValue, Properties};
+use crate::publisher::CONTENT_TYPE_JSON;
+use crate::publisher::{encode_envelope, encode_raw_envelope, new_message_id, now_seconds};
+use crate::reply::ReplyMessage;
+
+use super::error::{RemoteErrorKind, RpcError};
+use super::request::Request;
+
+/// Header of an error reply: its [`RemoteErrorKind`] (`rejected`, `panicked`, ...).
+pub const HEADER_RPC_ERROR: &str = "x-lepus-rpc-error";
+
+/// `className` of an error reply's envelope.
+pub const RPC_ERROR_TYPE: &str = "LepusRpcError";
+
+/// A request's body and properties.
+pub(crate) fn encode_request<R: Request>(
+    request: &R,
+    correlation_id: &str,
+    reply_to: &str,
+) -> Result<(Vec<u8>, Properties)> {
+    let body = encode_envelope(
+        request,
+        R::retry_policy().into_metadata(),
+        Some(correlation_id),
+        Some(reply_to),
+    )?;
+    let properties = Properties::new()
+        .with_type(R::TYPE)
+        .with_content_type(CONTENT_TYPE_JSON)
+        .with_message_id(new_message_id())
+        .with_timestamp(now_seconds())
+        .with_correlation_id(correlation_id)
+        .with_reply_to(reply_to);
+    Ok((body, properties))
+}
+
+fn reply_properties(class_name: &str, correlation_id: Option<&str>) -> Properties {
+    let mut p = Properties::new()
+        .with_type(class_name)
+        .with_content_type(CONTENT_TYPE_JSON)
+        .with_message_id(new_message_id())
+        .with_timestamp(now_seconds());
+    p.correlation_id = correlation_id.map(str::to_owned);
+    p
+}
+
+/// A successful reply: `payload_json` (already serialized) under `class_name`.
+pub(crate) fn encode_reply(
+    payload_json: &[u8],
+    class_name: &str,
+    correlation_id: Option<&str>,
+) -> Result<(Vec<u8>, Properties)> {
+    let body = encode_raw_envelope(
+        payload_json,
+        class_name,
+        RetryMetadata::default(),
+        correlation_id,
+        None,
+    )?;
+    Ok((body, reply_properties(class_name, correlation_id)))
+}
+
+#[derive(serde::Serialize, Deserialize)]
+struct ErrorPayload {
+    error: String,
+    #[serde(default)]
+    kind: String,
+}
+
+/// An error reply.
+pub(crate) fn encode_error_reply(
+    kind: RemoteErrorKind,
+    message: &str,
+    correlation_id: Option<&str>,
+) -> Result<(Vec<u8>, Properties)> {
+    let payload = ErrorPayload {
+        error: message.to_owned(),
+        kind: kind.as_str().to_owned(),
+    };
+    let json = serde_json::to_vec(&payload).map_err(|e| {
+        crate::Error::new(crate::ErrorKind::Encode).context(format!("serialize an RPC error: {e}"))
+    })?;
+    let (body, mut props) = encode_reply(&json, RPC_ERROR_TYPE, correlation_id)?;
+    props.headers.insert(
+        HEADER_RPC_ERROR.to_owned(),
+        HeaderValue::from(kind.as_str()),
+    );
+    Ok((body, props))
+}
+
+/// The correlation id of a reply: the property, else the envelope's `correlationId`.
+pub(crate) fn reply_correlation_id(reply: &ReplyMessage) -> Option<String> {
+    if let Some(id) = &reply.properties.correlation_id {
+        return Some(id.clone());
+    }
+    let raw = decode_json_raw(&reply.body).ok()?;
+    raw.metadata.correlation_id.map(|t| t.to_string())
+}
+
+/// Reads a reply: a remote error when the header says so, else the payload of the envelope
+/// (or, for servers that send no envelope, the whole body) as `T`.
+pub(crate) fn decode_reply<T: DeserializeOwned>(reply: &ReplyMessage) -> Result<T, RpcError> {
+    let payload = match decode_json_raw(&reply.body) {
+        Ok(raw) => raw.payload,
+        Err(_) => &reply.body[..],
+    };
+    if let Some(kind) = reply.properties.headers.get(HEADER_RPC_ERROR) {
+        let kind = RemoteErrorKind::parse(kind.as_str().unwrap_or(""));
+        let message = match serde_json::from_slice::<ErrorPayload>(payload) {
+            Ok(p) => p.error,
+            Err(_) => String::from_utf8_lossy(payload).into_owned(),
+        };
+        return Err(RpcError::Remote { kind, message });
+    }
+    serde_json::from_slice(payload).map_err(|e| RpcError::Decode(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn golden_error_reply() {
+        let Ok((body, props)) =
+            encode_error_reply(RemoteErrorKind::Rejected, "no \"ad\"", Some("c"))
+        else {
+            panic!("encodes")
+        };
+        assert_eq!(
+            core::str::from_utf8(&body).ok(),
+            Some(
+                r#"{"payload":{"error":"no \"ad\"","kind":"rejected"},"metadata":{"className":"LepusRpcError","retryCount":0,"correlationId":"c"}}"#
+            )
+        );
+        let reply = ReplyMessage {
+            body,
+            properties: props,
+        };
+        match decode_reply::<u32>(&reply) {
+            Err(RpcError::Remote { kind, message }) => {
+                assert_eq!(kind, RemoteErrorKind::Rejected);
+                assert_eq!(message, "no \"ad\"");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert_eq!(reply_correlation_id(&reply).as_deref(), Some("c"));
+    }
+
+    #[test]
+    fn bare_json_replies_decode() {
+        let reply = ReplyMessage {
+            body: b"42".to_vec(),
+            properties: Properties::new(),
+        };
+        assert_eq!(decode_reply::<u32>(&reply).ok(), Some(42));
+        let bad = ReplyMessage {
+            body: b"{".to_vec(),
+            properties: Properties::new(),
+        };
+        assert!(matches!(
+            decode_reply::<u32>(&bad),
+            Err(RpcError::Decode(_))
+        ));
+    }
+}
