@@ -3,6 +3,9 @@
 use crate::error::{Error, ErrorKind, Result};
 use crate::properties::Properties;
 
+/// Longest wait for an acknowledgement frame to be sent on RabbitMQ.
+const SETTLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// A message delivered to a consumer. Settle it exactly once with [`Delivery::ack`],
 /// [`Delivery::nack`] or [`Delivery::reject`]; an unsettled delivery is redelivered when its
 /// subscription closes (at-least-once).
@@ -103,21 +106,27 @@ impl Delivery {
         let settled = match &self.acker {
             Acknowledger::Amqp(acker) => {
                 use lapin::options::{BasicAckOptions, BasicNackOptions, BasicRejectOptions};
-                match how {
-                    Settle::Ack { multiple } => acker.ack(BasicAckOptions { multiple }).await,
-                    Settle::Nack { requeue } => {
-                        acker
-                            .nack(BasicNackOptions {
+                let frame = async {
+                    match how {
+                        Settle::Ack { multiple } => acker.ack(BasicAckOptions { multiple }).await,
+                        Settle::Nack { requeue } => {
+                            let options = BasicNackOptions {
                                 multiple: false,
                                 requeue,
-                            })
-                            .await
+                            };
+                            acker.nack(options).await
+                        }
+                        Settle::Reject { requeue } => {
+                            acker.reject(BasicRejectOptions { requeue }).await
+                        }
                     }
-                    Settle::Reject { requeue } => {
-                        acker.reject(BasicRejectOptions { requeue }).await
-                    }
+                };
+                // On a connection that died without lapin noticing, the frame may never be
+                // sent: give up after a while; the broker redelivers what was not settled.
+                match tokio::time::timeout(SETTLE_TIMEOUT, frame).await {
+                    Ok(outcome) => outcome.map_err(Error::from_lapin)?,
+                    Err(_) => false,
                 }
-                .map_err(Error::from_lapin)?
             }
             Acknowledger::InProcess(acker) => acker.settle(how),
         };

@@ -169,6 +169,21 @@ where
     F: FnOnce(Arc<Tally>) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
+    // Bounded: a scenario that hangs fails instead of holding CI.
+    match tokio::time::timeout(SCENARIO_LIMIT, run_unbounded(scenario, setup, fault)).await {
+        Ok(row) => row,
+        Err(_) => panic!("scenario {scenario:?} did not finish within {SCENARIO_LIMIT:?}"),
+    }
+}
+
+/// The longest one scenario may take.
+pub const SCENARIO_LIMIT: Duration = Duration::from_secs(240);
+
+async fn run_unbounded<F, Fut>(scenario: &str, setup: Setup, fault: F) -> Row
+where
+    F: FnOnce(Arc<Tally>) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
     let tally = Arc::new(Tally::default());
     let publisher_transport = Arc::new(
         AmqpTransport::connect(setup.publisher_config.clone())

@@ -170,12 +170,20 @@ impl AmqpSubscription {
         let Some(live) = self.live.as_ref() else {
             return Ok(());
         };
-        live.channel
-            .basic_cancel(live.consumer.tag(), BasicCancelOptions::default())
-            .await
-            .map_err(|e| {
+        let cancel = live
+            .channel
+            .basic_cancel(live.consumer.tag(), BasicCancelOptions::default());
+        // Bounded: on a connection that died unnoticed the answer never comes.
+        match tokio::time::timeout(std::time::Duration::from_secs(5), cancel).await {
+            Ok(outcome) => outcome.map_err(|e| {
                 Error::from_lapin(e).context(format!("cancel consumer of {:?}", self.queue))
-            })
+            }),
+            Err(_) => {
+                self.live = None;
+                Err(Error::new(crate::error::ErrorKind::Timeout)
+                    .context(format!("cancel consumer of {:?}: no answer", self.queue)))
+            }
+        }
     }
 }
 
