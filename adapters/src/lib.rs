@@ -28,6 +28,7 @@ pub use lepus_core as core;
 
 pub mod amqp;
 mod broker;
+mod catch_unwind;
 mod delivery;
 mod error;
 pub mod gateway;

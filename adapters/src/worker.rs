@@ -34,10 +34,7 @@
 //! [`WorkerConfig::shutdown_timeout`], requeue what is left, return the counters.
 
 use core::future::Future;
-use core::pin::Pin;
-use core::task::{Context as TaskContext, Poll};
 use std::collections::HashMap;
-use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -45,6 +42,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::{oneshot, Semaphore};
 use tokio::task::JoinSet;
 use tracing::Instrument;
+
+use crate::catch_unwind::CatchUnwind;
 
 mod acks;
 
@@ -59,7 +58,7 @@ use crate::delivery::Delivery;
 use crate::error::{Error, ErrorKind, Result};
 use crate::properties::{HeaderValue, Properties};
 use crate::publisher::CONTENT_TYPE_JSON;
-use crate::registry::{Context, HandlerError, HandlerFuture, Registry};
+use crate::registry::{Context, Registry};
 use crate::topology::{QueueKind, QueueSpec};
 use crate::transport::{Publication, Subscription, Transport};
 
@@ -923,32 +922,6 @@ impl<T> Shared<T> {
         x ^= x >> 27;
         self.random.store(x, Ordering::Relaxed);
         (x.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 32) as u32
-    }
-}
-
-/// Polls a handler's future, turning a panic into its message.
-struct CatchUnwind(HandlerFuture);
-
-impl Future for CatchUnwind {
-    type Output = core::result::Result<core::result::Result<(), HandlerError>, String>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
-        let future = &mut self.0;
-        match std::panic::catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(cx))) {
-            Ok(Poll::Pending) => Poll::Pending,
-            Ok(Poll::Ready(result)) => Poll::Ready(Ok(result)),
-            Err(panic) => Poll::Ready(Err(panic_message(panic.as_ref()))),
-        }
-    }
-}
-
-fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = panic.downcast_ref::<&str>() {
-        (*s).to_owned()
-    } else if let Some(s) = panic.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "(non-string panic payload)".to_owned()
     }
 }
 

@@ -12,7 +12,6 @@
 
 use core::future::Future;
 use core::pin::Pin;
-use core::task::{Context as TaskContext, Poll};
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,6 +21,7 @@ use std::time::Duration;
 use tokio::sync::{oneshot, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
 
+use crate::catch_unwind::{panic_message, CatchUnwind};
 use crate::core::envelope::decode_json_raw;
 use crate::delivery::Delivery;
 use crate::error::Result;
@@ -576,31 +576,5 @@ async fn dead_letter<T: Transport>(shared: &Shared<T>, delivery: &Delivery) {
                 tracing::debug!(error = %e, "requeue failed");
             }
         }
-    }
-}
-
-/// Turns a panic while polling the handler's future into an error.
-struct CatchUnwind(ReplyFuture);
-
-impl Future for CatchUnwind {
-    type Output = core::result::Result<Result<Vec<u8>, HandlerError>, String>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
-        let future = &mut self.0;
-        match std::panic::catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(cx))) {
-            Ok(Poll::Pending) => Poll::Pending,
-            Ok(Poll::Ready(result)) => Poll::Ready(Ok(result)),
-            Err(panic) => Poll::Ready(Err(panic_message(panic.as_ref()))),
-        }
-    }
-}
-
-fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = panic.downcast_ref::<&str>() {
-        (*s).to_owned()
-    } else if let Some(s) = panic.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "handler panicked (non-string payload)".to_owned()
     }
 }
