@@ -356,3 +356,44 @@ impl Drop for BrokerGuard {
             .output();
     }
 }
+
+/// True when a missing broker must fail the test run (`CI=true` or `LEPUS_REQUIRE_BROKER=1`).
+pub fn broker_required() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true")
+        || std::env::var("LEPUS_REQUIRE_BROKER").is_ok_and(|v| v == "1")
+}
+
+/// The broker configuration for a scenario (90 s send timeout), or `None` after a loud notice
+/// when RabbitMQ (and, with `needs_rabbitmqctl`, `rabbitmqctl`) is missing and not required.
+pub async fn broker(test: &str, needs_rabbitmqctl: bool) -> Option<AmqpConfig> {
+    let config = AmqpConfig::from_env().send_timeout(Duration::from_secs(90));
+    let reachable = AmqpTransport::connect(config.clone()).await.is_ok();
+    let ctl = !needs_rabbitmqctl
+        || std::process::Command::new("rabbitmqctl")
+            .arg("status")
+            .output()
+            .is_ok_and(|o| o.status.success());
+    if reachable && ctl {
+        return Some(config);
+    }
+    if broker_required() {
+        panic!("{test}: RabbitMQ and rabbitmqctl are required (reachable: {reachable}, rabbitmqctl: {ctl})");
+    }
+    let _ = writeln!(
+        std::io::stderr(),
+        "\n##########\n## SKIPPED {test}: needs RabbitMQ and rabbitmqctl\n##########"
+    );
+    None
+}
+
+/// The default load of a scenario on `config`: 3,000 messages at least, 3 workers.
+pub fn setup(queue: &str, config: &AmqpConfig) -> Setup {
+    Setup {
+        queue: format!("lepus-chaos-{queue}-{}", std::process::id()),
+        messages: 3_000,
+        workers: 3,
+        publisher_config: config.clone(),
+        worker_config: config.clone(),
+        quorum: false,
+    }
+}

@@ -5,57 +5,17 @@
 //! Scenarios run one at a time (they restart or alarm the shared broker). Each prints its row
 //! of the summary table to stderr; `RELIABILITY.md` records a run.
 
-use std::io::Write;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use lepus::AmqpConfig;
-use lepus_tests::chaos::{rabbitmqctl, run, BrokerGuard, Setup, Tally};
+use lepus_tests::chaos::{broker, rabbitmqctl, run, setup, BrokerGuard, Tally};
 
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-fn required() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true")
-        || std::env::var("LEPUS_REQUIRE_BROKER").is_ok_and(|v| v == "1")
-}
-
-/// The broker configuration, or `None` (after a loud notice) when there is no broker or no
-/// `rabbitmqctl` and neither is required.
-async fn broker(test: &str) -> Option<AmqpConfig> {
-    let config = AmqpConfig::from_env().send_timeout(Duration::from_secs(90));
-    let reachable = lepus::AmqpTransport::connect(config.clone()).await.is_ok();
-    let ctl = std::process::Command::new("rabbitmqctl")
-        .arg("status")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if reachable && ctl {
-        return Some(config);
-    }
-    if required() {
-        panic!("{test}: RabbitMQ and rabbitmqctl are required (reachable: {reachable}, rabbitmqctl: {ctl})");
-    }
-    let _ = writeln!(
-        std::io::stderr(),
-        "\n##########\n## SKIPPED {test}: needs RabbitMQ and rabbitmqctl\n##########"
-    );
-    None
-}
-
-fn setup(queue: &str, config: &AmqpConfig) -> Setup {
-    Setup {
-        queue: format!("lepus-chaos-{queue}-{}", std::process::id()),
-        messages: 3_000,
-        workers: 3,
-        publisher_config: config.clone(),
-        worker_config: config.clone(),
-        quorum: false,
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn close_all_connections_during_load_loses_nothing() {
     let _one = ONE_AT_A_TIME.lock().await;
-    let Some(config) = broker("close_all_connections").await else {
+    let Some(config) = broker("close_all_connections", true).await else {
         return;
     };
     let row = run(
@@ -82,7 +42,7 @@ async fn close_all_connections_during_load_loses_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn broker_restart_during_load_loses_nothing() {
     let _one = ONE_AT_A_TIME.lock().await;
-    let Some(config) = broker("stop_app/start_app").await else {
+    let Some(config) = broker("stop_app/start_app", true).await else {
         return;
     };
     let _guard = BrokerGuard;
@@ -106,7 +66,7 @@ async fn broker_restart_during_load_loses_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn memory_alarm_blocks_then_resumes_losing_nothing() {
     let _one = ONE_AT_A_TIME.lock().await;
-    let Some(config) = broker("memory alarm").await else {
+    let Some(config) = broker("memory alarm", true).await else {
         return;
     };
     let _guard = BrokerGuard;
@@ -146,7 +106,7 @@ async fn worker_process_killed_mid_handler_loses_nothing() {
     use std::collections::HashMap;
 
     let _one = ONE_AT_A_TIME.lock().await;
-    let Some(config) = broker("SIGKILL worker").await else {
+    let Some(config) = broker("SIGKILL worker", true).await else {
         return;
     };
     let queue = format!("lepus-chaos-kill-{}", std::process::id());
@@ -244,7 +204,7 @@ async fn worker_process_stops_gracefully_on_sigterm() {
     use std::collections::HashSet;
 
     let _one = ONE_AT_A_TIME.lock().await;
-    let Some(config) = broker("SIGTERM worker").await else {
+    let Some(config) = broker("SIGTERM worker", true).await else {
         return;
     };
     let queue = format!("lepus-chaos-term-{}", std::process::id());

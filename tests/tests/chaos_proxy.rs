@@ -2,49 +2,17 @@
 //! drops, stalls and half-closes connections during load; zero confirmed messages may be
 //! lost. In a process of its own (a test binary), apart from the broker-wide scenarios.
 
-use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use lepus::AmqpConfig;
-use lepus_tests::chaos::{run, Setup, Tally};
+use lepus_tests::chaos::{broker, run, setup, Tally};
 use lepus_tests::proxy::{Fault, Proxy};
-
-fn required() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true")
-        || std::env::var("LEPUS_REQUIRE_BROKER").is_ok_and(|v| v == "1")
-}
-
-async fn broker(test: &str) -> Option<AmqpConfig> {
-    let config = AmqpConfig::from_env().send_timeout(Duration::from_secs(90));
-    if lepus::AmqpTransport::connect(config.clone()).await.is_ok() {
-        return Some(config);
-    }
-    if required() {
-        panic!("{test}: RabbitMQ is required");
-    }
-    let _ = writeln!(
-        std::io::stderr(),
-        "\n##########\n## SKIPPED {test}: needs RabbitMQ\n##########"
-    );
-    None
-}
-
-fn setup(queue: &str, config: &AmqpConfig) -> Setup {
-    Setup {
-        queue: format!("lepus-chaos-{queue}-{}", std::process::id()),
-        messages: 3_000,
-        workers: 3,
-        publisher_config: config.clone(),
-        worker_config: config.clone(),
-        quorum: false,
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn proxy_drops_stalls_and_half_closes_lose_nothing() {
-    let Some(config) = broker("proxy faults").await else {
+    let Some(config) = broker("proxy faults", false).await else {
         return;
     };
     let upstream: SocketAddr = "127.0.0.1:5672".parse().unwrap();
