@@ -288,6 +288,9 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     monitor.abort();
+    if confirmed_ids.len() > tally.handled_count() {
+        broker_state(&setup.queue).await;
+    }
     let mut reconnections = publisher_transport.reconnections();
     for (t, handle) in workers {
         let _ = handle.shutdown().await;
@@ -326,6 +329,36 @@ where
     let _ = publisher_transport.delete_exchange(&spec.exchange).await;
     report(&row);
     row
+}
+
+/// Prints what the broker holds for a scenario's queues and which channels hold unacked
+/// deliveries: when messages are missing, this says where they are.
+async fn broker_state(queue: &str) {
+    for args in [
+        &["list_queues", "name", "messages_ready", "messages_unacknowledged", "consumers"][..],
+        &["list_channels", "connection", "number", "consumer_count", "messages_unacknowledged"][..],
+        &["list_connections", "name", "state", "channels"][..],
+    ] {
+        let out = tokio::process::Command::new("rabbitmqctl")
+            .args(["-q"])
+            .args(args)
+            .output()
+            .await;
+        let text = out.map_or_else(
+            |e| e.to_string(),
+            |o| String::from_utf8_lossy(&o.stdout).into_owned(),
+        );
+        let lines: Vec<&str> = text
+            .lines()
+            .filter(|l| args[0] != "list_queues" || l.contains(queue))
+            .collect();
+        let _ = writeln!(
+            std::io::stderr(),
+            "  messages missing; rabbitmqctl {}:\n    {}",
+            args[0],
+            lines.join("\n    ")
+        );
+    }
 }
 
 /// Runs `rabbitmqctl` with `args`; panics with its output when it fails.

@@ -28,6 +28,15 @@ pub struct AmqpSubscription {
     queue: String,
     prefetch: u16,
     live: Option<Live>,
+    /// Consuming again after a loss, in a task of its own: `next` is raced in `select!`s and
+    /// may be dropped at any await, and a `basic.consume` abandoned half-way leaves a consumer
+    /// on a live channel whose deliveries nobody reads (held unacked until the connection
+    /// ends). The task finishes whatever becomes of the `next` that started it.
+    /// The sender tells the task when the subscription is dropped (by being dropped).
+    resuming: Option<(
+        tokio::task::JoinHandle<Result<Live>>,
+        tokio::sync::oneshot::Sender<()>,
+    )>,
     cancelled: bool,
     generation: u64,
 }
@@ -48,49 +57,26 @@ impl AmqpSubscription {
             queue: queue.to_owned(),
             prefetch,
             live: None,
+            resuming: None,
             cancelled: false,
-            generation: 0,
+            generation: 1,
         };
         let deadline = tokio::time::Instant::now() + subscription.sup.config.send_timeout;
-        subscription.live = Some(subscription.resume(Some(deadline)).await?);
+        let live = consume(
+            Arc::clone(&subscription.sup),
+            subscription.queue.clone(),
+            prefetch,
+            Some(deadline),
+            None,
+        )
+        .await?;
+        subscription.live = Some(live);
         Ok(subscription)
     }
 
     /// The queue consumed.
     pub fn queue(&self) -> &str {
         &self.queue
-    }
-
-    /// Consumes on a channel of an open session (reconnecting first if needed).
-    async fn resume(&mut self, deadline: Option<tokio::time::Instant>) -> Result<Live> {
-        let session = self.sup.session(deadline).await?;
-        let channel = session
-            .connection
-            .create_channel()
-            .await
-            .map_err(|e| Error::from_lapin(e).context("open a channel to consume"))?;
-        let prefetch = self.prefetch;
-        channel
-            .basic_qos(prefetch, BasicQosOptions { global: false })
-            .await
-            .map_err(|e| Error::from_lapin(e).context(format!("set prefetch {prefetch}")))?;
-        let queue = &self.queue;
-        let consumer = channel
-            .basic_consume(
-                short_name(NameKind::Queue, queue)?,
-                "".into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .map_err(|e| Error::from_lapin(e).context(format!("consume queue {queue:?}")))?;
-        self.generation += 1;
-        tracing::debug!(queue, prefetch, generation = self.generation, "consuming");
-        Ok(Live {
-            channel,
-            consumer,
-            session,
-        })
     }
 
     /// The next delivery; `None` once cancelled. Cancel-safe.
@@ -100,16 +86,34 @@ impl AmqpSubscription {
                 if self.cancelled {
                     return None;
                 }
-                match self.resume(None).await {
-                    Ok(live) => {
-                        tracing::info!(queue = %self.queue, "consuming again after a lost connection");
+                let (resuming, _) = self.resuming.get_or_insert_with(|| {
+                    let (sup, queue) = (Arc::clone(&self.sup), self.queue.clone());
+                    let (alive, dropped) = tokio::sync::oneshot::channel();
+                    let task = consume(sup, queue, self.prefetch, None, Some(dropped));
+                    (tokio::spawn(task), alive)
+                });
+                let outcome = resuming.await;
+                self.resuming = None;
+                match outcome {
+                    Ok(Ok(live)) => {
+                        self.generation += 1;
+                        tracing::info!(
+                            queue = %self.queue,
+                            generation = self.generation,
+                            "consuming again after a lost connection"
+                        );
                         self.live = Some(live);
                         continue;
                     }
                     // The queue is gone, or the broker refuses: nothing to resume.
-                    Err(e) if !e.is_connection_error() => {
+                    Ok(Err(e)) if !e.is_connection_error() => {
                         self.cancelled = true;
                         return Some(Err(e));
+                    }
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, "consuming again failed; retrying");
+                        tokio::time::sleep(FIRST_BACKOFF).await;
+                        continue;
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "consuming again failed; retrying");
@@ -185,6 +189,55 @@ impl AmqpSubscription {
             }
         }
     }
+}
+
+/// Opens a channel on an open session (reconnecting first if needed, until `deadline` or
+/// without end), sets the prefetch and consumes `queue` with manual acks.
+///
+/// `dropped` resolves when the subscription is gone: waiting for a connection stops then,
+/// but once a channel is being opened the work is finished and the result dropped, which
+/// closes the channel cleanly (cutting a `basic.consume` short would leave its consumer).
+async fn consume(
+    sup: Arc<Supervisor>,
+    queue: String,
+    prefetch: u16,
+    deadline: Option<tokio::time::Instant>,
+    dropped: Option<tokio::sync::oneshot::Receiver<()>>,
+) -> Result<Live> {
+    let session = match dropped {
+        Some(dropped) => tokio::select! {
+            session = sup.session(deadline) => session?,
+            _ = dropped => {
+                return Err(Error::new(crate::error::ErrorKind::ChannelClosed)
+                    .context(format!("subscription to {queue:?} dropped")));
+            }
+        },
+        None => sup.session(deadline).await?,
+    };
+    let channel = session
+        .connection
+        .create_channel()
+        .await
+        .map_err(|e| Error::from_lapin(e).context("open a channel to consume"))?;
+    channel
+        .basic_qos(prefetch, BasicQosOptions { global: false })
+        .await
+        .map_err(|e| Error::from_lapin(e).context(format!("set prefetch {prefetch}")))?;
+    let consumer = channel
+        .basic_consume(
+            short_name(NameKind::Queue, &queue)?,
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .map_err(|e| Error::from_lapin(e).context(format!("consume queue {queue:?}")))?;
+    tracing::debug!(queue, prefetch, "consuming");
+    Ok(Live {
+        channel,
+        consumer,
+        session,
+    })
 }
 
 impl crate::transport::Subscription for AmqpSubscription {
