@@ -335,8 +335,20 @@ where
 /// deliveries: when messages are missing, this says where they are.
 async fn broker_state(queue: &str) {
     for args in [
-        &["list_queues", "name", "messages_ready", "messages_unacknowledged", "consumers"][..],
-        &["list_channels", "connection", "number", "consumer_count", "messages_unacknowledged"][..],
+        &[
+            "list_queues",
+            "name",
+            "messages_ready",
+            "messages_unacknowledged",
+            "consumers",
+        ][..],
+        &[
+            "list_channels",
+            "connection",
+            "number",
+            "consumer_count",
+            "messages_unacknowledged",
+        ][..],
         &["list_connections", "name", "state", "channels"][..],
     ] {
         let out = tokio::process::Command::new("rabbitmqctl")
