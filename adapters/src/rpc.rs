@@ -5,7 +5,9 @@
 //! - [`RpcClient`]: [`call`](RpcClient::call) one request;
 //!   [`gather`](RpcClient::gather) several of different types under one deadline (each reply
 //!   or its own error); [`start`](RpcClient::start) requests, do other work, await the
-//!   [`PendingReply`] futures later (the talk's `sendMultiple` ... `getAsyncResponses`).
+//!   [`PendingReply`] futures later (the talk's `sendMultiple` ... `getAsyncResponses`);
+//!   [`call_json`](RpcClient::call_json) a request known only by name, its payload and
+//!   reply as JSON (`lepus call`).
 //! - [`RpcServer`]: typed handlers per request type; replies go to `reply_to` (or the
 //!   envelope's `response_queue`) with the request's `correlation_id`.
 //!
@@ -26,6 +28,7 @@ mod correlator;
 mod error;
 mod gather;
 mod pending;
+mod raw;
 mod request;
 mod server;
 mod wire;
@@ -36,6 +39,7 @@ pub use correlator::RpcCounters;
 pub use error::{RemoteErrorKind, RpcError};
 pub use gather::GatherSet;
 pub use pending::PendingReply;
+pub use raw::PendingJsonReply;
 pub use request::Request;
 pub use server::{NoReplyPolicy, RpcServer, RpcServerConfig, RpcServerHandle, RpcServerStats};
 pub use wire::{HEADER_RPC_ERROR, RPC_ERROR_TYPE};

@@ -6,10 +6,11 @@ const EXIT_CODES: &str = "\
 Exit codes: 0 ok, 1 usage or invalid input, 2 broker unreachable, 3 not found,
 4 unroutable (no queue bound), 5 other broker or operation failure,
 6 topology source (rabbitmqctl) unavailable, 7 route: a key did not match,
+8 call: no reply before the timeout, 9 call: the server answered with an error,
 130 interrupted (nothing lost).";
 
-/// Lepus on the command line: publish tasks, watch them flow, inspect and replay dead
-/// letters, explain topic routing, list the topology.
+/// Lepus on the command line: publish tasks, make RPC calls, watch tasks flow, inspect and
+/// replay dead letters, explain topic routing, list the topology.
 #[derive(Debug, Parser)]
 #[command(name = "lepus", version, after_help = EXIT_CODES)]
 pub struct Cli {
@@ -49,6 +50,8 @@ pub enum Output {
 pub enum Command {
     /// Publish one task (the JSON envelope) with confirms.
     Publish(PublishArgs),
+    /// Make one RPC call and print the reply's payload.
+    Call(CallArgs),
     /// Print the envelopes flowing through the exchange, without consuming anyone's messages.
     Tail(TailArgs),
     /// Inspect, replay and purge dead letters (`<queue>.dead`).
@@ -88,6 +91,26 @@ pub struct PublishArgs {
     /// Message id (default: a fresh unique one).
     #[arg(long)]
     pub message_id: Option<String>,
+}
+
+/// `lepus call`.
+#[derive(Debug, Args)]
+pub struct CallArgs {
+    /// The request type (the envelope's `className` and the AMQP `type` property).
+    #[arg(value_name = "TYPE")]
+    pub message_type: String,
+    /// Routing key (with `--exchange ''`: the server's queue name).
+    #[arg(long)]
+    pub key: String,
+    /// The payload as JSON; read from stdin when absent.
+    #[arg(long)]
+    pub json: Option<String>,
+    /// How long to wait for the reply, from the publish (`5s`, `500ms`, `1m`, or seconds).
+    #[arg(long, value_parser = parse_duration, default_value = "5s")]
+    pub timeout: std::time::Duration,
+    /// Replies to an exclusive queue of this call instead of RabbitMQ's direct reply-to.
+    #[arg(long)]
+    pub reply_queue: bool,
 }
 
 /// A retry strategy.

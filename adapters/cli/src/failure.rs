@@ -21,6 +21,10 @@ pub enum Code {
     SourceUnavailable = 6,
     /// 7: `route`: at least one key does not match the pattern.
     NoMatch = 7,
+    /// 8: `call`: no reply before the timeout.
+    Timeout = 8,
+    /// 9: `call`: the RPC server answered with an error.
+    RemoteError = 9,
     /// 130: interrupted by Ctrl-C before finishing (nothing was lost).
     Interrupted = 130,
 }
@@ -70,5 +74,16 @@ impl From<lepus::Error> for Failure {
             _ => Code::Failed,
         };
         Failure::new(code, e.to_string())
+    }
+}
+
+impl From<lepus::RpcError> for Failure {
+    fn from(e: lepus::RpcError) -> Self {
+        match e {
+            lepus::RpcError::Transport(e) => Failure::from(e),
+            lepus::RpcError::Timeout => Failure::new(Code::Timeout, e.to_string()),
+            lepus::RpcError::Remote { .. } => Failure::new(Code::RemoteError, e.to_string()),
+            _ => Failure::new(Code::Failed, e.to_string()),
+        }
     }
 }

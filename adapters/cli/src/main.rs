@@ -2,12 +2,15 @@
 //!
 //! Exit codes (also in `lepus --help`): 0 ok, 1 usage or invalid input, 2 broker unreachable,
 //! 3 not found, 4 unroutable, 5 other broker or operation failure, 6 topology source
-//! unavailable, 7 `route`: a key did not match, 130 interrupted.
+//! unavailable, 7 `route`: a key did not match, 8 `call`: no reply before the timeout,
+//! 9 `call`: the server answered with an error, 130 interrupted.
 #![forbid(unsafe_code)]
 
+mod call;
 mod cli;
 mod dead;
 mod failure;
+mod payload;
 mod publish;
 mod rabbitmqctl;
 mod route;
@@ -60,6 +63,7 @@ async fn run(cli: Cli) -> Result<Code, Failure> {
     let g = &cli.global;
     match cli.command {
         Command::Publish(args) => publish::run(g, args).await,
+        Command::Call(args) => call::run(g, args).await,
         Command::Tail(args) => tail::run(g, args).await,
         Command::Dead { command } => match command {
             DeadCommand::List(args) => dead::list(g, args).await,

@@ -1,7 +1,5 @@
 //! `lepus publish TYPE --key KEY --json '{...}'`.
 
-use std::io::Read;
-
 use lepus::core::envelope::{encode_json_raw, EncodeError, Metadata, RawEnvelope, Text};
 use lepus::core::retry::{Intervals, RetryMetadata, Strategy, MAX_INTERVALS};
 use lepus::{Properties, Publication, Transport, CONTENT_TYPE_JSON};
@@ -13,24 +11,9 @@ pub async fn run(g: &Global, args: PublishArgs) -> Result<Code, Failure> {
     if args.message_type.is_empty() {
         return Err(Failure::usage("the task type must not be empty"));
     }
-    let payload = match &args.json {
-        Some(json) => json.clone().into_bytes(),
-        None => {
-            let mut buf = Vec::new();
-            std::io::stdin()
-                .read_to_end(&mut buf)
-                .map_err(|e| Failure::usage(format!("read the payload from stdin: {e}")))?;
-            buf
-        }
-    };
-    let payload = payload.trim_ascii();
-    if let Err(e) = serde_json::from_slice::<serde_json::Value>(payload) {
-        return Err(Failure::usage(format!(
-            "the payload is not valid JSON: {e}"
-        )));
-    }
+    let payload = crate::payload::read(args.json.as_deref())?;
     let retry = retry_metadata(&args)?;
-    let body = envelope(&args.message_type, payload, retry)?;
+    let body = envelope(&args.message_type, &payload, retry)?;
     let message_id = args
         .message_id
         .clone()

@@ -1,5 +1,6 @@
 //! The `lepus` binary against the real RabbitMQ at `AMQP_ADDR` (default
-//! `amqp://127.0.0.1:5672/%2f`): publish, tail, dead letters made by a real worker, topology.
+//! `amqp://127.0.0.1:5672/%2f`): publish, call (against a real RPC server), tail, dead
+//! letters made by a real worker, topology.
 //! Skipped loudly when the broker is unreachable, failed under `CI=true` or
 //! `LEPUS_REQUIRE_BROKER=1`.
 
@@ -9,6 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use lepus::core::decode_json_raw;
+use lepus::rpc::{Request, RpcServer, RpcServerConfig};
 use lepus::{
     AmqpConfig, AmqpTransport, Context, HandlerError, Message, Publisher, QueueSpec, Registry,
     RetryPolicy, Subscription, Transport, Worker, WorkerConfig,
@@ -389,5 +391,235 @@ async fn dead_letters_list_show_replay_purge() {
         assert_eq!(q["dead_letter"]["name"], dead.as_str());
         assert_eq!(q["wait"][0]["delay_ms"], 100);
     }
+    cleanup(&t, &queue, &exchange).await;
+}
+
+/// `lepus` run off the runtime's threads, so an RPC server in this process keeps answering.
+async fn lepus_call(exchange: &str, args: &[&str]) -> (Output, Duration) {
+    let exchange = exchange.to_owned();
+    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    tokio::task::spawn_blocking(move || {
+        let started = Instant::now();
+        let mut all = vec!["call"];
+        all.extend(args.iter().map(String::as_str));
+        let out = lepus(&exchange, &all);
+        (out, started.elapsed())
+    })
+    .await
+    .expect("lepus ran")
+}
+
+fn stderr_of(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct GetAds {
+    user: u64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Ads {
+    user: u64,
+    ids: Vec<u64>,
+}
+
+impl Message for GetAds {
+    const TYPE: &'static str = "LepusCliGetAds";
+    const ROUTING_KEY: &'static str = "ads.get";
+}
+
+impl Request for GetAds {
+    type Reply = Ads;
+    const REPLY_TYPE: &'static str = "LepusCliAds";
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn call_prints_the_reply_or_the_remote_error() {
+    let Some(t) = broker("call_prints_the_reply_or_the_remote_error").await else {
+        return;
+    };
+    let t = Arc::new(t);
+    let (queue, exchange) = (unique("call"), unique("call-x"));
+    let config = RpcServerConfig::new(&queue, &exchange)
+        .bind("ads.#")
+        .shutdown_timeout(Duration::from_secs(1));
+    let server = RpcServer::new(Arc::clone(&t), config)
+        .with(|r: GetAds, _| async move {
+            if r.user == 0 {
+                return Err(HandlerError::rejected("no ads for user 0"));
+            }
+            Ok(Ads {
+                user: r.user,
+                ids: vec![r.user * 10, r.user * 10 + 1],
+            })
+        })
+        .start()
+        .await
+        .unwrap();
+    let call = |json: &'static str| ["LepusCliGetAds", "--key", "ads.get", "--json", json];
+
+    // Text: the reply's payload, pretty.
+    let (out, _) = lepus_call(&exchange, &call(r#"{"user": 7}"#)).await;
+    let reply = json_of(&out);
+    assert_eq!(reply["user"], 7);
+    assert_eq!(reply["ids"], serde_json::json!([70, 71]));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("\n  \"ids\": ["),
+        "pretty printed: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+
+    // JSON for scripts, replies through an exclusive queue this time.
+    let mut args = vec!["--output", "json", "--reply-queue", "--timeout", "10s"];
+    args.extend(call(r#"{"user": 3}"#));
+    let (out, wall) = lepus_call(&exchange, &args).await;
+    let doc = json_of(&out);
+    assert_eq!(doc["type"], "LepusCliGetAds");
+    assert_eq!(doc["reply"]["ids"], serde_json::json!([30, 31]));
+    let cid = doc["correlation_id"].as_str().unwrap();
+    assert!(
+        cid.len() == 32 && cid.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{cid}"
+    );
+    let elapsed_ms = doc["elapsed_ms"].as_f64().unwrap();
+    assert!(
+        elapsed_ms > 0.0 && elapsed_ms < wall.as_secs_f64() * 1000.0,
+        "{elapsed_ms} ms"
+    );
+
+    // The payload from stdin.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lepus"))
+        .args(["--amqp", &addr(), "--exchange", &exchange])
+        .args(["call", "LepusCliGetAds", "--key", "ads.get"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"{\"user\": 5}\n")
+        .unwrap();
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(json_of(&out)["ids"], serde_json::json!([50, 51]));
+
+    // The handler's error: exit 9, the server's message on stderr; its kind in JSON.
+    let (out, _) = lepus_call(&exchange, &call(r#"{"user": 0}"#)).await;
+    assert_eq!(out.status.code(), Some(9), "{}", stderr_of(&out));
+    let stderr = stderr_of(&out);
+    assert!(
+        stderr.contains("no ads for user 0") && stderr.contains("rejected"),
+        "{stderr}"
+    );
+    assert!(out.stdout.is_empty(), "nothing on stdout in text mode");
+    let mut args = vec!["--output", "json"];
+    args.extend(call(r#"{"user": 0}"#));
+    let (out, _) = lepus_call(&exchange, &args).await;
+    assert_eq!(out.status.code(), Some(9));
+    let doc: Value = serde_json::from_slice(&out.stdout).expect("json on stdout");
+    assert_eq!(doc["error"]["kind"], "rejected");
+    assert_eq!(doc["error"]["message"], "no ads for user 0");
+    assert!(doc["reply"].is_null());
+
+    // A type the server has no handler for is a remote error too.
+    let (out, _) = lepus_call(
+        &exchange,
+        &["LepusCliNoSuchType", "--key", "ads.get", "--json", "{}"],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(9));
+    assert!(
+        stderr_of(&out).contains("unknown-type"),
+        "{}",
+        stderr_of(&out)
+    );
+
+    let stats = server.shutdown().await;
+    assert_eq!(stats.requests, 6);
+    assert_eq!(stats.replied, 3);
+    assert_eq!(stats.remote_errors, 3);
+    cleanup(&t, &queue, &exchange).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn call_times_out_or_fails_before_sending() {
+    let Some(t) = broker("call_times_out_or_fails_before_sending").await else {
+        return;
+    };
+    let (queue, exchange) = (unique("call-silent"), unique("call-silent-x"));
+    // A queue nobody consumes: requests are routed, never answered.
+    t.declare_exchange(&exchange).await.unwrap();
+    t.declare_queue(&QueueSpec::new(&queue, &exchange).bind("silent.#"))
+        .await
+        .unwrap();
+    let silent = ["T", "--key", "silent.x", "--json", "{}"];
+
+    let mut args = vec!["--timeout", "500ms"];
+    args.extend(silent);
+    let (out, wall) = lepus_call(&exchange, &args).await;
+    assert_eq!(out.status.code(), Some(8), "{}", stderr_of(&out));
+    assert!(
+        stderr_of(&out).contains("no reply to T within 500ms"),
+        "{}",
+        stderr_of(&out)
+    );
+    assert!(
+        wall >= Duration::from_millis(500) && wall < Duration::from_secs(5),
+        "{wall:?}"
+    );
+    let mut args = vec!["--output", "json", "--timeout", "300ms"];
+    args.extend(silent);
+    let (out, _) = lepus_call(&exchange, &args).await;
+    assert_eq!(out.status.code(), Some(8));
+    let doc: Value = serde_json::from_slice(&out.stdout).expect("json on stdout");
+    assert_eq!(doc["error"]["kind"], "timeout");
+    assert!(doc["elapsed_ms"].as_f64().unwrap() >= 300.0, "{doc}");
+    assert_eq!(
+        wait_ready(&t, &queue, 2).await,
+        2,
+        "both requests were sent"
+    );
+
+    // No queue bound for the key: exit 4 at once, not a timeout.
+    let (out, wall) = lepus_call(
+        &exchange,
+        &[
+            "T",
+            "--key",
+            "nobody.here",
+            "--json",
+            "{}",
+            "--timeout",
+            "30s",
+        ],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(4), "{}", stderr_of(&out));
+    assert!(wall < Duration::from_secs(10), "{wall:?}");
+    assert!(
+        stderr_of(&out).contains("no queue is bound for key \"nobody.here\""),
+        "{}",
+        stderr_of(&out)
+    );
+
+    // Malformed JSON: exit 1, nothing sent. A missing exchange: exit 3.
+    let (out, _) = lepus_call(
+        &exchange,
+        &["T", "--key", "silent.x", "--json", "{user: 1}"],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr_of(&out).contains("not valid JSON"),
+        "{}",
+        stderr_of(&out)
+    );
+    assert_eq!(t.queue_status(&queue).await.unwrap().unwrap().messages, 2);
+    let (out, _) = lepus_call(&unique("none"), &silent).await;
+    assert_eq!(out.status.code(), Some(3), "{}", stderr_of(&out));
     cleanup(&t, &queue, &exchange).await;
 }

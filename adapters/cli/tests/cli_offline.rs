@@ -78,6 +78,30 @@ fn usage_errors_exit_1() {
             "a,b",
         ][..],
         &["dead", "replay", "q"][..],
+        &["call", "T", "--key", "k", "--json", "{}", "--timeout", "5x"][..],
+        &[
+            "call",
+            "T",
+            "--key",
+            "k",
+            "--json",
+            "{}",
+            "--timeout",
+            "soon",
+        ][..],
+        &["call", "T", "--key", "k", "--json", "{}", "--timeout", "0s"][..],
+        &["call", "T", "--json", "{}"][..],
+        // Checked before connecting: the broker is not reachable here.
+        &[
+            "--amqp",
+            "amqp://127.0.0.1:1/%2f",
+            "call",
+            "T",
+            "--key",
+            "k",
+            "--json",
+            "[1,",
+        ][..],
         &["route", &"a".repeat(300), "a"][..],
         &["nonsense"][..],
     ] {
@@ -101,6 +125,9 @@ fn unreachable_broker_exits_2() {
             "--amqp", dead_port, "publish", "T", "--key", "k", "--json", "{}",
         ][..],
         &["--amqp", dead_port, "dead", "list", "q"][..],
+        &[
+            "--amqp", dead_port, "call", "T", "--key", "k", "--json", "{}",
+        ][..],
         &["--amqp", dead_port, "tail", "a.#", "--timeout", "1s"][..],
     ] {
         let out = lepus(args);

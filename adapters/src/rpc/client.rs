@@ -6,6 +6,7 @@ use tokio::task::JoinHandle;
 use tokio::time::{Duration, Instant};
 
 use crate::error::Result;
+use crate::properties::Properties;
 use crate::reply::{ReplyMode, ReplyReceiver, ReplyTransport, RequestSender};
 use crate::transport::Publication;
 
@@ -214,17 +215,32 @@ impl<T: ReplyTransport> RpcClient<T> {
         request: &R,
         deadline: Instant,
     ) -> Result<PendingReply<R>, RpcError> {
+        self.start_encoded(R::ROUTING_KEY, deadline, |id, reply_to| {
+            encode_request(request, id, reply_to)
+        })
+        .await
+    }
+
+    /// Registers a call, publishes the request `encode` builds from its correlation id and
+    /// reply address with `routing_key`, and hands back its [`PendingReply`]. Typed calls
+    /// and calls by name ([`super::raw`]) both go through here.
+    pub(super) async fn start_encoded<R: Request>(
+        &self,
+        routing_key: &str,
+        deadline: Instant,
+        encode: impl FnOnce(&str, &str) -> Result<(Vec<u8>, Properties)> + Send,
+    ) -> Result<PendingReply<R>, RpcError> {
         let inner = &self.inner;
         let (id, rx) = inner.correlator.register(deadline)?;
         // From here on, dropping `pending` (an error below, or this future) frees the slot.
         let pending = PendingReply::new(id, rx, deadline, Arc::clone(&inner.correlator));
         let correlation_id = format_correlation_id(id);
-        let (body, properties) = encode_request(request, &correlation_id, inner.sender.reply_to())?;
+        let (body, properties) = encode(&correlation_id, inner.sender.reply_to())?;
         inner
             .sender
             .publish(Publication::new(
                 &inner.config.exchange,
-                R::ROUTING_KEY,
+                routing_key,
                 &body,
                 &properties,
             ))

@@ -32,14 +32,38 @@ pub(crate) fn encode_request<R: Request>(
         Some(correlation_id),
         Some(reply_to),
     )?;
-    let properties = Properties::new()
-        .with_type(R::TYPE)
+    Ok((body, request_properties(R::TYPE, correlation_id, reply_to)))
+}
+
+/// A request's body and properties from its type name and its payload, already JSON
+/// (copied verbatim into the envelope), with no retry metadata.
+pub(crate) fn encode_raw_request(
+    type_name: &str,
+    payload_json: &[u8],
+    correlation_id: &str,
+    reply_to: &str,
+) -> Result<(Vec<u8>, Properties)> {
+    let body = encode_raw_envelope(
+        payload_json,
+        type_name,
+        RetryMetadata::default(),
+        Some(correlation_id),
+        Some(reply_to),
+    )?;
+    Ok((
+        body,
+        request_properties(type_name, correlation_id, reply_to),
+    ))
+}
+
+fn request_properties(type_name: &str, correlation_id: &str, reply_to: &str) -> Properties {
+    Properties::new()
+        .with_type(type_name)
         .with_content_type(CONTENT_TYPE_JSON)
         .with_message_id(new_message_id())
         .with_timestamp(now_seconds())
         .with_correlation_id(correlation_id)
-        .with_reply_to(reply_to);
-    Ok((body, properties))
+        .with_reply_to(reply_to)
 }
 
 fn reply_properties(class_name: &str, correlation_id: Option<&str>) -> Properties {
