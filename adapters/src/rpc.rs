@@ -1,4 +1,4 @@
-//! Asynchronous RPC: request/response and scatter-gather over any [`ReplyTransport`]
+//! Asynchronous RPC: request/response and scatter-gather over any [`ReplyTransport`](crate::reply::ReplyTransport)
 //! (RabbitMQ or the in-process broker).
 //!
 //! - [`Request`]: a typed [`Message`](crate::Message) with a typed reply.

@@ -6,7 +6,7 @@
 //! - the binding argument `x-match` selects the mode: `all` (the default), `any`,
 //!   `all-with-x` or `any-with-x`; it is a long string (a [`HeaderValue::Str`]); any other
 //!   value is refused by [`XMatch::from_args`] (RabbitMQ refuses the binding) and read as
-//!   `all` by [`matches`] (RabbitMQ's legacy reading);
+//!   `all` by [`matches()`] (RabbitMQ's legacy reading);
 //! - binding arguments whose name starts with `x-` are ignored, except in the `-with-x`
 //!   modes (`x-match` itself is always ignored);
 //! - an argument with a [`HeaderValue::Void`] value only asks for a header of that name;
@@ -189,7 +189,7 @@ pub fn matches(args: &[Field<'_>], headers: &[Field<'_>]) -> bool {
     matches_mode(XMatch::from_args_lenient(args), args, headers)
 }
 
-/// [`matches`] with the mode already parsed (e.g. by [`XMatch::from_args`] at bind time).
+/// [`matches()`] with the mode already parsed (e.g. by [`XMatch::from_args`] at bind time).
 pub fn matches_mode(mode: XMatch, args: &[Field<'_>], headers: &[Field<'_>]) -> bool {
     let mut all = true;
     let mut any = false;

@@ -14,7 +14,7 @@
 //! - words are compared byte by byte, case-sensitively.
 //!
 //! Keys and patterns are AMQP short strings: at most [`MAX_LEN`] (255) bytes.
-//! [`matches`] does not check the limit; [`try_matches`] does.
+//! [`matches()`] does not check the limit; [`try_matches`] does.
 //!
 //! The matcher is a greedy wildcard matcher over words (the classic "remember the last `#`
 //! and retry from one word further" algorithm): no recursion, no allocation, and
@@ -101,7 +101,7 @@ pub fn matches(pattern: &str, routing_key: &str) -> bool {
     matches_bytes(pattern.as_bytes(), routing_key.as_bytes())
 }
 
-/// [`matches`] after checking both strings with [`validate_pattern`] and
+/// [`matches()`] after checking both strings with [`validate_pattern`] and
 /// [`validate_routing_key`].
 pub fn try_matches(pattern: &str, routing_key: &str) -> Result<bool, TopicError> {
     validate_pattern(pattern)?;
@@ -131,7 +131,7 @@ pub(crate) fn word_at(s: &[u8], start: usize) -> (&[u8], usize) {
     )
 }
 
-/// [`matches`] over raw bytes.
+/// [`matches()`] over raw bytes.
 fn matches_bytes(pattern: &[u8], key: &[u8]) -> bool {
     let p_end = words_end(pattern);
     let k_end = words_end(key);
