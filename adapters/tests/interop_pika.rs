@@ -7,13 +7,14 @@
 //! under `CI=true` / `LEPUS_REQUIRE_BROKER=1` (`.ci/run` installs it).
 
 mod amqp_support;
+mod interop_support;
 
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::path::PathBuf;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use interop_support::{amqp_url, pika_available, script};
 
 use lepus::{Context, Message, Publisher, Registry, RetryPolicy, Worker, WorkerConfig};
 use serde::{Deserialize, Serialize};
@@ -33,30 +34,6 @@ impl Message for SendAdExpiredMail {
     }
 }
 
-fn script(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/interop")
-        .join(name)
-}
-
-/// True when `python3 -c "import pika"` works; otherwise skips loudly or fails when required.
-fn pika_available(test: &str) -> bool {
-    let ok = Command::new("python3")
-        .args(["-c", "import pika"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !ok {
-        if amqp_support::broker_required() {
-            panic!("{test}: python3 with pika is required (pip install pika)");
-        }
-        let _ = writeln!(
-            std::io::stderr(),
-            "\n##########\n## SKIPPED {test}: python3 with pika not found (pip install pika)\n##########"
-        );
-    }
-    ok
-}
-
 async fn run_python(args: Vec<String>) -> std::process::Output {
     tokio::task::spawn_blocking(move || {
         Command::new("python3")
@@ -66,10 +43,6 @@ async fn run_python(args: Vec<String>) -> std::process::Output {
     })
     .await
     .expect("the python task finishes")
-}
-
-fn amqp_url() -> String {
-    std::env::var("AMQP_ADDR").unwrap_or_else(|_| lepus::DEFAULT_ADDR.to_string())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

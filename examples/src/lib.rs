@@ -1,5 +1,6 @@
 //! Runnable programs a new Lepus user starts from: see `src/bin/`.
 
 pub mod checkout;
+pub mod dashboard;
 pub mod firmware;
 pub mod sensor;
