@@ -30,7 +30,7 @@ pub(crate) fn encode_request<R: Request>(
         request,
         R::retry_policy().into_metadata(),
         Some(correlation_id),
-        Some(reply_to),
+        envelope_reply_queue(reply_to),
     )?;
     Ok((body, request_properties(R::TYPE, correlation_id, reply_to)))
 }
@@ -48,12 +48,20 @@ pub(crate) fn encode_raw_request(
         type_name,
         RetryMetadata::default(),
         Some(correlation_id),
-        Some(reply_to),
+        envelope_reply_queue(reply_to),
     )?;
     Ok((
         body,
         request_properties(type_name, correlation_id, reply_to),
     ))
+}
+
+/// The envelope's `metadata.response_queue` for a `reply_to` address: none for direct
+/// reply-to, whose pseudo-queue only the requesting channel can use and whose real address
+/// RabbitMQ writes into the `reply_to` property alone (a server answering to the envelope's
+/// name would publish into nothing).
+fn envelope_reply_queue(reply_to: &str) -> Option<&str> {
+    (!reply_to.starts_with(crate::reply::DIRECT_REPLY_TO)).then_some(reply_to)
 }
 
 fn request_properties(type_name: &str, correlation_id: &str, reply_to: &str) -> Properties {
@@ -193,5 +201,23 @@ mod tests {
             decode_reply::<u32>(&bad),
             Err(RpcError::Decode(_))
         ));
+    }
+
+    #[test]
+    fn response_queue_only_for_a_real_queue() {
+        let direct = "amq.rabbitmq.reply-to.g1hkABhyYWJiaXRA";
+        let Ok((body, props)) = encode_raw_request("GetAds", b"{}", "c1", direct) else {
+            panic!("encodes")
+        };
+        let text = String::from_utf8_lossy(&body);
+        assert!(!text.contains("response_queue"), "{text}");
+        assert_eq!(props.reply_to.as_deref(), Some(direct));
+
+        let Ok((body, props)) = encode_raw_request("GetAds", b"{}", "c2", "replies-7") else {
+            panic!("encodes")
+        };
+        let text = String::from_utf8_lossy(&body);
+        assert!(text.contains(r#""response_queue":"replies-7""#), "{text}");
+        assert_eq!(props.reply_to.as_deref(), Some("replies-7"));
     }
 }
