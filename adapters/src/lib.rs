@@ -41,6 +41,7 @@ mod registry;
 mod reply;
 pub mod rpc;
 mod signal;
+pub mod testing;
 pub mod topology;
 mod transport;
 mod worker;

@@ -4,11 +4,10 @@
 //! time, not the sum. Latencies are 5x the talk's (200 to 600 ms) so that a loaded machine
 //! does not blur the difference; the timing bounds leave hundreds of milliseconds of margin.
 
-use std::io::Write;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use lepus::{AmqpConfig, AmqpTransport, InProcessBroker};
+use lepus::{AmqpTransport, InProcessBroker};
 use lepus_examples::dashboard::{
     self, ActiveAds, DashboardConfig, Inbox, ObservedAds, Page, Recommendations, Report, Timings,
 };
@@ -95,22 +94,7 @@ async fn dashboard_in_process() {
 }
 
 async fn rabbitmq(test: &str) -> Option<AmqpTransport> {
-    match AmqpTransport::connect(AmqpConfig::from_env()).await {
-        Ok(t) => Some(t),
-        Err(e)
-            if std::env::var("CI").is_ok_and(|v| v == "true")
-                || std::env::var("LEPUS_REQUIRE_BROKER").is_ok_and(|v| v == "1") =>
-        {
-            panic!("{test}: RabbitMQ is required (CI=true or LEPUS_REQUIRE_BROKER=1): {e}")
-        }
-        Err(e) => {
-            let _ = writeln!(
-                std::io::stderr(),
-                "\n##########\n## SKIPPED {test}: RabbitMQ unreachable: {e}\n##########"
-            );
-            None
-        }
-    }
+    lepus::testing::connect(test).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,28 +9,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use lepus::core::decode_json_raw;
 use lepus::core::retry::Strategy;
-use lepus::{
-    AmqpConfig, AmqpTransport, Context, QueueSpec, Registry, Transport, Worker, WorkerConfig,
-};
+use lepus::{AmqpTransport, Context, QueueSpec, Registry, Transport, Worker, WorkerConfig};
 use lepus_examples::firmware::{sample, SensorReading};
 
 async fn broker(test: &str) -> Option<AmqpTransport> {
-    match AmqpTransport::connect(AmqpConfig::from_env()).await {
-        Ok(t) => Some(t),
-        Err(e)
-            if std::env::var("CI").is_ok_and(|v| v == "true")
-                || std::env::var("LEPUS_REQUIRE_BROKER").is_ok_and(|v| v == "1") =>
-        {
-            panic!("{test}: RabbitMQ is required (CI=true or LEPUS_REQUIRE_BROKER=1): {e}")
-        }
-        Err(e) => {
-            let _ = writeln!(
-                std::io::stderr(),
-                "\n##########\n## SKIPPED {test}: RabbitMQ unreachable: {e}\n##########"
-            );
-            None
-        }
-    }
+    lepus::testing::connect(test).await
 }
 
 #[tokio::test(flavor = "multi_thread")]

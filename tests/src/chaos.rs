@@ -402,11 +402,7 @@ impl Drop for BrokerGuard {
     }
 }
 
-/// True when a missing broker must fail the test run (`CI=true` or `LEPUS_REQUIRE_BROKER=1`).
-pub fn broker_required() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true")
-        || std::env::var("LEPUS_REQUIRE_BROKER").is_ok_and(|v| v == "1")
-}
+pub use lepus::testing::broker_required;
 
 /// The broker configuration for a scenario (90 s send timeout), or `None` after a loud notice
 /// when RabbitMQ (and, with `needs_rabbitmqctl`, `rabbitmqctl`) is missing and not required.
@@ -424,10 +420,7 @@ pub async fn broker(test: &str, needs_rabbitmqctl: bool) -> Option<AmqpConfig> {
     if broker_required() {
         panic!("{test}: RabbitMQ and rabbitmqctl are required (reachable: {reachable}, rabbitmqctl: {ctl})");
     }
-    let _ = writeln!(
-        std::io::stderr(),
-        "\n##########\n## SKIPPED {test}: needs RabbitMQ and rabbitmqctl\n##########"
-    );
+    lepus::testing::skipped(test, "needs RabbitMQ and rabbitmqctl");
     None
 }
 

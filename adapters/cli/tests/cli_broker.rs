@@ -23,23 +23,7 @@ fn addr() -> String {
 }
 
 async fn broker(test: &str) -> Option<AmqpTransport> {
-    match AmqpTransport::connect(AmqpConfig::new(addr())).await {
-        Ok(t) => Some(t),
-        Err(e)
-            if std::env::var("CI").is_ok_and(|v| v == "true")
-                || std::env::var("LEPUS_REQUIRE_BROKER").is_ok_and(|v| v == "1") =>
-        {
-            panic!("{test}: RabbitMQ is required (CI=true or LEPUS_REQUIRE_BROKER=1): {e}")
-        }
-        Err(e) => {
-            let _ = writeln!(
-                std::io::stderr(),
-                "\n##########\n## SKIPPED {test}: RabbitMQ unreachable: {e}\n\
-                 ## start RabbitMQ or set AMQP_ADDR; LEPUS_REQUIRE_BROKER=1 makes this fail\n##########"
-            );
-            None
-        }
-    }
+    lepus::testing::connect_with(test, AmqpConfig::new(addr())).await
 }
 
 fn unique(prefix: &str) -> String {

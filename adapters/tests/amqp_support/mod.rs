@@ -2,43 +2,13 @@
 //! `AMQP_ADDR` (default `amqp://127.0.0.1:5672/%2f`).
 #![allow(dead_code)]
 
-use std::io::Write;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use lepus::{AmqpConfig, AmqpTransport, Delivery, QueueSpec, Subscription, Transport};
+use lepus::{AmqpTransport, Delivery, QueueSpec, Subscription, Transport};
 
-/// True when an unreachable broker must fail the test run (`CI=true` or
-/// `LEPUS_REQUIRE_BROKER=1`) instead of skipping.
-pub fn broker_required() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true")
-        || std::env::var("LEPUS_REQUIRE_BROKER").is_ok_and(|v| v == "1")
-}
-
-/// Connects with `config`; when the broker is unreachable, panics if it is required and
-/// otherwise prints a loud skip notice and returns `None`.
-pub async fn connect_with(test: &str, config: AmqpConfig) -> Option<AmqpTransport> {
-    match AmqpTransport::connect(config).await {
-        Ok(transport) => Some(transport),
-        Err(e) if broker_required() => {
-            panic!("{test}: RabbitMQ is required (CI=true or LEPUS_REQUIRE_BROKER=1): {e}")
-        }
-        Err(e) => {
-            // Straight to the process's stderr: the test harness captures `eprintln!`.
-            let _ = writeln!(
-                std::io::stderr(),
-                "\n##########\n## SKIPPED {test}: RabbitMQ unreachable: {e}\n\
-                 ## start RabbitMQ or set AMQP_ADDR; set LEPUS_REQUIRE_BROKER=1 to make this fail\n##########"
-            );
-            None
-        }
-    }
-}
-
-/// Connects to `AMQP_ADDR` with default settings, or skips (see [`connect_with`]).
-pub async fn connect(test: &str) -> Option<AmqpTransport> {
-    connect_with(test, AmqpConfig::from_env()).await
-}
+#[allow(unused_imports)]
+pub use lepus::testing::{broker_required, connect, connect_with};
 
 /// `let t = broker!("name");` returns from the test when the broker is unreachable and not
 /// required.

@@ -1,0 +1,61 @@
+//! For tests that need a real RabbitMQ (ours and yours): connect to `AMQP_ADDR` (default
+//! [`crate::DEFAULT_ADDR`]), and when the broker is unreachable either fail (in CI:
+//! `CI=true` or `LEPUS_REQUIRE_BROKER=1`) or skip with a loud notice (on a laptop without a
+//! broker). Handler tests that need no broker use [`crate::InProcessBroker`] instead.
+//!
+//! ```no_run
+//! # async fn t() {
+//! let Some(transport) = lepus::testing::connect("my_handler_on_rabbitmq").await else {
+//!     return; // skipped, and said so on stderr
+//! };
+//! # drop(transport);
+//! # }
+//! ```
+
+use std::io::Write;
+
+use crate::amqp::{AmqpConfig, AmqpTransport};
+
+/// True when an unreachable broker must fail the test run (`CI=true` or
+/// `LEPUS_REQUIRE_BROKER=1`) instead of skipping.
+pub fn broker_required() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true")
+        || std::env::var("LEPUS_REQUIRE_BROKER").is_ok_and(|v| v == "1")
+}
+
+/// Connects with `config`; when the broker is unreachable, panics if it is required (see
+/// [`broker_required`]) and otherwise prints a loud skip notice naming `test` and returns
+/// `None`.
+///
+/// # Panics
+/// When the broker is unreachable and required: that is how a test fails.
+pub async fn connect_with(test: &str, config: AmqpConfig) -> Option<AmqpTransport> {
+    match AmqpTransport::connect(config).await {
+        Ok(transport) => Some(transport),
+        Err(e) if broker_required() => {
+            panic!("{test}: RabbitMQ is required (CI=true or LEPUS_REQUIRE_BROKER=1): {e}")
+        }
+        Err(e) => {
+            skipped(test, &format!("RabbitMQ unreachable: {e}"));
+            None
+        }
+    }
+}
+
+/// Connects to `AMQP_ADDR` with default settings, or skips (see [`connect_with`]).
+///
+/// # Panics
+/// When the broker is unreachable and required.
+pub async fn connect(test: &str) -> Option<AmqpTransport> {
+    connect_with(test, AmqpConfig::from_env()).await
+}
+
+/// Prints the loud skip notice of `test` (straight to the process's stderr: the test harness
+/// captures `eprintln!`).
+pub fn skipped(test: &str, why: &str) {
+    let _ = writeln!(
+        std::io::stderr(),
+        "\n##########\n## SKIPPED {test}: {why}\n\
+         ## start RabbitMQ or set AMQP_ADDR; set LEPUS_REQUIRE_BROKER=1 to make this fail\n##########"
+    );
+}
