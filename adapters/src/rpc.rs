@@ -26,6 +26,8 @@ mod correlator;
 mod error;
 mod gather;
 mod pending;
+mod replies;
+mod reply_path;
 mod request;
 mod server;
 mod wire;
