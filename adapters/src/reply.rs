@@ -15,7 +15,8 @@
 //!
 //! The requester half ([`RequestSender`]) is shared by callers; the reply half
 //! ([`ReplyReceiver`]) is read by one task. When the receiver yields `None` (channel or
-//! connection lost, broker gone) no further reply can arrive.
+//! connection lost, broker gone) no further reply can arrive on that channel:
+//! [`crate::RpcClient`] then opens a new one.
 
 use core::future::Future;
 

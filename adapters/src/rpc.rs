@@ -29,6 +29,8 @@ mod error;
 mod gather;
 mod pending;
 mod raw;
+mod replies;
+mod reply_path;
 mod request;
 mod server;
 mod wire;

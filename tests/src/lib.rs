@@ -3,3 +3,4 @@
 
 pub mod chaos;
 pub mod proxy;
+pub mod rpc_chaos;

@@ -10,31 +10,39 @@ use lapin::{Channel, Connection, Consumer};
 
 use crate::amqp::properties::from_amqp;
 use crate::amqp::publisher::Publisher;
-use crate::error::{Error, Result};
+use crate::amqp::supervisor::Session;
+use crate::error::{Error, ErrorKind, Result};
 use crate::reply::{ReplyMessage, ReplyMode, ReplyReceiver, RequestSender, DIRECT_REPLY_TO};
 use crate::transport::Publication;
 
-/// Publishes RPC requests on the channel that consumes their replies.
+/// Publishes RPC requests on the channel that consumes their replies. Bound to one
+/// connection: once it is lost, publishes fail with [`ErrorKind::ConnectionLost`] (or
+/// [`ErrorKind::ChannelClosed`] when only the channel closed) and a new reply channel is
+/// needed.
 #[derive(Debug)]
 pub struct AmqpRequestSender {
     publisher: Publisher,
     reply_to: String,
+    session: Arc<Session>,
 }
 
-/// Replies consumed (no acks) on a [`AmqpRequestSender`]'s channel.
+/// Replies consumed (no acks) on a [`AmqpRequestSender`]'s channel. Ends (`None`) when the
+/// channel or its connection is lost.
 #[derive(Debug)]
 pub struct AmqpReplyReceiver {
     consumer: Consumer,
+    session: Arc<Session>,
     _channel: Channel,
 }
 
-/// Opens a channel, starts the no-ack reply consumer on it, then puts it in confirm mode
-/// for the requests.
+/// Opens a channel on `session`, starts the no-ack reply consumer on it, then puts it in
+/// confirm mode for the requests.
 pub(crate) async fn open(
-    connection: &Arc<Connection>,
+    session: Arc<Session>,
     mode: ReplyMode,
     max_payload: usize,
 ) -> Result<(AmqpRequestSender, AmqpReplyReceiver)> {
+    let connection: &Arc<Connection> = &session.connection;
     let channel = connection
         .create_channel()
         .await
@@ -77,9 +85,11 @@ pub(crate) async fn open(
         AmqpRequestSender {
             publisher,
             reply_to,
+            session: Arc::clone(&session),
         },
         AmqpReplyReceiver {
             consumer,
+            session,
             _channel: channel,
         },
     ))
@@ -91,14 +101,28 @@ impl RequestSender for AmqpRequestSender {
     }
 
     async fn publish(&self, publication: Publication<'_>) -> Result<()> {
-        self.publisher.send(publication).await
+        // lapin may leave a confirmation pending on a connection that is gone.
+        tokio::select! {
+            outcome = self.publisher.send(publication) => outcome,
+            () = self.session.closed() => Err(Error::new(ErrorKind::ConnectionLost)
+                .context("connection lost before the RPC request was confirmed")),
+        }
     }
 }
 
 impl ReplyReceiver for AmqpReplyReceiver {
     async fn next(&mut self) -> Option<ReplyMessage> {
         let consumer = &mut self.consumer;
-        match core::future::poll_fn(|cx| Pin::new(&mut *consumer).poll_next(cx)).await? {
+        let next = core::future::poll_fn(|cx| Pin::new(&mut *consumer).poll_next(cx));
+        let item = tokio::select! {
+            item = next => item?,
+            // lapin may leave the stream pending when the connection is gone.
+            () = self.session.closed() => {
+                tracing::warn!("connection lost; RPC reply consumer ended");
+                return None;
+            }
+        };
+        match item {
             Ok(d) => Some(ReplyMessage {
                 properties: from_amqp(&d.properties),
                 body: d.data,

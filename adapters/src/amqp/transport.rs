@@ -302,6 +302,8 @@ impl crate::reply::ReplyTransport for AmqpTransport {
         &self,
         mode: crate::reply::ReplyMode,
     ) -> Result<(Self::Sender, Self::Receiver)> {
-        crate::amqp::reply::open(&self.connection(), mode, self.config().max_payload).await
+        // On an open connection: reconnects first if needed (up to the send timeout).
+        let session = self.sup.session(Some(self.deadline())).await?;
+        crate::amqp::reply::open(session, mode, self.config().max_payload).await
     }
 }

@@ -5,9 +5,9 @@ use std::sync::Arc;
 use tokio::task::JoinHandle;
 use tokio::time::{Duration, Instant};
 
-use crate::error::Result;
+use crate::error::{Error, ErrorKind, Result};
 use crate::properties::Properties;
-use crate::reply::{ReplyMode, ReplyReceiver, ReplyTransport, RequestSender};
+use crate::reply::{ReplyMode, ReplyTransport, RequestSender};
 use crate::transport::Publication;
 
 use super::correlation::format_correlation_id;
@@ -15,6 +15,8 @@ use super::correlator::{Correlator, RpcCounters};
 use super::error::RpcError;
 use super::gather::{join_all, GatherSet};
 use super::pending::PendingReply;
+use super::replies::read_replies;
+use super::reply_path::ReplyPath;
 use super::request::Request;
 use super::wire::encode_request;
 
@@ -67,11 +69,33 @@ impl RpcClientConfig {
 }
 
 /// Sends typed requests and matches their replies. Cheap to clone: clones share one reply
-/// channel and one table of pending calls.
+/// path and one table of pending calls.
 ///
-/// A background task reads the replies and times calls out at their deadlines; when the
-/// reply consumer dies (channel or connection lost) every pending call fails at once with
-/// [`RpcError::Closed`], and so do later calls: open a new client.
+/// A background task reads the replies and times calls out at their deadlines.
+///
+/// **Recovery.** When the reply path is lost (channel or connection lost, broker restart,
+/// reply queue deleted) the client opens a new one on the recovered connection: a new direct
+/// reply-to consumer on a new channel (the broker rewrites each request's `reply_to` to name
+/// the channel it came on), or a new exclusive queue (a new [`RpcClient::reply_to`], carried
+/// by later requests).
+/// - Calls pending at the loss end with [`RpcError::Timeout`] at their own deadline, never
+///   earlier and never later: their replies were addressed to the lost path and cannot arrive
+///   (direct reply-to is at-most-once). They keep their correlation ids until the deadline, so
+///   a reply that does come is counted as late (or matched, if in time), never handed to
+///   another call. They are not failed at once: a timeout is what a caller already handles,
+///   and the request itself may well have been handled by the server (retrying it is the
+///   caller's decision, as after any timeout).
+/// - Calls made while the path is down wait for the new one up to their deadline, then end
+///   with [`RpcError::Timeout`]. A request whose publish is interrupted by the loss is sent
+///   again (same correlation id, new `reply_to`) on the new path until its deadline, so a
+///   server may handle such a request twice; only the reply to the new address can reach the
+///   caller.
+/// - Once the path is open again, calls work as before ([`RpcClient::reopenings`] counts the
+///   reopenings).
+///
+/// [`RpcError::Closed`] only comes when the client can take no more calls: the transport
+/// refused to open a reply path for good (a lost connection is not that), see
+/// [`RpcClient::is_closed`].
 ///
 /// ```no_run
 /// # use lepus::{Message, rpc::{Request, RpcClient}};
@@ -95,7 +119,7 @@ pub struct RpcClient<T: ReplyTransport> {
 }
 
 struct Inner<T: ReplyTransport> {
-    sender: T::Sender,
+    path: Arc<ReplyPath<T::Sender>>,
     correlator: Arc<Correlator>,
     config: RpcClientConfig,
     task: JoinHandle<()>,
@@ -105,6 +129,7 @@ struct Inner<T: ReplyTransport> {
 impl<T: ReplyTransport> Drop for Inner<T> {
     fn drop(&mut self) {
         self.task.abort();
+        self.path.close();
         self.correlator.close();
     }
 }
@@ -139,17 +164,24 @@ impl<T: ReplyTransport + 'static> RpcClient<T> {
     /// A client with `config`. Starts the reply task on the current tokio runtime.
     ///
     /// # Errors
-    /// Opening the reply channel failed.
+    /// Opening the reply channel failed (the first one: later losses are recovered).
     pub async fn with_config(transport: Arc<T>, config: RpcClientConfig) -> Result<Self> {
         let (sender, receiver) = transport.reply_channel(config.reply_mode).await?;
         let correlator = Arc::new(Correlator::new(
             config.initial_capacity,
             config.max_in_flight,
         ));
-        let task = tokio::spawn(read_replies(receiver, Arc::clone(&correlator)));
+        let path = Arc::new(ReplyPath::new(sender));
+        let task = tokio::spawn(read_replies(
+            Arc::clone(&transport),
+            config.reply_mode,
+            receiver,
+            Arc::clone(&correlator),
+            Arc::clone(&path),
+        ));
         Ok(RpcClient {
             inner: Arc::new(Inner {
-                sender,
+                path,
                 correlator,
                 config,
                 task,
@@ -165,9 +197,20 @@ impl<T: ReplyTransport> RpcClient<T> {
         &self.inner.config
     }
 
-    /// The `reply_to` address requests carry.
-    pub fn reply_to(&self) -> &str {
-        self.inner.sender.reply_to()
+    /// The `reply_to` address requests carry now (the last one while the reply path is
+    /// down); it changes when the path is opened again after a loss.
+    pub fn reply_to(&self) -> String {
+        self.inner.path.reply_to()
+    }
+
+    /// How many times the reply path was opened again after a loss.
+    pub fn reopenings(&self) -> u64 {
+        self.inner.path.generation().saturating_sub(1)
+    }
+
+    /// True while the reply path is open (false from a loss until it is open again).
+    pub fn is_reply_path_up(&self) -> bool {
+        self.inner.path.is_up()
     }
 
     /// Dropped replies by class, calls in flight and the table size.
@@ -175,7 +218,9 @@ impl<T: ReplyTransport> RpcClient<T> {
         self.inner.correlator.counters()
     }
 
-    /// True once the reply consumer is gone: every call fails with [`RpcError::Closed`].
+    /// True once the client can take no more calls (every call fails with
+    /// [`RpcError::Closed`]): the transport refused to open a reply path for good. A lost
+    /// connection does not close the client: its reply path is opened again.
     pub fn is_closed(&self) -> bool {
         self.inner.correlator.is_closed()
     }
@@ -196,14 +241,15 @@ impl<T: ReplyTransport> RpcClient<T> {
     /// [`PendingReply`] to await later; the call times out `timeout` from now.
     ///
     /// # Errors
-    /// [`RpcError::Full`], [`RpcError::Closed`], or [`RpcError::Transport`] when the publish
-    /// failed (then nothing is pending).
+    /// [`RpcError::Full`], [`RpcError::Closed`], [`RpcError::Timeout`] when the request could
+    /// not be sent before the deadline (the reply path stayed down), or
+    /// [`RpcError::Transport`] when the publish failed (then nothing is pending).
     pub async fn start<R: Request>(
         &self,
         request: &R,
         timeout: Duration,
     ) -> Result<PendingReply<R>, RpcError> {
-        self.start_until(request, Instant::now() + timeout).await
+        self.start_until(request, deadline_after(timeout)).await
     }
 
     /// As [`RpcClient::start`], with an absolute deadline.
@@ -223,29 +269,37 @@ impl<T: ReplyTransport> RpcClient<T> {
 
     /// Registers a call, publishes the request `encode` builds from its correlation id and
     /// reply address with `routing_key`, and hands back its [`PendingReply`]. Typed calls
-    /// and calls by name ([`super::raw`]) both go through here.
+    /// and calls by name ([`super::raw`]) both go through here. Waits for the
+    /// reply path while it is down; a publish interrupted by the loss of the path is encoded
+    /// again for the next path (its address changed) and sent again, until `deadline`.
     pub(super) async fn start_encoded<R: Request>(
         &self,
         routing_key: &str,
         deadline: Instant,
-        encode: impl FnOnce(&str, &str) -> Result<(Vec<u8>, Properties)> + Send,
+        encode: impl Fn(&str, &str) -> Result<(Vec<u8>, Properties)> + Send,
     ) -> Result<PendingReply<R>, RpcError> {
         let inner = &self.inner;
         let (id, rx) = inner.correlator.register(deadline)?;
         // From here on, dropping `pending` (an error below, or this future) frees the slot.
         let pending = PendingReply::new(id, rx, deadline, Arc::clone(&inner.correlator));
         let correlation_id = format_correlation_id(id);
-        let (body, properties) = encode(&correlation_id, inner.sender.reply_to())?;
-        inner
-            .sender
-            .publish(Publication::new(
-                &inner.config.exchange,
-                routing_key,
-                &body,
-                &properties,
-            ))
-            .await?;
-        Ok(pending)
+        let mut stale = 0;
+        loop {
+            let (sender, generation) = inner.path.ready(stale, deadline).await?;
+            let (body, properties) = encode(&correlation_id, sender.reply_to())?;
+            let publication =
+                Publication::new(&inner.config.exchange, routing_key, &body, &properties);
+            match tokio::time::timeout_at(deadline, sender.publish(publication)).await {
+                Ok(Ok(())) => return Ok(pending),
+                Ok(Err(e)) if is_path_loss(&e) => {
+                    tracing::debug!(error = %e, generation, "request interrupted by the loss of the reply path; sending it again on the next one");
+                    inner.path.lost(generation);
+                    stale = generation;
+                }
+                Ok(Err(e)) => return Err(e.into()),
+                Err(_) => return Err(RpcError::Timeout),
+            }
+        }
     }
 
     /// Sends every request of the tuple `(&A, &B, ...)` at once and awaits all replies
@@ -253,7 +307,7 @@ impl<T: ReplyTransport> RpcClient<T> {
     /// own reply or error: one failure loses nothing else. Total time is that of the
     /// slowest call.
     pub async fn gather<G: GatherSet>(&self, requests: G, timeout: Duration) -> G::Output {
-        requests.gather(self, Instant::now() + timeout).await
+        requests.gather(self, deadline_after(timeout)).await
     }
 
     /// Sends every request (of one type) at once and awaits all replies under one deadline;
@@ -263,7 +317,7 @@ impl<T: ReplyTransport> RpcClient<T> {
         requests: &[R],
         timeout: Duration,
     ) -> Vec<Result<R::Reply, RpcError>> {
-        let deadline = Instant::now() + timeout;
+        let deadline = deadline_after(timeout);
         join_all(
             requests
                 .iter()
@@ -279,30 +333,29 @@ impl<T: ReplyTransport> RpcClient<T> {
     }
 }
 
-/// The reply task: hands replies to their callers, times calls out, and fails everything
-/// once the reply consumer ends.
-async fn read_replies<Rx: ReplyReceiver>(mut receiver: Rx, correlator: Arc<Correlator>) {
-    loop {
-        let next = correlator.next_deadline();
-        tokio::select! {
-            biased;
-            reply = receiver.next() => match reply {
-                Some(reply) => correlator.complete(reply),
-                None => {
-                    tracing::warn!("RPC reply consumer ended; failing pending calls");
-                    correlator.close();
-                    return;
-                }
-            },
-            () = sleep_until(next) => correlator.expire_due(),
-            () = correlator.wake.notified() => {}
-        }
-    }
+/// The request channel (which is the reply channel) or its connection is gone.
+fn is_path_loss(e: &Error) -> bool {
+    e.is_connection_error() || e.kind() == ErrorKind::ChannelClosed
 }
 
-async fn sleep_until(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => core::future::pending().await,
+/// The longest wait of a call; longer timeouts (`Duration::MAX`, a number from a command
+/// line) are cut to it, so that the deadline cannot overflow the clock.
+pub(super) const MAX_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// The deadline `timeout` from now (at most [`MAX_TIMEOUT`]).
+pub(super) fn deadline_after(timeout: Duration) -> Instant {
+    Instant::now() + timeout.min(MAX_TIMEOUT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn any_timeout_has_a_deadline() {
+        let now = Instant::now();
+        let far = deadline_after(Duration::MAX);
+        assert!(far >= now + MAX_TIMEOUT, "cut to the longest wait");
+        assert!(deadline_after(Duration::from_millis(5)) < far);
     }
 }

@@ -74,8 +74,9 @@ pub enum RpcError {
         /// The maximum number of calls in flight.
         capacity: usize,
     },
-    /// The reply consumer is gone (channel or connection lost, client dropped): no reply can
-    /// arrive any more. Open a new client.
+    /// The client is closed for good: it was dropped, or its transport refused to open a
+    /// reply path again. A lost connection is not this: the client opens a new reply path, and
+    /// calls whose replies were lost end with [`RpcError::Timeout`].
     Closed,
     /// Publishing the request failed (invalid name, unroutable, connection lost, ...).
     Transport(Error),
@@ -112,7 +113,7 @@ impl fmt::Display for RpcError {
             RpcError::Full { capacity } => {
                 write!(f, "too many RPC calls in flight (at most {capacity})")
             }
-            RpcError::Closed => f.write_str("RPC reply channel closed"),
+            RpcError::Closed => f.write_str("RPC client closed (no reply path can be opened)"),
             RpcError::Transport(e) => write!(f, "RPC request not sent: {e}"),
         }
     }

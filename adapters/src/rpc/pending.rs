@@ -23,7 +23,9 @@ const GUARD: Duration = Duration::from_millis(250);
 /// call (its slot is freed; a later reply is dropped and counted as cancelled).
 ///
 /// It resolves by its deadline at the latest: the reply, the server's error, a decode
-/// error, [`RpcError::Timeout`], or [`RpcError::Closed`] when the reply consumer died.
+/// error, [`RpcError::Timeout`] (also when the reply path was lost after the request was sent:
+/// the reply cannot arrive any more, see [`super::RpcClient`]), or [`RpcError::Closed`] when
+/// the client was closed for good.
 #[must_use = "a pending reply does nothing unless awaited; dropping it cancels the call"]
 pub struct PendingReply<R: Request> {
     id: u128,
