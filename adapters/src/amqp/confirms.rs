@@ -154,7 +154,8 @@ impl Future for OldestConfirm<'_> {
 }
 
 /// Settles every tracked publish whose confirmation is resolved, after collecting the message
-/// ids of all returned messages carried by any of them.
+/// ids of all returned messages carried by any of them. Touches only the entries
+/// [`poll_resolved`] looked at, never the whole backlog.
 fn sweep(channel: &Channel, pending: &mut VecDeque<Tracked>, returned: &mut HashMap<String, u16>) {
     let swept = poll_resolved(pending);
     let resolved_before_sync: Vec<bool> = pending
@@ -167,11 +168,25 @@ fn sweep(channel: &Channel, pending: &mut VecDeque<Tracked>, returned: &mut Hash
     }
     sync_with_lapin(channel);
     // A second look: carriers of returned messages resolved since the first look.
-    poll_resolved(pending);
-    for tracked in pending.iter() {
-        if let Some(Ok(Confirmation::Ack(Some(message)) | Confirmation::Nack(Some(message)))) =
-            &tracked.outcome
-        {
+    let looked = poll_resolved(pending).max(swept);
+    for tracked in pending.iter_mut().take(looked) {
+        // Each carried message is taken once: the carrier's own outcome stays an ack (or
+        // nack), and the id waits in `returned` for its publish.
+        let carried = match tracked.outcome.take() {
+            Some(Ok(Confirmation::Ack(Some(message)))) => {
+                tracked.outcome = Some(Ok(Confirmation::Ack(None)));
+                Some(message)
+            }
+            Some(Ok(Confirmation::Nack(Some(message)))) => {
+                tracked.outcome = Some(Ok(Confirmation::Nack(None)));
+                Some(message)
+            }
+            other => {
+                tracked.outcome = other;
+                None
+            }
+        };
+        if let Some(message) = carried {
             // Without an id the return cannot be matched: blame the carrier, as lapin does.
             let id = match message.delivery.properties.message_id() {
                 Some(id) => id.as_str().to_string(),
@@ -180,16 +195,16 @@ fn sweep(channel: &Channel, pending: &mut VecDeque<Tracked>, returned: &mut Hash
             returned.insert(id, message.reply_code);
         }
     }
-    let mut still_pending = VecDeque::with_capacity(pending.len());
-    for (i, mut tracked) in pending.drain(..).enumerate() {
-        let settle_now = resolved_before_sync.get(i).copied().unwrap_or(false);
+    // Settle the resolved ones among the first `swept`; the others go back, in order.
+    let mut kept = Vec::new();
+    for (settle_now, mut tracked) in resolved_before_sync.into_iter().zip(pending.drain(..swept)) {
         let outcome = if settle_now {
             tracked.outcome.take()
         } else {
             None
         };
         let Some(outcome) = outcome else {
-            still_pending.push_back(tracked);
+            kept.push(tracked);
             continue;
         };
         let result = match outcome {
@@ -207,7 +222,9 @@ fn sweep(channel: &Channel, pending: &mut VecDeque<Tracked>, returned: &mut Hash
         // The publisher may have stopped waiting (its future was dropped): nothing to do.
         let _ = tracked.settle.send(result);
     }
-    *pending = still_pending;
+    for tracked in kept.into_iter().rev() {
+        pending.push_front(tracked);
+    }
 }
 
 /// Polls the oldest tracked confirmations (up to [`LOOKAHEAD`] unresolved ones) and records
