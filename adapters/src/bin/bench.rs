@@ -1,14 +1,22 @@
 //! Throughput against the broker at `AMQP_ADDR`, raw lapin vs lepus, in the same run.
 //!
-//! `cargo run --release -p lepus --bin bench [messages]` (default 20,000). Each scenario runs
+//! `cargo run --release -p lepus --bin bench [messages] [--only messages|rpc]` (default
+//! 20,000 messages; without `--only`, both parts run). Each scenario runs
 //! twice; the better run counts. Messages are 256-byte persistent bodies on a durable topic
 //! exchange bound to a durable classic queue, mandatory, with the same properties on both
 //! sides.
 //!
 //! The in-process broker's throughput is measured first, with the same bodies, properties
 //! and topology (it needs no broker, so its table prints even when RabbitMQ is down).
+//!
+//! The RPC part (`bench/rpc.rs`) follows: call latency and calls per second, raw lapin vs
+//! lepus, in flight and gathered.
 #![forbid(unsafe_code)]
 
+#[path = "bench/rpc.rs"]
+mod rpc;
+#[path = "bench/rpc_raw.rs"]
+mod rpc_raw;
 #[path = "bench/typed.rs"]
 mod typed;
 
@@ -47,17 +55,47 @@ impl Row {
     }
 }
 
+/// What to run: `[messages] [--only messages|rpc]`.
+struct Options {
+    n: usize,
+    messages: bool,
+    rpc: bool,
+}
+
+impl Options {
+    fn parse() -> Result<Self, BoxError> {
+        let mut options = Options {
+            n: 20_000,
+            messages: true,
+            rpc: true,
+        };
+        let mut args = std::env::args().skip(1);
+        while let Some(arg) = args.next() {
+            match arg.as_str() {
+                "--only" => match args.next().as_deref() {
+                    Some("messages") => options.rpc = false,
+                    Some("rpc") => options.messages = false,
+                    _ => return Err("--only takes `messages` or `rpc`".into()),
+                },
+                count => options.n = count.parse()?,
+            }
+        }
+        Ok(options)
+    }
+}
+
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
-    let n: usize = match std::env::args().nth(1) {
-        Some(arg) => arg.parse()?,
-        None => 20_000,
-    };
+    let options = Options::parse()?;
+    let config = AmqpConfig::from_env();
+    if !options.messages {
+        return rpc::run(&config).await;
+    }
+    let n = options.n;
     in_process(n).await?;
 
-    let config = AmqpConfig::from_env();
     let raw = Connection::connect(&config.addr, ConnectionProperties::default()).await?;
-    let ours = Arc::new(AmqpTransport::connect(config).await?);
+    let ours = Arc::new(AmqpTransport::connect(config.clone()).await?);
 
     let suffix = std::process::id();
     let exchange = format!("lepus-bench-{suffix}");
@@ -190,6 +228,9 @@ async fn main() -> Result<(), BoxError> {
     ours.delete_exchange(&exchange).await?;
     ours.close().await?;
     raw.close(200, "bye".into()).await?;
+    if options.rpc {
+        rpc::run(&config).await?;
+    }
     Ok(())
 }
 
