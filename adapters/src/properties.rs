@@ -86,8 +86,8 @@ impl From<bool> for HeaderValue {
     }
 }
 
-/// Properties of a message. Every message this crate publishes is persistent
-/// (`delivery_mode` 2).
+/// Properties of a message. Messages are persistent (`delivery_mode` 2) unless marked
+/// [`Properties::transient`]; dead letters always are.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Properties {
     /// The AMQP `type` property: the wire type name of the message.
@@ -104,6 +104,11 @@ pub struct Properties {
     pub reply_to: Option<String>,
     /// Application headers.
     pub headers: Headers,
+    /// `delivery_mode` 1 instead of 2: the broker keeps the message in memory only, so it
+    /// confirms it without waiting for a disk write, and loses it if it restarts. For RPC
+    /// requests and replies, which cannot outlive their reply channel anyway; never for
+    /// tasks that must survive a restart.
+    pub transient: bool,
 }
 
 impl Properties {
@@ -151,6 +156,13 @@ impl Properties {
     #[must_use]
     pub fn with_timestamp(mut self, seconds: u64) -> Self {
         self.timestamp = Some(seconds);
+        self
+    }
+
+    /// Marks the message transient (see [`Properties::transient`]).
+    #[must_use]
+    pub fn with_transient(mut self) -> Self {
+        self.transient = true;
         self
     }
 

@@ -345,3 +345,29 @@ async fn thousand_pipelined_publishes_are_confirmed() {
     assert_eq!(message_count(&t, &spec.name).await, 2001);
     cleanup(&t, &spec, &[]).await;
 }
+
+#[tokio::test]
+async fn transient_stays_transient_and_dead_letters_are_persistent() {
+    let t = broker!("transient_stays_transient_and_dead_letters_are_persistent");
+    let spec = setup(&t, "transient", "t.key").await;
+    let props = Properties::new()
+        .with_type("Ping")
+        .with_message_id("transient-1")
+        .with_transient();
+    t.publish(Publication::new(&spec.exchange, "t.key", b"{}", &props))
+        .await
+        .unwrap();
+    t.publish_dead_letter(&spec.name, b"{}", &props.clone().with_message_id("dead-1"))
+        .await
+        .unwrap();
+    let browser = t.browse().await.unwrap();
+    let (d, _) = browser.get(&spec.name).await.unwrap().expect("a message");
+    assert_eq!(d.message_id(), Some("transient-1"));
+    assert!(d.properties.transient, "delivery_mode 1 on the wire");
+    let dead = format!("{}.dead", spec.name);
+    let (d, _) = browser.get(&dead).await.unwrap().expect("a dead letter");
+    assert_eq!(d.message_id(), Some("dead-1"));
+    assert!(!d.properties.transient, "dead letters are kept on disk");
+    browser.close().await.unwrap();
+    cleanup(&t, &spec, &[]).await;
+}

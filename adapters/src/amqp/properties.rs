@@ -8,6 +8,8 @@ use crate::properties::{HeaderValue, Headers, Properties};
 
 /// `delivery_mode` of a persistent message.
 const PERSISTENT: u8 = 2;
+/// `delivery_mode` of a transient message.
+const TRANSIENT: u8 = 1;
 
 fn short(what: NameKind, s: &str) -> Result<ShortString> {
     ShortString::try_new(s)
@@ -19,7 +21,7 @@ pub(crate) fn short_name(what: NameKind, s: &str) -> Result<ShortString> {
     short(what, s)
 }
 
-/// Builds persistent AMQP properties. `message_id` and `timestamp` are the values the
+/// Builds AMQP properties (persistent unless [`Properties::transient`]). `message_id` and `timestamp` are the values the
 /// publisher settled on (given or filled in).
 pub(crate) fn to_amqp(
     props: &Properties,
@@ -27,7 +29,11 @@ pub(crate) fn to_amqp(
     timestamp: u64,
 ) -> Result<BasicProperties> {
     let mut out = BasicProperties::default()
-        .with_delivery_mode(PERSISTENT)
+        .with_delivery_mode(if props.transient {
+            TRANSIENT
+        } else {
+            PERSISTENT
+        })
         .with_message_id(short(NameKind::Property("message_id"), message_id)?)
         .with_timestamp(timestamp);
     if let Some(t) = &props.message_type {
@@ -94,6 +100,7 @@ pub(crate) fn from_amqp(props: &BasicProperties) -> Properties {
             .as_ref()
             .map(headers_from)
             .unwrap_or_default(),
+        transient: *props.delivery_mode() == Some(TRANSIENT),
     }
 }
 
@@ -172,6 +179,16 @@ mod tests {
             ..props
         };
         assert_eq!(back, expected);
+    }
+
+    #[test]
+    fn transient_round_trips_as_delivery_mode_1() {
+        let props = Properties::new().with_transient();
+        let amqp = to_amqp(&props, "id-2", 7).unwrap_or_default();
+        assert_eq!(*amqp.delivery_mode(), Some(1));
+        assert!(from_amqp(&amqp).transient);
+        let persistent = to_amqp(&Properties::new(), "id-3", 7).unwrap_or_default();
+        assert!(!from_amqp(&persistent).transient);
     }
 
     #[test]

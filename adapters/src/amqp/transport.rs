@@ -266,6 +266,15 @@ impl Transport for AmqpTransport {
         properties: &Properties,
     ) -> Result<()> {
         let dead = dead_letter_queue_name(queue)?;
+        // Kept for a person to inspect: on disk, whatever the original was.
+        let properties = if properties.transient {
+            &Properties {
+                transient: false,
+                ..properties.clone()
+            }
+        } else {
+            properties
+        };
         self.send(Publication::new("", &dead, body, properties))
             .await
     }

@@ -64,8 +64,12 @@ fn envelope_reply_queue(reply_to: &str) -> Option<&str> {
     (!reply_to.starts_with(crate::reply::DIRECT_REPLY_TO)).then_some(reply_to)
 }
 
+/// Requests and replies are transient: the broker confirms them without a disk write (a
+/// persistent request costs a disk write on every call), and neither outlives its reply
+/// channel anyway (direct reply-to and exclusive reply queues end with the connection).
 fn request_properties(type_name: &str, correlation_id: &str, reply_to: &str) -> Properties {
     Properties::new()
+        .with_transient()
         .with_type(type_name)
         .with_content_type(CONTENT_TYPE_JSON)
         .with_message_id(new_message_id())
@@ -76,6 +80,7 @@ fn request_properties(type_name: &str, correlation_id: &str, reply_to: &str) -> 
 
 fn reply_properties(class_name: &str, correlation_id: Option<&str>) -> Properties {
     let mut p = Properties::new()
+        .with_transient()
         .with_type(class_name)
         .with_content_type(CONTENT_TYPE_JSON)
         .with_message_id(new_message_id())
