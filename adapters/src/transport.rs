@@ -21,6 +21,10 @@ pub struct Publication<'a> {
     pub body: &'a [u8],
     /// Properties and headers.
     pub properties: &'a Properties,
+    /// An unroutable publish is an error ([`crate::ErrorKind::Unroutable`]): true, the
+    /// default. Off only where the broker's answer means nothing (replies to a direct
+    /// reply-to address, which RabbitMQ returns as unroutable even when it delivers them).
+    pub mandatory: bool,
 }
 
 impl<'a> Publication<'a> {
@@ -36,13 +40,22 @@ impl<'a> Publication<'a> {
             routing_key,
             body,
             properties,
+            mandatory: true,
         }
+    }
+
+    /// The same publication, not mandatory: nobody learns whether it was routed.
+    #[must_use]
+    pub fn not_mandatory(mut self) -> Self {
+        self.mandatory = false;
+        self
     }
 }
 
 /// A broker connection: declares topology, publishes with confirmation, consumes.
 ///
-/// Every publish is persistent and mandatory, and returns only once the broker took
+/// Every publish is persistent (unless [`Properties::transient`]) and mandatory (unless
+/// [`Publication::not_mandatory`]), and returns only once the broker took
 /// responsibility for the message: an unroutable message is
 /// [`crate::ErrorKind::Unroutable`], a refused one [`crate::ErrorKind::Nacked`]. Names, sizes
 /// and properties are validated first; invalid input is an error and nothing is sent.

@@ -67,6 +67,7 @@ struct Prepared {
     routing_key: ShortString,
     properties: BasicProperties,
     message_id: String,
+    mandatory: bool,
 }
 
 impl Publisher {
@@ -182,6 +183,7 @@ impl Publisher {
             routing_key: short_name(NameKind::RoutingKey, p.routing_key)?,
             properties: to_amqp(p.properties, &message_id, timestamp)?,
             message_id,
+            mandatory: p.mandatory,
         })
     }
 
@@ -234,7 +236,7 @@ async fn send_frames(channel: &Channel, p: &Prepared, body: &[u8]) -> Result<Pub
             p.exchange.clone(),
             p.routing_key.clone(),
             BasicPublishOptions {
-                mandatory: true,
+                mandatory: p.mandatory,
                 immediate: false,
             },
             body,

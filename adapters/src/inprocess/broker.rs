@@ -246,8 +246,11 @@ impl InProcessBroker {
     }
 
     fn send(&self, p: &Publication<'_>, message: Stored) -> Result<()> {
-        self.with_state(|s, clock| s.publish(p.exchange, message, clock))
-            .map_err(|e| {
+        match self.with_state(|s, clock| s.publish(p.exchange, message, clock)) {
+            Err(e) if !p.mandatory && e.is_unroutable() => Ok(()),
+            other => other,
+        }
+        .map_err(|e| {
                 e.context(format!(
                     "publish to exchange {:?} with routing key {:?}",
                     p.exchange, p.routing_key

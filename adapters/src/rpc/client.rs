@@ -234,7 +234,21 @@ impl<T: ReplyTransport> RpcClient<T> {
         request: &R,
         timeout: Duration,
     ) -> Result<R::Reply, RpcError> {
-        self.start(request, timeout).await?.await
+        let deadline = deadline_after(timeout);
+        let (mut pending, correlation_id) = self.register::<R>(deadline)?;
+        let send = self.send_encoded(&correlation_id, R::ROUTING_KEY, deadline, |id, to| {
+            encode_request(request, id, to)
+        });
+        // The reply proves the request arrived: it may overtake the publisher confirm, which
+        // is then not waited for. A failed publish ends the call at once.
+        tokio::select! {
+            biased;
+            reply = &mut pending => reply,
+            sent = send => {
+                sent?;
+                pending.await
+            }
+        }
     }
 
     /// Publishes `request` (returns once the broker confirmed it) and hands back the
@@ -278,19 +292,44 @@ impl<T: ReplyTransport> RpcClient<T> {
         deadline: Instant,
         encode: impl Fn(&str, &str) -> Result<(Vec<u8>, Properties)> + Send,
     ) -> Result<PendingReply<R>, RpcError> {
+        let (pending, correlation_id) = self.register::<R>(deadline)?;
+        // Dropping `pending` (an error below, or this future) frees the slot.
+        self.send_encoded(&correlation_id, routing_key, deadline, encode)
+            .await?;
+        Ok(pending)
+    }
+
+    /// Takes a slot in the table of pending calls until `deadline`: the pending reply and
+    /// its correlation id.
+    fn register<R: Request>(
+        &self,
+        deadline: Instant,
+    ) -> Result<(PendingReply<R>, String), RpcError> {
         let inner = &self.inner;
         let (id, rx) = inner.correlator.register(deadline)?;
-        // From here on, dropping `pending` (an error below, or this future) frees the slot.
         let pending = PendingReply::new(id, rx, deadline, Arc::clone(&inner.correlator));
-        let correlation_id = format_correlation_id(id);
+        Ok((pending, format_correlation_id(id)))
+    }
+
+    /// Publishes the request of `correlation_id` on the current reply path (waiting for one
+    /// while it is down), again on the next path if the loss of this one interrupted it,
+    /// until `deadline`.
+    async fn send_encoded(
+        &self,
+        correlation_id: &str,
+        routing_key: &str,
+        deadline: Instant,
+        encode: impl Fn(&str, &str) -> Result<(Vec<u8>, Properties)> + Send,
+    ) -> Result<(), RpcError> {
+        let inner = &self.inner;
         let mut stale = 0;
         loop {
             let (sender, generation) = inner.path.ready(stale, deadline).await?;
-            let (body, properties) = encode(&correlation_id, sender.reply_to())?;
+            let (body, properties) = encode(correlation_id, sender.reply_to())?;
             let publication =
                 Publication::new(&inner.config.exchange, routing_key, &body, &properties);
             match tokio::time::timeout_at(deadline, sender.publish(publication)).await {
-                Ok(Ok(())) => return Ok(pending),
+                Ok(Ok(())) => return Ok(()),
                 Ok(Err(e)) if is_path_loss(&e) => {
                     tracing::debug!(error = %e, generation, "request interrupted by the loss of the reply path; sending it again on the next one");
                     inner.path.lost(generation);

@@ -60,12 +60,15 @@ struct State {
     carried: ReplyCounters,
     malformed: u64,
     closed: bool,
+    /// When the reply task's expiry timer fires (ms since the epoch; `u64::MAX`: not armed).
+    /// A call expiring later needs no wake-up: the task looks again when the timer fires.
+    armed_ms: u64,
 }
 
 /// The pending calls of one client.
 pub(crate) struct Correlator {
     state: Mutex<State>,
-    /// Wakes the reply task when a call was registered (its deadline may be the earliest).
+    /// Wakes the reply task when a call was registered that expires before its timer.
     pub(crate) wake: Notify,
     epoch: Instant,
     max_capacity: usize,
@@ -95,6 +98,7 @@ impl Correlator {
                 carried: ReplyCounters::default(),
                 malformed: 0,
                 closed: false,
+                armed_ms: u64::MAX,
             }),
             wake: Notify::new(),
             epoch: Instant::now(),
@@ -154,8 +158,11 @@ impl Correlator {
                     capacity: s.table.capacity(),
                 });
             };
+            let earlier = deadline_ms < s.armed_ms;
             drop(s);
-            self.wake.notify_one();
+            if earlier {
+                self.wake.notify_one();
+            }
             Ok((id, rx))
         }
     }
@@ -195,9 +202,22 @@ impl Correlator {
         }
     }
 
-    /// When the next call expires.
+    /// When the reply task's expiry timer should fire next, which arms it: the earliest
+    /// deadline pending or, with none pending, the time it was armed for if still ahead (a
+    /// spare expiry pass then is cheaper than waking the task at every call, as sequential
+    /// calls with an empty table in between would).
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
-        let ms = self.lock().table.next_deadline()?;
+        let now = self.now_ms();
+        let mut s = self.lock();
+        let ms = match s.table.next_deadline() {
+            Some(ms) => ms,
+            None if s.armed_ms != u64::MAX && s.armed_ms > now => s.armed_ms,
+            None => {
+                s.armed_ms = u64::MAX;
+                return None;
+            }
+        };
+        s.armed_ms = ms;
         Some(self.epoch + Duration::from_millis(ms))
     }
 

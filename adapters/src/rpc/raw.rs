@@ -129,7 +129,6 @@ impl<T: ReplyTransport> RpcClient<T> {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -258,7 +257,10 @@ mod tests {
         let cid = pending.correlation_id();
         assert_eq!(d.properties.message_type.as_deref(), Some("GetAds"));
         assert_eq!(d.properties.correlation_id.as_deref(), Some(cid.as_str()));
-        assert_eq!(d.properties.reply_to.as_deref(), Some(client.reply_to().as_str()));
+        assert_eq!(
+            d.properties.reply_to.as_deref(),
+            Some(client.reply_to().as_str())
+        );
         let raw = decode_json_raw(&d.body).expect("an envelope");
         assert_eq!(raw.payload, br#"{"user" : 7}"#);
         assert_eq!(raw.metadata.class_name.to_string(), "GetAds");

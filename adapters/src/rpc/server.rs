@@ -484,17 +484,15 @@ async fn process<T: Transport>(shared: &Shared<T>, delivery: Delivery) {
             return;
         }
     };
-    let published = shared
-        .transport
-        .publish(Publication::new("", &reply_to, &body, &properties))
-        .await;
     // RabbitMQ returns mandatory messages to direct reply-to names as unroutable even when
-    // it delivers them, so there a return cannot tell a gone requester: counted as sent.
+    // it delivers them (each return carrying the whole reply back), so there a return cannot
+    // tell a gone requester: such replies are not mandatory.
     let direct = reply_to.starts_with(crate::reply::DIRECT_REPLY_TO);
-    let published = match published {
-        Err(e) if direct && e.is_unroutable() => Ok(()),
-        other => other,
-    };
+    let mut publication = Publication::new("", &reply_to, &body, &properties);
+    if direct {
+        publication = publication.not_mandatory();
+    }
+    let published = shared.transport.publish(publication).await;
     match published {
         Ok(()) => match answer {
             Answer::Reply { .. } => bump(&c.replied),

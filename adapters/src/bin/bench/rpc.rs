@@ -227,7 +227,7 @@ pub async fn run(config: &AmqpConfig) -> Result<(), BoxError> {
     let note = note()?;
     in_process(&note).await?;
 
-    let raw = Connection::connect(&config.addr, ConnectionProperties::default()).await?;
+    let raw = Arc::new(Connection::connect(&config.addr, ConnectionProperties::default()).await?);
     let ours = Arc::new(AmqpTransport::connect(config.clone()).await?);
     let suffix = std::process::id();
     let exchange = format!("lepus-bench-rpc-{suffix}");
@@ -284,7 +284,7 @@ fn check_servers(stats: &[RpcServerStats]) -> Result<(), BoxError> {
 
 /// Everything measured against RabbitMQ.
 async fn measure(
-    raw: &Connection,
+    raw: &Arc<Connection>,
     client: &RpcClient<AmqpTransport>,
     exchange: &str,
     note: &str,
@@ -293,8 +293,19 @@ async fn measure(
         note: note.to_owned(),
     };
     let body = request_body(&echo)?;
-    let [raw_seq, raw_to_ours, ours_to_raw, ours_seq, raw_confirms] =
-        sequential(raw, client, exchange, &echo, &body).await?;
+    // From a spawned task, as a request handler calls (hyper and axum spawn one per
+    // connection), for both sides alike: `main`'s own thread is not a runtime worker, and
+    // waking it would add a thread hand-off to every reply.
+    let sequential = {
+        let (raw, client, exchange) = (Arc::clone(raw), client.clone(), exchange.to_owned());
+        let (echo, body) = (echo.clone(), body.clone());
+        tokio::spawn(async move {
+            sequential(&raw, &client, &exchange, &echo, &body)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    };
+    let [raw_seq, raw_to_ours, ours_to_raw, ours_seq, raw_confirms] = sequential.await??;
 
     // 64 in flight, best of two rounds after a warm-up round.
     let (mut raw_best, mut ours_best) = (Duration::MAX, Duration::MAX);

@@ -127,7 +127,7 @@ impl RawClient {
         self.sent += 1;
         let cid: ShortString = format!("{:032x}", self.sent).into();
         let props = BasicProperties::default()
-            .with_delivery_mode(2)
+            .with_delivery_mode(1) // transient, as tutorial 6 and our client
             .with_type("BenchEcho".into())
             .with_content_type("application/json".into())
             .with_message_id(format!("raw-rpc-{}", self.sent).into())
