@@ -251,11 +251,11 @@ impl InProcessBroker {
             other => other,
         }
         .map_err(|e| {
-                e.context(format!(
-                    "publish to exchange {:?} with routing key {:?}",
-                    p.exchange, p.routing_key
-                ))
-            })
+            e.context(format!(
+                "publish to exchange {:?} with routing key {:?}",
+                p.exchange, p.routing_key
+            ))
+        })
     }
 
     fn declare_wait_queue(&self, queue: &str, delay_ms: u32) -> Result<String> {

@@ -29,7 +29,7 @@ pub trait GatherSet {
 
 macro_rules! gather_tuple {
     ($($R:ident $r:ident),+) => {
-        impl<'a, $($R: Request),+> GatherSet for ($(&'a $R,)+) {
+        impl<$($R: Request),+> GatherSet for ($(&$R,)+) {
             type Output = ($(Result<$R::Reply, RpcError>,)+);
 
             fn gather<T: ReplyTransport>(

@@ -250,7 +250,25 @@ pub async fn run(config: &AmqpConfig) -> Result<(), BoxError> {
     servers.push(gather_server::<GetStats>(&ours, queue(3), &exchange).await?);
     let client = RpcClient::new(Arc::clone(&ours), &exchange).await?;
 
-    let outcome = measure(&raw, &client, &exchange, &note).await;
+    // From a spawned task, as a request handler calls (hyper and axum spawn one per
+    // connection), for both sides alike: `main`'s own thread is not a runtime worker, and
+    // waking it would add a thread hand-off to every reply.
+    let outcome = {
+        let (raw, client, exchange, note) = (
+            Arc::clone(&raw),
+            client.clone(),
+            exchange.clone(),
+            note.clone(),
+        );
+        tokio::spawn(async move {
+            measure(&raw, &client, &exchange, &note)
+                .await
+                .map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(BoxError::from)
+        .and_then(|measured| measured.map_err(BoxError::from))
+    };
 
     let mut stats = Vec::new();
     for server in servers {
@@ -293,19 +311,8 @@ async fn measure(
         note: note.to_owned(),
     };
     let body = request_body(&echo)?;
-    // From a spawned task, as a request handler calls (hyper and axum spawn one per
-    // connection), for both sides alike: `main`'s own thread is not a runtime worker, and
-    // waking it would add a thread hand-off to every reply.
-    let sequential = {
-        let (raw, client, exchange) = (Arc::clone(raw), client.clone(), exchange.to_owned());
-        let (echo, body) = (echo.clone(), body.clone());
-        tokio::spawn(async move {
-            sequential(&raw, &client, &exchange, &echo, &body)
-                .await
-                .map_err(|e| e.to_string())
-        })
-    };
-    let [raw_seq, raw_to_ours, ours_to_raw, ours_seq, raw_confirms] = sequential.await??;
+    let [raw_seq, raw_to_ours, ours_to_raw, ours_seq, raw_confirms] =
+        sequential(raw, client, exchange, &echo, &body).await?;
 
     // 64 in flight, best of two rounds after a warm-up round.
     let (mut raw_best, mut ours_best) = (Duration::MAX, Duration::MAX);
