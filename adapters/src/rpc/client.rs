@@ -234,7 +234,19 @@ impl<T: ReplyTransport> RpcClient<T> {
         request: &R,
         timeout: Duration,
     ) -> Result<R::Reply, RpcError> {
-        let deadline = deadline_after(timeout);
+        self.call_until(request, deadline_after(timeout)).await
+    }
+
+    /// As [`RpcClient::call`], with an absolute deadline. What [`RpcClient::gather`] runs
+    /// for each of its requests, concurrently.
+    ///
+    /// # Errors
+    /// As [`RpcClient::call`].
+    pub async fn call_until<R: Request>(
+        &self,
+        request: &R,
+        deadline: Instant,
+    ) -> Result<R::Reply, RpcError> {
         let (mut pending, correlation_id) = self.register::<R>(deadline)?;
         let send = self.send_encoded(&correlation_id, R::ROUTING_KEY, deadline, |id, to| {
             encode_request(request, id, to)

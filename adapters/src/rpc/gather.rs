@@ -19,7 +19,7 @@ pub trait GatherSet {
     /// `(Result<A::Reply, RpcError>, Result<B::Reply, RpcError>, ...)`.
     type Output;
 
-    /// Publishes every request concurrently, then awaits every reply until `deadline`.
+    /// Publishes every request concurrently and awaits every reply until `deadline`.
     fn gather<T: ReplyTransport>(
         self,
         client: &RpcClient<T>,
@@ -38,15 +38,7 @@ macro_rules! gather_tuple {
                 deadline: Instant,
             ) -> impl Future<Output = Self::Output> + Send {
                 let ($($r,)+) = self;
-                async move {
-                    let ($($r,)+) = tokio::join!($(client.start_until($r, deadline)),+);
-                    tokio::join!($(async move {
-                        match $r {
-                            Ok(pending) => pending.await,
-                            Err(e) => Err(e),
-                        }
-                    }),+)
-                }
+                async move { tokio::join!($(client.call_until($r, deadline)),+) }
             }
         }
     };
