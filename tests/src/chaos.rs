@@ -95,23 +95,27 @@ impl Tally {
     /// Notes that a fault was injected at `at`: recovery is measured from there to the next
     /// confirmed send.
     pub async fn fault_injected(&self, at: Instant) {
-        let deadline = at + Duration::from_secs(120);
-        loop {
-            let last = *self.last_confirm.lock().unwrap();
-            if last.is_some_and(|l| l > at) || Instant::now() > deadline {
-                let took = last.map_or(Duration::from_secs(120), |l| {
-                    l.saturating_duration_since(at)
-                });
-                let mut recovery = self.recovery.lock().unwrap();
-                *recovery = (*recovery).max(took);
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        note_recovery(&self.last_confirm, &self.recovery, at).await;
     }
 
     fn handled_count(&self) -> usize {
         self.handled.lock().unwrap().len()
+    }
+}
+
+/// Waits until `last` (the time of the last success) is after `at`, at most 120 s, and
+/// raises `recovery` to the time that took (120 s when it never came).
+pub async fn note_recovery(last: &Mutex<Option<Instant>>, recovery: &Mutex<Duration>, at: Instant) {
+    let deadline = at + Duration::from_secs(120);
+    loop {
+        let seen = last.lock().unwrap().filter(|&l| l > at);
+        if seen.is_some() || Instant::now() > deadline {
+            let took = seen.map_or(Duration::from_secs(120), |l| l.duration_since(at));
+            let mut recovery = recovery.lock().unwrap();
+            *recovery = (*recovery).max(took);
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

@@ -164,19 +164,7 @@ impl RpcTally {
     /// Notes that a fault ended at `at`: recovery is measured from there to the next
     /// successful reply (120 s at most).
     pub async fn fault_over(&self, at: Instant) {
-        let deadline = at + Duration::from_secs(120);
-        loop {
-            let last = *self.last_reply.lock().unwrap();
-            if last.is_some_and(|l| l > at) || Instant::now() > deadline {
-                let took = last
-                    .filter(|&l| l > at)
-                    .map_or(Duration::from_secs(120), |l| l.duration_since(at));
-                let mut recovery = self.recovery.lock().unwrap();
-                *recovery = (*recovery).max(took);
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        crate::chaos::note_recovery(&self.last_reply, &self.recovery, at).await;
     }
 
     /// Makes one call and counts its outcome; returns true for its correct reply.
