@@ -55,7 +55,9 @@ pub use error::{Error, ErrorKind, NameKind, NameProblem, Result};
 pub use inprocess::{InProcessBroker, InProcessSubscription};
 pub use message::{Message, RetryPolicy};
 pub use properties::{HeaderValue, Headers, Properties};
-pub use publisher::{new_message_id, Publisher, SendOptions, CONTENT_TYPE_JSON};
+pub use publisher::{
+    encode_raw_envelope, new_message_id, Publisher, SendOptions, CONTENT_TYPE_JSON,
+};
 pub use registry::{Context, HandlerError, HandlerErrorKind, Registry};
 pub use reply::{
     ReplyMessage, ReplyMode, ReplyReceiver, ReplyTransport, RequestSender, DIRECT_REPLY_TO,

@@ -239,8 +239,12 @@ pub(crate) fn encode_envelope<M: Message>(
     encode_raw_envelope(&payload, M::TYPE, retry, correlation_id, response_queue)
 }
 
-/// Wraps already serialized JSON `payload` in core's JSON envelope.
-pub(crate) fn encode_raw_envelope(
+/// Wraps already serialized JSON `payload` (copied verbatim) in core's JSON envelope of
+/// type `class_name`: what [`Publisher`] sends, for tools that hold the payload as JSON text.
+///
+/// # Errors
+/// [`ErrorKind::Encode`] when core refuses the envelope (e.g. a payload that is not JSON).
+pub fn encode_raw_envelope(
     payload: &[u8],
     class_name: &str,
     retry: RetryMetadata,

@@ -1,6 +1,5 @@
 //! `lepus publish TYPE --key KEY --json '{...}'`.
 
-use lepus::core::envelope::{encode_json_raw, EncodeError, Metadata, RawEnvelope, Text};
 use lepus::core::retry::{Intervals, RetryMetadata, Strategy, MAX_INTERVALS};
 use lepus::{Properties, Publication, Transport, CONTENT_TYPE_JSON};
 
@@ -98,32 +97,10 @@ fn parse_intervals(list: &str) -> Result<Intervals, Failure> {
     Ok(out)
 }
 
-/// The JSON envelope around `payload` (copied verbatim).
+/// The JSON envelope around `payload` (copied verbatim), as the library's publisher writes it.
 fn envelope(message_type: &str, payload: &[u8], retry: RetryMetadata) -> Result<Vec<u8>, Failure> {
-    let raw = RawEnvelope {
-        payload,
-        metadata: Metadata {
-            class_name: Text::plain(message_type),
-            retry,
-            response_queue: None,
-            correlation_id: None,
-        },
-    };
-    let mut out = vec![0u8; payload.len() + 6 * message_type.len() + 1024];
-    for _ in 0..4 {
-        match encode_json_raw(&raw, &mut out) {
-            Ok(n) => {
-                out.truncate(n);
-                return Ok(out);
-            }
-            Err(EncodeError::BufferFull) => {
-                let grown = out.len().saturating_mul(2);
-                out.resize(grown, 0);
-            }
-            Err(e) => return Err(Failure::usage(format!("encode the envelope: {e}"))),
-        }
-    }
-    Err(Failure::usage("encode the envelope: too large"))
+    lepus::encode_raw_envelope(payload, message_type, retry, None, None)
+        .map_err(|e| Failure::usage(format!("encode the envelope: {e}")))
 }
 
 #[cfg(test)]
