@@ -10,6 +10,7 @@
 //! as sent. A request without a reply address is handled as a
 //! plain message or dead-lettered ([`NoReplyPolicy`]).
 
+use crate::worker::bump;
 use core::future::Future;
 use core::pin::Pin;
 use std::collections::HashMap;
@@ -160,10 +161,6 @@ impl Counters {
             dead_lettered: g(&self.dead_lettered),
         }
     }
-}
-
-fn bump(c: &AtomicU64) {
-    c.fetch_add(1, Ordering::Relaxed);
 }
 
 type ReplyFuture = Pin<Box<dyn Future<Output = Result<Vec<u8>, HandlerError>> + Send>>;
