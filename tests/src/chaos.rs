@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::io::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -101,6 +101,21 @@ impl Tally {
     fn handled_count(&self) -> usize {
         self.handled.lock().unwrap().len()
     }
+}
+
+/// Runs a scenario's fault in a task; the flag turns true once it is over (the load goes on
+/// until then).
+pub fn spawn_fault<Fut>(fault: Fut) -> (tokio::task::JoinHandle<()>, Arc<AtomicBool>)
+where
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let done = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&done);
+    let task = tokio::spawn(async move {
+        fault.await;
+        flag.store(true, Ordering::Relaxed);
+    });
+    (task, done)
 }
 
 /// Waits until `last` (the time of the last success) is after `at`, at most 120 s, and
@@ -212,15 +227,7 @@ where
         spec.exchange.clone(),
     ));
 
-    let faults_done = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let fault = {
-        let (tally, done) = (Arc::clone(&tally), Arc::clone(&faults_done));
-        let fault = fault(tally);
-        tokio::spawn(async move {
-            fault.await;
-            done.store(true, Ordering::Relaxed);
-        })
-    };
+    let (fault, faults_done) = spawn_fault(fault(Arc::clone(&tally)));
     // Publishers: 16 tasks share the numbers, sending at least `messages` and on until the
     // faults are over, so that every fault lands in the middle of the load.
     let next = Arc::new(AtomicU64::new(0));

@@ -10,7 +10,7 @@
 //! that **hangs**: no outcome by its deadline.
 
 use std::io::Write;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -268,15 +268,7 @@ where
         transports.push(t);
     }
 
-    let faults_done = Arc::new(AtomicBool::new(false));
-    let fault = {
-        let (tally, done) = (Arc::clone(&tally), Arc::clone(&faults_done));
-        let fault = fault(tally);
-        tokio::spawn(async move {
-            fault.await;
-            done.store(true, Ordering::Relaxed);
-        })
-    };
+    let (fault, faults_done) = crate::chaos::spawn_fault(fault(Arc::clone(&tally)));
     let monitor = {
         let tally = Arc::clone(&tally);
         let started = Instant::now();
