@@ -5,7 +5,7 @@
 //! These are RabbitMQ operations, not [`crate::Transport`] ones: the in-process broker has no
 //! operator tooling to serve.
 
-use lapin::options::{BasicGetOptions, QueueBindOptions, QueueDeclareOptions, QueuePurgeOptions};
+use lapin::options::{BasicGetOptions, QueueDeclareOptions, QueuePurgeOptions};
 use lapin::types::FieldTable;
 use lapin::Channel;
 
@@ -177,20 +177,7 @@ impl AmqpTransport {
             .await
             .map_err(|e| Error::from_lapin(e).context(format!("declare tap queue {name:?}")))?;
         for pattern in patterns {
-            channel
-                .queue_bind(
-                    short_name(NameKind::Queue, &name)?,
-                    short_name(NameKind::Exchange, exchange)?,
-                    short_name(NameKind::BindingPattern, pattern)?,
-                    QueueBindOptions::default(),
-                    FieldTable::default(),
-                )
-                .await
-                .map_err(|e| {
-                    Error::from_lapin(e).context(format!(
-                        "bind tap to exchange {exchange:?} with {pattern:?}"
-                    ))
-                })?;
+            crate::amqp::topology::bind(&channel, &name, exchange, pattern).await?;
         }
         // The queue is exclusive to this connection; the tap consumes it on a channel of its
         // own. After a lost connection the queue is gone, and the tap ends with that error.

@@ -83,21 +83,7 @@ pub async fn declare_queue(channel: &Channel, spec: &QueueSpec, expire_wait: boo
     declare(channel, queue, args).await?;
 
     for pattern in &spec.bindings {
-        channel
-            .queue_bind(
-                short_name(NameKind::Queue, queue)?,
-                short_name(NameKind::Exchange, &spec.exchange)?,
-                short_name(NameKind::BindingPattern, pattern)?,
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .map_err(|e| {
-                Error::from_lapin(e).context(format!(
-                    "bind queue {queue:?} to exchange {:?} with {pattern:?}",
-                    spec.exchange
-                ))
-            })?;
+        bind(channel, queue, &spec.exchange, pattern).await?;
     }
     for &delay in &spec.retry_delays_ms {
         declare_wait_queue(channel, queue, delay, expire_wait).await?;
@@ -162,4 +148,27 @@ pub async fn delete_exchange(channel: &Channel, exchange: &str) -> Result<()> {
         )
         .await
         .map_err(|e| Error::from_lapin(e).context(format!("delete exchange {exchange:?}")))
+}
+
+/// Binds `queue` to `exchange` with a topic `pattern` (checked before).
+pub(crate) async fn bind(
+    channel: &Channel,
+    queue: &str,
+    exchange: &str,
+    pattern: &str,
+) -> Result<()> {
+    channel
+        .queue_bind(
+            short_name(NameKind::Queue, queue)?,
+            short_name(NameKind::Exchange, exchange)?,
+            short_name(NameKind::BindingPattern, pattern)?,
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .map_err(|e| {
+            Error::from_lapin(e).context(format!(
+                "bind queue {queue:?} to exchange {exchange:?} with {pattern:?}"
+            ))
+        })
 }
