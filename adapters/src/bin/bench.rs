@@ -22,16 +22,12 @@ mod typed;
 
 use std::error::Error;
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_core::Stream;
 use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
-    ConfirmSelectOptions, QueuePurgeOptions,
+    BasicAckOptions, BasicPublishOptions, ConfirmSelectOptions, QueuePurgeOptions,
 };
-use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use lepus::{
     AmqpConfig, AmqpTransport, InProcessBroker, Properties, Publication, QueueSpec, Transport,
@@ -361,19 +357,9 @@ async fn lepus_publish_concurrent(
 }
 
 async fn raw_consume(raw: &Connection, queue: &str, n: usize) -> Result<(), BoxError> {
-    let ch = raw.create_channel().await?;
-    ch.basic_qos(PREFETCH, BasicQosOptions::default()).await?;
-    let mut consumer = ch
-        .basic_consume(
-            queue.into(),
-            "".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
+    let (ch, mut consumer) = rpc_raw::consume(raw, queue, PREFETCH).await?;
     for _ in 0..n {
-        let next = std::future::poll_fn(|cx| Pin::new(&mut consumer).poll_next(cx)).await;
-        let delivery = next.ok_or("consumer ended")??;
+        let delivery = rpc_raw::next(&mut consumer).await?;
         if !delivery.acker.ack(BasicAckOptions::default()).await? {
             return Err("raw ack lost".into());
         }

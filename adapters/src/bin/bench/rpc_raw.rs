@@ -24,9 +24,29 @@ use tokio::task::JoinHandle;
 
 use super::BoxError;
 
-async fn next(consumer: &mut Consumer) -> Result<Delivery, BoxError> {
+/// The next delivery of a raw consumer.
+pub async fn next(consumer: &mut Consumer) -> Result<Delivery, BoxError> {
     let next = std::future::poll_fn(|cx| Pin::new(&mut *consumer).poll_next(cx)).await;
     Ok(next.ok_or("consumer ended")??)
+}
+
+/// A raw lapin consumer of `queue` (manual acks) on a channel of its own with `prefetch`.
+pub async fn consume(
+    raw: &Connection,
+    queue: &str,
+    prefetch: u16,
+) -> Result<(Channel, Consumer), BoxError> {
+    let ch = raw.create_channel().await?;
+    ch.basic_qos(prefetch, BasicQosOptions::default()).await?;
+    let consumer = ch
+        .basic_consume(
+            queue.into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    Ok((ch, consumer))
 }
 
 /// Starts the echo server on `queue` (its own channel, prefetch `prefetch`); abort the
@@ -36,16 +56,7 @@ pub async fn start_server(
     queue: &str,
     prefetch: u16,
 ) -> Result<JoinHandle<Result<(), BoxError>>, BoxError> {
-    let ch = raw.create_channel().await?;
-    ch.basic_qos(prefetch, BasicQosOptions::default()).await?;
-    let mut consumer = ch
-        .basic_consume(
-            queue.into(),
-            "".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
+    let (ch, mut consumer) = consume(raw, queue, prefetch).await?;
     Ok(tokio::spawn(async move {
         loop {
             let d = next(&mut consumer).await?;
