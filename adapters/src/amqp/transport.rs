@@ -312,7 +312,18 @@ impl crate::reply::ReplyTransport for AmqpTransport {
         mode: crate::reply::ReplyMode,
     ) -> Result<(Self::Sender, Self::Receiver)> {
         // On an open connection: reconnects first if needed (up to the send timeout).
-        let session = self.sup.session(Some(self.deadline())).await?;
-        crate::amqp::reply::open(session, mode, self.config().max_payload).await
+        let deadline = self.deadline();
+        let session = self.sup.session(Some(deadline)).await?;
+        let closed = Arc::clone(&session);
+        let open = crate::amqp::reply::open(session, mode, self.config().max_payload);
+        // lapin may leave opening a channel or consuming pending forever when the connection
+        // dies meanwhile: then the caller (the client's reply task) must try again.
+        tokio::select! {
+            opened = tokio::time::timeout_at(deadline, open) => opened.unwrap_or_else(|_| {
+                Err(Error::new(ErrorKind::Timeout).context("open the RPC reply channel: no answer"))
+            }),
+            () = closed.closed() => Err(Error::new(ErrorKind::ConnectionLost)
+                .context("connection lost while opening the RPC reply channel")),
+        }
     }
 }
