@@ -72,6 +72,15 @@ impl Broker {
         }
     }
 
+    /// Closes the RabbitMQ connection for good ([`AmqpTransport::close`]); nothing to do
+    /// in-process. Call it when done, before the program's runtime ends.
+    pub async fn close(&self) -> Result<()> {
+        match self {
+            Broker::InProcess(_) => Ok(()),
+            Broker::Amqp(t) => t.close().await,
+        }
+    }
+
     /// `"in-process"` or `"rabbitmq"`, for logs.
     pub fn name(&self) -> &'static str {
         match self {

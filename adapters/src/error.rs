@@ -119,6 +119,9 @@ pub enum ErrorKind {
     },
     /// The operation did not finish in time.
     Timeout,
+    /// The transport was closed by its owner ([`crate::AmqpTransport::close`]): it does not
+    /// connect again, so nothing more is sent or received through it.
+    Closed,
     /// Any other error of the AMQP client.
     Broker,
     /// A fixed-capacity table of the in-process broker is full (e.g. the bindings of an
@@ -268,6 +271,7 @@ impl fmt::Display for ErrorKind {
                 write!(f, "the broker refused the operation (reply code {reply_code})")
             }
             ErrorKind::Timeout => f.write_str("timed out"),
+            ErrorKind::Closed => f.write_str("the transport was closed by its owner"),
             ErrorKind::Broker => f.write_str("AMQP client error"),
             ErrorKind::CapacityExceeded { what } => write!(f, "capacity exceeded: {what} full"),
         }

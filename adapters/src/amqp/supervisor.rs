@@ -72,6 +72,8 @@ pub(crate) struct Supervisor {
     queues: Mutex<BTreeMap<String, QueueSpec>>,
     blocked: Arc<AtomicBool>,
     reconnections: AtomicU64,
+    /// True once the owner closed the transport: no connection is opened after that.
+    shut: watch::Sender<bool>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -94,6 +96,7 @@ impl Supervisor {
             queues: Mutex::new(BTreeMap::new()),
             blocked,
             reconnections: AtomicU64::new(0),
+            shut: watch::Sender::new(false),
         }))
     }
 
@@ -128,9 +131,32 @@ impl Supervisor {
         lock(&self.queues).remove(name);
     }
 
+    /// True once [`Supervisor::shut_down`] was called.
+    pub(crate) fn is_shut(&self) -> bool {
+        *self.shut.borrow()
+    }
+
+    /// Closes the connection for good: sessions are refused from now on
+    /// ([`ErrorKind::Closed`]). A reconnection under way is waited for (it stops at its next
+    /// step and closes what it opened), so no connection of this supervisor is being opened
+    /// or left open when this returns. Closing twice is not an error.
+    ///
+    /// The wait matters beyond tidiness: lapin opens a connection on a thread of its own that
+    /// blocks on the runtime's tasks, and a program that drops its runtime while one is being
+    /// opened makes that thread panic.
+    pub(crate) async fn shut_down(&self) -> Result<()> {
+        self.shut.send_replace(true);
+        let _no_reconnection = self.reconnecting.lock().await;
+        close_connection(&self.current().connection, self.config.send_timeout).await
+    }
+
     /// An open session: the current one, or a new one after reconnecting (waiting with
-    /// backoff until `deadline`, or without end for `None`).
+    /// backoff until `deadline`, or without end for `None`). After [`Supervisor::shut_down`],
+    /// an [`ErrorKind::Closed`] error.
     pub(crate) async fn session(&self, deadline: Option<Instant>) -> Result<Arc<Session>> {
+        if self.is_shut() {
+            return Err(shut_error());
+        }
         let current = self.current();
         if current.is_open() {
             return Ok(current);
@@ -141,6 +167,9 @@ impl Supervisor {
                 .map_err(|_| gave_up(&self.config, "another reconnection was still running"))?,
             None => self.reconnecting.lock().await,
         };
+        if self.is_shut() {
+            return Err(shut_error());
+        }
         let current = self.current();
         if current.is_open() {
             return Ok(current);
@@ -164,6 +193,10 @@ impl Supervisor {
                 None => attempt.await,
             };
             match outcome {
+                Ok(session) if self.is_shut() => {
+                    close_connection(&session.connection, self.config.send_timeout).await?;
+                    return Err(shut_error());
+                }
                 Ok(session) => {
                     let session = Arc::new(session);
                     *lock(&self.current) = Arc::clone(&session);
@@ -177,7 +210,11 @@ impl Supervisor {
                         return Err(e.context(gave_up_text(&self.config)));
                     }
                     tracing::debug!(error = %e, ?backoff, "reconnection attempt failed");
-                    tokio::time::sleep(backoff).await;
+                    let mut shut = self.shut.subscribe();
+                    tokio::select! {
+                        () = tokio::time::sleep(backoff) => {}
+                        _ = shut.wait_for(|shut| *shut) => return Err(shut_error()),
+                    }
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
             }
@@ -275,6 +312,22 @@ fn watch_connection(
         }
         let _ = closed.send(true);
     });
+}
+
+/// Closes `connection` cleanly (code 200) if it is still open, waiting up to `timeout` for
+/// the broker's `close-ok`.
+async fn close_connection(connection: &Connection, timeout: Duration) -> Result<()> {
+    if !connection.status().connected() {
+        return Ok(());
+    }
+    match tokio::time::timeout(timeout, connection.close(200, "bye".into())).await {
+        Ok(closed) => closed.map_err(|e| Error::from_lapin(e).context("close connection")),
+        Err(_) => Err(Error::new(ErrorKind::Timeout).context("close connection: no close-ok")),
+    }
+}
+
+fn shut_error() -> Error {
+    Error::new(ErrorKind::Closed).context("RabbitMQ connection")
 }
 
 fn gave_up_text(config: &AmqpConfig) -> String {

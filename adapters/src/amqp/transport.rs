@@ -78,14 +78,15 @@ impl AmqpTransport {
         self.sup.reconnections()
     }
 
-    /// Closes the connection cleanly (code 200).
+    /// Closes the connection cleanly (code 200), for good: the transport does not connect
+    /// again, and whatever still uses it (subscriptions, RPC clients, sends) gets
+    /// [`ErrorKind::Closed`]. A reconnection under way is finished and closed first. Closing
+    /// twice, or a connection already lost, is not an error.
+    ///
+    /// Close the transport before the tokio runtime ends: lapin runs each connection on a
+    /// thread that panics if the runtime disappears while it is connecting.
     pub async fn close(&self) -> Result<()> {
-        self.sup
-            .current()
-            .connection
-            .close(200, "bye".into())
-            .await
-            .map_err(|e| Error::from_lapin(e).context("close connection"))
+        self.sup.shut_down().await
     }
 
     fn deadline(&self) -> tokio::time::Instant {

@@ -19,7 +19,11 @@ async fn main() -> ExitCode {
         }
     };
     println!("Lepus checkout demo on the {} broker\n", broker.name());
-    match checkout::run(broker).await {
+    let outcome = checkout::run(Arc::clone(&broker)).await;
+    if let Err(e) = broker.close().await {
+        eprintln!("closing the broker connection failed: {e}");
+    }
+    match outcome {
         Ok(summary) => {
             println!("\nSummary");
             println!(

@@ -87,7 +87,11 @@ async fn main() -> ExitCode {
         broker.name(),
         config.user_id
     );
-    match dashboard::run(broker, &config).await {
+    let outcome = dashboard::run(Arc::clone(&broker), &config).await;
+    if let Err(e) = broker.close().await {
+        eprintln!("closing the broker connection failed: {e}");
+    }
+    match outcome {
         Ok(report) => {
             print(&report);
             ExitCode::SUCCESS
