@@ -29,9 +29,11 @@
 //! queue's own dead-lettering takes it. A lost acknowledgement ([`ErrorKind::AckLost`]) is
 //! logged: the broker delivers the message again.
 //!
-//! Shutdown ([`Worker::run`]'s signal or [`WorkerHandle::shutdown`]): stop consuming,
-//! requeue deliveries not started, let running handlers finish up to
-//! [`WorkerConfig::shutdown_timeout`], requeue what is left, return the counters.
+//! Shutdown ([`Worker::run`]'s signal or [`WorkerHandle::shutdown`]): stop consuming, give
+//! back deliveries not started (as fresh copies at the queue's tail, so that a restart does
+//! not count towards [`WorkerConfig::delivery_limit`]; see [`redelivery`]), let running
+//! handlers finish up to [`WorkerConfig::shutdown_timeout`], requeue what is left, return the
+//! counters.
 
 use core::future::Future;
 use std::collections::HashMap;
@@ -205,7 +207,8 @@ pub struct WorkerStats {
     pub retried: u64,
     /// Messages published into the dead-letter queue.
     pub dead_lettered: u64,
-    /// Deliveries given back to the queue (failed follow-up, shutdown).
+    /// Deliveries given back to the queue: requeued after a failed follow-up or a handler
+    /// stopped at shutdown, or, never started at shutdown, published again as a fresh copy.
     pub requeued: u64,
     /// Handlers that panicked.
     pub panicked: u64,
@@ -488,7 +491,7 @@ where
             tokio::time::timeout(Duration::from_millis(100), subscription.next()).await
         {
             bump(&shared.counters.received);
-            let _ = requeue(&shared, &delivery).await;
+            give_back(&shared, &delivery).await;
         }
     }
     // 2. Let running handlers finish, up to the timeout.
@@ -547,6 +550,36 @@ async fn reap<T>(
     if let Some((delivery, tracked)) = in_flight.remove(&id) {
         acks.finish(&shared.counters, delivery, tracked, verdict)
             .await;
+    }
+}
+
+/// Gives back a delivery whose handler never started (shutdown) without counting it as a
+/// failed delivery: a copy carrying the deliveries before this one
+/// ([`redelivery::earlier_deliveries`]) goes to the tail of the queue, then the delivery is
+/// acknowledged. A requeue would set `redelivered` (and quorum queues count every requeue),
+/// so a message caught in the prefetch of a few restarts would end in the dead-letter queue
+/// as if it had crashed its handlers. If the copy is not confirmed, the delivery is requeued.
+async fn give_back<T: Transport>(shared: &Shared<T>, delivery: &Delivery) {
+    let mut properties = delivery.properties.clone();
+    let earlier = redelivery::earlier_deliveries(delivery_info(delivery));
+    // The broker's count belongs to the delivered copy; the new copy starts without one.
+    properties.headers.remove(QUORUM_COUNT_HEADER);
+    properties.headers.insert(
+        COUNT_HEADER.to_owned(),
+        HeaderValue::Int(i64::from(earlier)),
+    );
+    let queue = &shared.config.queue;
+    let copy = Publication::new("", queue, &delivery.body, &properties);
+    match shared.transport.publish(copy).await {
+        Ok(()) => match delivery.ack().await {
+            Ok(()) => bump(&shared.counters.requeued),
+            // The broker delivers the original again as well: a duplicate, not a loss.
+            Err(e) => note_settle_error(&shared.counters, &e, "give back"),
+        },
+        Err(e) => {
+            tracing::warn!(error = %e, "giving back an unstarted delivery failed; requeueing");
+            requeue(shared, delivery).await;
+        }
     }
 }
 

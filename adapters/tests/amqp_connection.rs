@@ -8,7 +8,7 @@ use std::time::Duration;
 use amqp_support::{cleanup, unique};
 use lepus::{
     AmqpConfig, AmqpTransport, ErrorKind, Properties, Publication, QueueSpec, RpcClient, RpcError,
-    Subscription, Transport,
+    Transport,
 };
 
 #[tokio::test]

@@ -1,6 +1,6 @@
 //! Worker against the real RabbitMQ: graceful shutdown finishes running handlers and
-//! requeues the rest; past the timeout, running handlers are abandoned and their messages
-//! requeued. Generic over `T: Transport`.
+//! gives the rest back; past the timeout, running handlers are abandoned and their messages
+//! requeued; restarts do not count towards the delivery limit. Generic over `T: Transport`.
 
 mod amqp_support;
 mod worker_support;
@@ -9,7 +9,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use lepus::{Context, Publisher, Registry, Transport, Worker};
+use std::sync::Mutex;
+
+use lepus::{Context, Publisher, QueueKind, Registry, Transport, Worker};
 use worker_support::*;
 
 /// Counts handler starts and completions; each handler sleeps `sleep_ms`.
@@ -108,6 +110,86 @@ async fn shutdown_timeout_requeues_running<T: Transport + 'static>(t: Arc<T>, na
     cleanup(&*t, &spec).await;
 }
 
+/// A worker restarted while messages wait in its prefetch: each stop gives them back as
+/// fresh copies, so with a delivery limit of 2 and five restarts none is dead-lettered, each
+/// is handled once, and no handler is told `redelivered` (a requeue would set it, and
+/// count each restart as a failed delivery: the messages at the head of the queue would reach
+/// the limit after two restarts).
+async fn restarts_do_not_count_as_failed_deliveries<T: Transport + 'static>(
+    t: Arc<T>,
+    name: &str,
+    kind: QueueKind,
+) {
+    let seen: Arc<Mutex<Vec<(u64, bool)>>> = Arc::default();
+    let registry = || {
+        let seen = Arc::clone(&seen);
+        Registry::new().with(move |job: Job, ctx: Context| {
+            let seen = Arc::clone(&seen);
+            async move {
+                seen.lock().unwrap().push((job.n, ctx.redelivered));
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                Ok(())
+            }
+        })
+    };
+    let config = config(name)
+        .kind(kind)
+        .concurrency(1)
+        .prefetch(10)
+        .delivery_limit(2);
+    let spec = Worker::new(Arc::clone(&t), config.clone(), registry()).queue_spec();
+    let mut given_back = 0;
+    for round in 0..6 {
+        let worker = Worker::new(Arc::clone(&t), config.clone(), registry());
+        let handle = worker.start().await.unwrap();
+        if round == 0 {
+            let publisher = Publisher::new(Arc::clone(&t), spec.exchange.clone());
+            let jobs: Vec<Job> = (0..8)
+                .map(|n| Job {
+                    n,
+                    note: String::new(),
+                })
+                .collect();
+            for outcome in publisher.send_batch(&jobs).await.unwrap() {
+                outcome.unwrap();
+            }
+        }
+        // Stop while one handler runs and the rest wait in the prefetch.
+        let until = Instant::now() + Duration::from_secs(5);
+        while seen.lock().unwrap().len() <= round && Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let stats = handle.shutdown().await.unwrap();
+        assert_eq!(stats.dead_lettered, 0, "round {round}: {stats:?}");
+        given_back += stats.requeued;
+    }
+    // The rest, without a stop.
+    let handle = Worker::new(Arc::clone(&t), config.clone(), registry())
+        .start()
+        .await
+        .unwrap();
+    let until = Instant::now() + Duration::from_secs(10);
+    while seen.lock().unwrap().len() < 8 && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let stats = handle.shutdown().await.unwrap();
+    let mut seen = seen.lock().unwrap().clone();
+    assert!(
+        given_back >= 6,
+        "messages waited in the prefetch: {given_back} given back"
+    );
+    assert!(
+        seen.iter().all(|(_, redelivered)| !redelivered),
+        "a restart is not a redelivery: {seen:?}"
+    );
+    seen.sort_unstable();
+    let handled: Vec<u64> = seen.iter().map(|(n, _)| *n).collect();
+    assert_eq!(handled, (0..8).collect::<Vec<_>>(), "each handled once");
+    assert_eq!(stats.dead_lettered, 0);
+    assert!(dead_letters(&*t, name, 1, 300).await.is_empty());
+    cleanup(&*t, &spec).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn amqp_graceful_shutdown_finishes_running_handlers() {
     let t = broker!("worker_shutdown::amqp_graceful_shutdown_finishes_running_handlers");
@@ -132,4 +214,25 @@ async fn inprocess_graceful_shutdown_finishes_running_handlers() {
 async fn inprocess_shutdown_timeout_requeues_running_handlers() {
     let t = lepus::InProcessBroker::new();
     shutdown_timeout_requeues_running(Arc::new(t), "w-abort-local").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn amqp_restarts_do_not_count_as_failed_deliveries() {
+    let t = broker!("worker_shutdown::amqp_restarts_do_not_count_as_failed_deliveries");
+    let name = amqp_support::unique("w-restart");
+    restarts_do_not_count_as_failed_deliveries(Arc::new(t), &name, QueueKind::Classic).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn amqp_quorum_restarts_do_not_count_as_failed_deliveries() {
+    let t = broker!("worker_shutdown::amqp_quorum_restarts_do_not_count_as_failed_deliveries");
+    let name = amqp_support::unique("w-restart-q");
+    restarts_do_not_count_as_failed_deliveries(Arc::new(t), &name, QueueKind::Quorum).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inprocess_restarts_do_not_count_as_failed_deliveries() {
+    let t = lepus::InProcessBroker::new();
+    restarts_do_not_count_as_failed_deliveries(Arc::new(t), "w-restart-local", QueueKind::Classic)
+        .await;
 }

@@ -13,6 +13,11 @@
 //!   ([`COUNT_HEADER`]) one higher, then the redelivered copy is acknowledged
 //!   ([`Redelivery::Recount`]). The copy carries the count through any number of crashes.
 //!
+//! A consumer that stops (shutdown) gives back the deliveries it never started as copies
+//! carrying [`earlier_deliveries`], not by requeueing them, so that restarts do not push
+//! healthy messages towards the limit. On quorum queues the broker's count of a copy starts
+//! again at zero, and the copy's [`COUNT_HEADER`] is added to it.
+//!
 //! `limit` is the number of deliveries allowed in all (first delivery included). The decision
 //! does no I/O; it never panics and never allocates.
 
@@ -66,17 +71,8 @@ pub enum Redelivery {
 /// Decides what to do with a delivery, given what the broker told and the `limit` of
 /// deliveries in all (0 is taken as 1: a message is always delivered once).
 pub fn decide(info: DeliveryInfo, limit: u32) -> Redelivery {
-    // Counted in u64 so that no count, however corrupt, wraps or saturates below the limit.
     let limit = u64::from(limit.max(1));
-    let report = |n: u64| u32::try_from(n).unwrap_or(u32::MAX);
-    let (deliveries, recount) = match (info.quorum_count, info.redelivered) {
-        // The broker counts: this is delivery number earlier + 1.
-        (Some(earlier), _) => (earlier.saturating_add(1), false),
-        // A fresh delivery of the message or of a counted copy.
-        (None, false) => (info.counted.unwrap_or(0).saturating_add(1), false),
-        // Redelivered by a classic queue: the earlier delivery of this copy never finished.
-        (None, true) => (info.counted.unwrap_or(0).saturating_add(2), true),
-    };
+    let (deliveries, recount) = count(info);
     if deliveries > limit {
         Redelivery::DeadLetter {
             deliveries: report(deliveries),
@@ -91,6 +87,33 @@ pub fn decide(info: DeliveryInfo, limit: u32) -> Redelivery {
             redelivered: deliveries > 1 || info.redelivered,
         }
     }
+}
+
+/// The deliveries of the message before this one: the [`COUNT_HEADER`] of a copy that gives
+/// this delivery back without running its handler (a consumer shutting down). Such a copy
+/// arrives fresh, so the shutdown is not counted as a failed delivery, as a requeue would be
+/// (it sets `redelivered`, and quorum queues count every requeue).
+pub fn earlier_deliveries(info: DeliveryInfo) -> u32 {
+    report(count(info).0.saturating_sub(1))
+}
+
+/// This delivery's number (1-based), and whether it is a classic-queue redelivery to recount.
+///
+/// Counted in u64 so that no count, however corrupt, wraps or saturates below a limit.
+fn count(info: DeliveryInfo) -> (u64, bool) {
+    let counted = info.counted.unwrap_or(0);
+    match (info.quorum_count, info.redelivered) {
+        // The broker counts the deliveries of this copy; the copy's header those before it.
+        (Some(earlier), _) => (counted.saturating_add(earlier).saturating_add(1), false),
+        // A fresh delivery of the message or of a counted copy.
+        (None, false) => (counted.saturating_add(1), false),
+        // Redelivered by a classic queue: the earlier delivery of this copy never finished.
+        (None, true) => (counted.saturating_add(2), true),
+    }
+}
+
+fn report(n: u64) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
 }
 
 #[cfg(test)]

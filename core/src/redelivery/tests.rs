@@ -88,18 +88,28 @@ fn quorum_count_comes_from_the_broker() {
         ..fresh()
     };
     assert_eq!(decide(fourth, 3), Redelivery::DeadLetter { deliveries: 4 });
-    // The consumer's own header is ignored on quorum queues.
-    let both = DeliveryInfo {
+    // A copy given back at a shutdown: the broker counts from zero again, the copy's
+    // header carries the deliveries before it.
+    let copy = DeliveryInfo {
         redelivered: false,
         quorum_count: Some(0),
-        counted: Some(7),
+        counted: Some(2),
     };
     assert_eq!(
-        decide(both, 3),
+        decide(copy, 3),
         Redelivery::Handle {
-            deliveries: 1,
-            redelivered: false
+            deliveries: 3,
+            redelivered: true
         }
+    );
+    let copy_redelivered = DeliveryInfo {
+        redelivered: true,
+        quorum_count: Some(1),
+        counted: Some(2),
+    };
+    assert_eq!(
+        decide(copy_redelivered, 3),
+        Redelivery::DeadLetter { deliveries: 4 }
     );
 }
 
@@ -178,5 +188,57 @@ proptest! {
         if let Redelivery::Handle { deliveries, .. } = d {
             prop_assert!(deliveries >= 1 && deliveries <= limit.max(1));
         }
+    }
+}
+
+#[test]
+fn a_delivery_given_back_unstarted_is_not_counted() {
+    // First delivery, given back at a shutdown: the copy says 0 deliveries before it, and
+    // arrives as a first delivery again.
+    assert_eq!(earlier_deliveries(fresh()), 0);
+    let copy = DeliveryInfo {
+        counted: Some(earlier_deliveries(fresh()) as u64),
+        ..fresh()
+    };
+    assert_eq!(
+        decide(copy, 1),
+        Redelivery::Handle {
+            deliveries: 1,
+            redelivered: false
+        }
+    );
+    // A classic redelivery (its earlier delivery never finished) keeps that delivery.
+    let redelivered = DeliveryInfo {
+        redelivered: true,
+        counted: Some(3),
+        ..fresh()
+    };
+    assert_eq!(earlier_deliveries(redelivered), 4);
+    // A quorum redelivery: the broker's count and the copy's header add up.
+    let quorum = DeliveryInfo {
+        redelivered: true,
+        quorum_count: Some(2),
+        counted: Some(1),
+    };
+    assert_eq!(earlier_deliveries(quorum), 3);
+    let corrupt = DeliveryInfo {
+        redelivered: true,
+        quorum_count: Some(u64::MAX),
+        counted: Some(u64::MAX),
+    };
+    assert_eq!(earlier_deliveries(corrupt), u32::MAX);
+}
+
+proptest! {
+    /// However often a message is given back unstarted, its count does not grow.
+    #[test]
+    fn giving_back_is_idempotent(counted in 0u64..1_000, quorum in proptest::option::of(0u64..1_000), redelivered: bool) {
+        let info = DeliveryInfo { redelivered, quorum_count: quorum, counted: Some(counted) };
+        let earlier = u64::from(earlier_deliveries(info));
+        let copy = DeliveryInfo { counted: Some(earlier), ..DeliveryInfo::default() };
+        prop_assert_eq!(u64::from(earlier_deliveries(copy)), earlier);
+        let limit = u32::try_from(earlier + 1).unwrap();
+        let handled = matches!(decide(copy, limit), Redelivery::Handle { .. });
+        prop_assert!(handled, "the copy's own delivery fits a limit one above the earlier ones");
     }
 }
