@@ -127,7 +127,8 @@ fn run() -> bool {
     };
     let recount = lepus_core::redelivery::decide(info, 3);
     ok &= check(
-        matches!(recount, lepus_core::Redelivery::Recount { deliveries: 1 }),
+        matches!(recount, lepus_core::Redelivery::Recount { deliveries: 1 })
+            && lepus_core::redelivery::earlier_deliveries(info) == 1,
         "redelivery",
     );
     ok

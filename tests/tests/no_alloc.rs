@@ -282,9 +282,14 @@ fn envelope_encoding_decoding_and_rewriting_do_not_allocate() {
 
 #[test]
 fn redelivery_decisions_do_not_allocate() {
-    use lepus_core::redelivery::{decide, DeliveryInfo, Redelivery};
+    use lepus_core::redelivery::{decide, earlier_deliveries, DeliveryInfo, Redelivery};
     let out = assert_no_alloc("redelivery::decide", || {
         (
+            earlier_deliveries(DeliveryInfo {
+                redelivered: true,
+                counted: Some(2),
+                ..Default::default()
+            }),
             decide(
                 DeliveryInfo {
                     redelivered: true,
@@ -304,6 +309,7 @@ fn redelivery_decisions_do_not_allocate() {
     assert_eq!(
         out,
         (
+            3,
             Redelivery::Recount { deliveries: 1 },
             Redelivery::DeadLetter { deliveries: 10 }
         )
