@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use lepus::{Context, Publisher, Registry, Transport, Worker};
+use lepus::{Context, Registry, Transport, Worker};
 use worker_support::*;
 
 const FAST: usize = 100;
@@ -36,16 +36,7 @@ async fn slow_first_is_not_covered_by_a_batched_ack<T: Transport + 'static>(t: A
     let worker = Worker::new(Arc::clone(&t), config, registry);
     let spec = worker.queue_spec();
     let handle = worker.start().await.unwrap();
-    let publisher = Publisher::new(Arc::clone(&t), spec.exchange.clone());
-    let jobs: Vec<Job> = (0..=FAST as u64)
-        .map(|n| Job {
-            n,
-            note: String::new(),
-        })
-        .collect();
-    for outcome in publisher.send_batch(&jobs).await.unwrap() {
-        outcome.unwrap();
-    }
+    send_jobs(&t, &spec.exchange, FAST as u64 + 1).await;
     let until = Instant::now() + Duration::from_secs(10);
     while fast_done.load(Ordering::SeqCst) < FAST && Instant::now() < until {
         tokio::time::sleep(Duration::from_millis(10)).await;

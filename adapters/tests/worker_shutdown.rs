@@ -42,16 +42,7 @@ async fn graceful_shutdown_finishes_running<T: Transport + 'static>(t: Arc<T>, n
     let worker = Worker::new(Arc::clone(&t), config, slow_registry(&started, &done, 500));
     let spec = worker.queue_spec();
     let handle = worker.start().await.unwrap();
-    let publisher = Publisher::new(Arc::clone(&t), spec.exchange.clone());
-    let jobs: Vec<Job> = (0..10)
-        .map(|n| Job {
-            n,
-            note: String::new(),
-        })
-        .collect();
-    for outcome in publisher.send_batch(&jobs).await.unwrap() {
-        outcome.unwrap();
-    }
+    send_jobs(&t, &spec.exchange, 10).await;
     assert_eq!(wait_until(&started, 2, 5_000).await, 2);
     let t0 = Instant::now();
     let stats = handle.shutdown().await.unwrap();
@@ -143,16 +134,7 @@ async fn restarts_do_not_count_as_failed_deliveries<T: Transport + 'static>(
         let worker = Worker::new(Arc::clone(&t), config.clone(), registry());
         let handle = worker.start().await.unwrap();
         if round == 0 {
-            let publisher = Publisher::new(Arc::clone(&t), spec.exchange.clone());
-            let jobs: Vec<Job> = (0..8)
-                .map(|n| Job {
-                    n,
-                    note: String::new(),
-                })
-                .collect();
-            for outcome in publisher.send_batch(&jobs).await.unwrap() {
-                outcome.unwrap();
-            }
+            send_jobs(&t, &spec.exchange, 8).await;
         }
         // Stop while one handler runs and the rest wait in the prefetch.
         let until = Instant::now() + Duration::from_secs(5);

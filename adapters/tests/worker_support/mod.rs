@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use lepus::core::decode_json_raw;
 use lepus::{
-    Delivery, HeaderValue, Message, Properties, Publication, QueueSpec, RetryPolicy, Subscription,
-    Transport, WorkerConfig,
+    Delivery, HeaderValue, Message, Properties, Publication, Publisher, QueueSpec, RetryPolicy,
+    Subscription, Transport, WorkerConfig,
 };
 use serde::{Deserialize, Serialize};
 
@@ -68,6 +68,20 @@ pub fn config(name: &str) -> WorkerConfig {
         .prefetch(50)
         .concurrency(8)
         .shutdown_timeout(Duration::from_secs(5))
+}
+
+/// Sends jobs `0..n` (empty notes) to `exchange` in one confirmed batch.
+pub async fn send_jobs<T: Transport + 'static>(t: &Arc<T>, exchange: &str, n: u64) {
+    let publisher = Publisher::new(Arc::clone(t), exchange.to_owned());
+    let jobs: Vec<Job> = (0..n)
+        .map(|n| Job {
+            n,
+            note: String::new(),
+        })
+        .collect();
+    for outcome in publisher.send_batch(&jobs).await.unwrap() {
+        outcome.unwrap();
+    }
 }
 
 /// Publishes raw bytes to the worker's exchange with the default routing key.
