@@ -7,6 +7,9 @@
 //! // RabbitMQ when AMQP_ADDR is set, the in-process broker otherwise.
 //! let broker = lepus::connect().await?;
 //! broker.declare_exchange("shop").await?;
+//! // ... publish, run workers ...
+//! // Before the runtime ends (see `AmqpTransport::close`).
+//! broker.close().await?;
 //! # Ok(()) }
 //! ```
 
