@@ -26,6 +26,16 @@
 
 pub use lepus_core as core;
 
+// The derives name `::lepus::...`, which must resolve inside this crate too.
+extern crate self as lepus;
+
+/// What the derives' expansions name; not an API.
+#[doc(hidden)]
+pub mod __derive {
+    pub use serde::de::DeserializeOwned;
+    pub use serde::Serialize;
+}
+
 pub mod amqp;
 mod broker;
 mod catch_unwind;
@@ -53,6 +63,10 @@ pub use broker::{
 pub use delivery::Delivery;
 pub use error::{Error, ErrorKind, NameKind, NameProblem, Result};
 pub use inprocess::{InProcessBroker, InProcessSubscription};
+/// `#[derive(Message)]`: implements the [trait](trait@Message) from
+/// `#[lepus(routing_key = "...", type = "...", retry = policy_fn)]`; `type` defaults to the
+/// type's name, `retry` to [`RetryPolicy::default`].
+pub use lepus_derive::Message;
 pub use message::{Message, RetryPolicy};
 pub use properties::{HeaderValue, Headers, Properties};
 pub use publisher::{

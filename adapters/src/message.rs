@@ -1,18 +1,32 @@
 //! Typed messages: the talk's `AbstractMessage` as a trait.
 //!
 //! A message type is a serde type with a wire type name (the envelope's `className` and the
-//! AMQP `type` property), a default routing key and a default retry policy:
+//! AMQP `type` property), a default routing key and a default retry policy. Derive it:
 //!
 //! ```
 //! use lepus::{Message, RetryPolicy};
 //! use serde::{Deserialize, Serialize};
 //!
-//! #[derive(Serialize, Deserialize)]
+//! #[derive(Serialize, Deserialize, Message)]
 //! #[serde(rename_all = "camelCase")]
+//! #[lepus(routing_key = "mailer.ad.expired", retry = mail_policy)]
 //! struct SendAdExpiredMail {
 //!     ad_id: u64,
 //! }
 //!
+//! fn mail_policy() -> RetryPolicy {
+//!     RetryPolicy::repeat(5, [15_000, 30_000, 60_000, 300_000, 86_400_000])
+//! }
+//!
+//! assert_eq!(SendAdExpiredMail::TYPE, "SendAdExpiredMail"); // the type's name by default
+//! ```
+//!
+//! or write the impl (the derive writes exactly this):
+//!
+//! ```
+//! # use lepus::{Message, RetryPolicy};
+//! # #[derive(serde::Serialize, serde::Deserialize)]
+//! # struct SendAdExpiredMail { ad_id: u64 }
 //! impl Message for SendAdExpiredMail {
 //!     const TYPE: &'static str = "SendAdExpiredMail";
 //!     const ROUTING_KEY: &'static str = "mailer.ad.expired";

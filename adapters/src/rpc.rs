@@ -40,6 +40,10 @@ pub use correlation::{format_correlation_id, new_correlation_id, parse_correlati
 pub use correlator::RpcCounters;
 pub use error::{RemoteErrorKind, RpcError};
 pub use gather::GatherSet;
+/// `#[derive(Request)]`: implements the [trait](trait@Request) from
+/// `#[lepus(reply = ReplyType, reply_type = "...")]`; `reply_type` defaults to the last segment
+/// of `reply`. Derive [`Message`](trait@crate::Message) as well.
+pub use lepus_derive::Request;
 pub use pending::PendingReply;
 pub use raw::PendingJsonReply;
 pub use request::Request;

@@ -27,7 +27,8 @@ use lepus::{HandlerError, Message, ReplyMode, RpcError, Transport, CONTENT_TYPE_
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, Message, Request)]
+#[lepus(routing_key = "users.friends.get", reply = UserFriends)]
 struct GetUserFriends {
     user_id: u64,
 }
@@ -36,16 +37,6 @@ struct GetUserFriends {
 struct UserFriends {
     user_id: u64,
     friends: Vec<u64>,
-}
-
-impl Message for GetUserFriends {
-    const TYPE: &'static str = "GetUserFriends";
-    const ROUTING_KEY: &'static str = "users.friends.get";
-}
-
-impl Request for GetUserFriends {
-    type Reply = UserFriends;
-    const REPLY_TYPE: &'static str = "UserFriends";
 }
 
 /// The friends both servers (ours and pika's) answer for `user_id`.
@@ -57,35 +48,17 @@ fn friends_of(user_id: u64) -> UserFriends {
 }
 
 /// Always refused: "moderators only".
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, Message, Request)]
+#[lepus(routing_key = "users.ban", reply = (), reply_type = "UserBanned")]
 struct BanUser {
     user_id: u64,
 }
 
-impl Message for BanUser {
-    const TYPE: &'static str = "BanUser";
-    const ROUTING_KEY: &'static str = "users.ban";
-}
-
-impl Request for BanUser {
-    type Reply = ();
-    const REPLY_TYPE: &'static str = "UserBanned";
-}
-
 /// Tutorial 6's request: the pika server answers the bare number.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, Message, Request)]
+#[lepus(routing_key = "math.fib", reply = u64, reply_type = "FibNumber")]
 struct Fib {
     n: u32,
-}
-
-impl Message for Fib {
-    const TYPE: &'static str = "Fib";
-    const ROUTING_KEY: &'static str = "math.fib";
-}
-
-impl Request for Fib {
-    type Reply = u64;
-    const REPLY_TYPE: &'static str = "FibNumber";
 }
 
 const TIMEOUT: Duration = Duration::from_secs(10);

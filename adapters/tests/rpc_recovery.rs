@@ -123,17 +123,11 @@ async fn close_connections(pids: &[String]) {
 }
 
 /// Waits for the gate, then answers its number.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, Message, Request)]
+#[lepus(type = "LepusTestGated", routing_key = "rpc.gated")]
+#[lepus(reply = u64, reply_type = "LepusTestGatedReply")]
 struct Gated {
     n: u64,
-}
-impl Message for Gated {
-    const TYPE: &'static str = "LepusTestGated";
-    const ROUTING_KEY: &'static str = "rpc.gated";
-}
-impl Request for Gated {
-    type Reply = u64;
-    const REPLY_TYPE: &'static str = "LepusTestGatedReply";
 }
 
 /// A server for [`Add`] and [`Gated`]; its gate starts closed.

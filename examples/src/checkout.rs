@@ -40,54 +40,68 @@ pub struct Order {
     pub amount_cents: u64,
 }
 
+/// Billing and wallet tasks: three attempts, 200 ms then 400 ms apart.
+fn billing_policy() -> RetryPolicy {
+    RetryPolicy::repeat(3, [200, 400])
+}
+
+/// Statistics: losing one is acceptable, so a failure is not retried.
+fn stats_policy() -> RetryPolicy {
+    RetryPolicy::ignore()
+}
+
+/// The paid feature: two attempts.
+fn feature_policy() -> RetryPolicy {
+    RetryPolicy::repeat(2, [150, 300])
+}
+
+/// E-mails and post: five attempts, backing off to a second.
+fn mail_policy() -> RetryPolicy {
+    RetryPolicy::repeat(5, [250, 500, 1000])
+}
+
+/// The seven tasks share one shape: the order, and a detail.
 macro_rules! checkout_message {
-    ($(#[$doc:meta])* $name:ident, $key:literal, $policy:expr) => {
+    ($(#[$doc:meta])* $name:ident, $key:literal, $policy:path) => {
         $(#[$doc])*
-        #[derive(Debug, Clone, Serialize, Deserialize)]
+        #[derive(Debug, Clone, Serialize, Deserialize, Message)]
+        #[lepus(routing_key = $key, retry = $policy)]
         pub struct $name {
             /// The order this task is about.
             pub order: Order,
             /// A detail of the task (an address, a feature name).
             pub detail: String,
         }
-
-        impl Message for $name {
-            const TYPE: &'static str = stringify!($name);
-            const ROUTING_KEY: &'static str = $key;
-            fn retry_policy() -> RetryPolicy {
-                $policy
-            }
-        }
     };
 }
 
 checkout_message!(
     /// Create the invoice (billing queue).
-    CreateInvoice, "billing.invoice.create", RetryPolicy::repeat(3, [200, 400])
+    CreateInvoice, "billing.invoice.create", billing_policy
 );
 checkout_message!(
     /// Refresh the user's wallet (wallet queue).
-    RefreshWallet, "wallet.refresh", RetryPolicy::repeat(3, [200, 400])
+    RefreshWallet, "wallet.refresh", billing_policy
 );
 checkout_message!(
-    /// Add the payment to the statistics (stats queue): losing one is acceptable.
-    AddToStats, "stats.payment", RetryPolicy::ignore()
+    /// Add the payment to the statistics (stats queue).
+    AddToStats, "stats.payment", stats_policy
 );
 checkout_message!(
     /// Assign the paid feature (billing queue).
-    AssignPaidFeature, "billing.feature.assign", RetryPolicy::repeat(2, [150, 300])
+    AssignPaidFeature, "billing.feature.assign", feature_policy
 );
 checkout_message!(
     /// Send the payment confirmation e-mail (mailer queue).
-    SendConfirmationEmail, "mailer.payment.confirmation", RetryPolicy::repeat(5, [250, 500, 1000])
+    SendConfirmationEmail, "mailer.payment.confirmation", mail_policy
 );
 checkout_message!(
     /// Send the invoice by e-mail (mailer queue).
-    SendInvoiceEmail, "mailer.invoice.email", RetryPolicy::repeat(5, [250, 500, 1000])
+    SendInvoiceEmail, "mailer.invoice.email", mail_policy
 );
 checkout_message!(
     /// Send the printed invoice by post (mailer queue).
-    SendPrintedInvoice, "mailer.invoice.printed", RetryPolicy::repeat(5, [250, 500, 1000])
+    SendPrintedInvoice, "mailer.invoice.printed", mail_policy
 );
 
 /// The worker queues and their bindings (slides 32-34).

@@ -21,22 +21,14 @@ use serde::{Deserialize, Serialize};
 use crate::chaos::SCENARIO_LIMIT;
 
 /// One call of the load: the server answers with the same fields.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Message, Request)]
+#[lepus(type = "LepusChaosPing", routing_key = "chaos.ping")]
+#[lepus(reply = Ping, reply_type = "LepusChaosPong")]
 pub struct Ping {
     /// Which caller loop sent it.
     pub caller: u32,
     /// Its number within that loop.
     pub seq: u64,
-}
-
-impl Message for Ping {
-    const TYPE: &'static str = "LepusChaosPing";
-    const ROUTING_KEY: &'static str = "chaos.ping";
-}
-
-impl Request for Ping {
-    type Reply = Ping;
-    const REPLY_TYPE: &'static str = "LepusChaosPong";
 }
 
 /// The outcome of one RPC scenario, a row of the RPC summary table.

@@ -397,7 +397,8 @@ fn stderr_of(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, Message, Request)]
+#[lepus(type = "LepusCliGetAds", routing_key = "ads.get", reply = Ads, reply_type = "LepusCliAds")]
 struct GetAds {
     user: u64,
 }
@@ -406,16 +407,6 @@ struct GetAds {
 struct Ads {
     user: u64,
     ids: Vec<u64>,
-}
-
-impl Message for GetAds {
-    const TYPE: &'static str = "LepusCliGetAds";
-    const ROUTING_KEY: &'static str = "ads.get";
-}
-
-impl Request for GetAds {
-    type Reply = Ads;
-    const REPLY_TYPE: &'static str = "LepusCliAds";
 }
 
 #[tokio::test(flavor = "multi_thread")]

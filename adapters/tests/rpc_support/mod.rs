@@ -9,72 +9,41 @@ use lepus::rpc::{Request, RpcServer, RpcServerConfig, RpcServerHandle};
 use lepus::{HandlerError, Message, ReplyTransport, Transport};
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, Message, Request)]
+#[lepus(type = "LepusTestAdd", routing_key = "rpc.add", reply = u64, reply_type = "LepusTestSum")]
 pub struct Add {
     pub a: u64,
     pub b: u64,
 }
-impl Message for Add {
-    const TYPE: &'static str = "LepusTestAdd";
-    const ROUTING_KEY: &'static str = "rpc.add";
-}
-impl Request for Add {
-    type Reply = u64;
-    const REPLY_TYPE: &'static str = "LepusTestSum";
-}
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, Message, Request)]
+#[lepus(type = "LepusTestEcho", routing_key = "rpc.echo")]
+#[lepus(reply = String, reply_type = "LepusTestEchoed")]
 pub struct Echo {
     pub text: String,
 }
-impl Message for Echo {
-    const TYPE: &'static str = "LepusTestEcho";
-    const ROUTING_KEY: &'static str = "rpc.echo";
-}
-impl Request for Echo {
-    type Reply = String;
-    const REPLY_TYPE: &'static str = "LepusTestEchoed";
-}
 
 /// Sleeps `ms`, then answers `ms`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, Message, Request)]
+#[lepus(type = "LepusTestSlow", routing_key = "rpc.slow")]
+#[lepus(reply = u64, reply_type = "LepusTestSlept")]
 pub struct Slow {
     pub ms: u64,
 }
-impl Message for Slow {
-    const TYPE: &'static str = "LepusTestSlow";
-    const ROUTING_KEY: &'static str = "rpc.slow";
-}
-impl Request for Slow {
-    type Reply = u64;
-    const REPLY_TYPE: &'static str = "LepusTestSlept";
-}
 
 /// Always rejected with `message`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, Message, Request)]
+#[lepus(type = "LepusTestFail", routing_key = "rpc.fail")]
+#[lepus(reply = (), reply_type = "LepusTestNever")]
 pub struct Fail {
     pub message: String,
 }
-impl Message for Fail {
-    const TYPE: &'static str = "LepusTestFail";
-    const ROUTING_KEY: &'static str = "rpc.fail";
-}
-impl Request for Fail {
-    type Reply = ();
-    const REPLY_TYPE: &'static str = "LepusTestNever";
-}
 
 /// The handler panics.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, Message, Request)]
+#[lepus(type = "LepusTestBoom", routing_key = "rpc.boom")]
+#[lepus(reply = (), reply_type = "LepusTestNever")]
 pub struct Boom {}
-impl Message for Boom {
-    const TYPE: &'static str = "LepusTestBoom";
-    const ROUTING_KEY: &'static str = "rpc.boom";
-}
-impl Request for Boom {
-    type Reply = ();
-    const REPLY_TYPE: &'static str = "LepusTestNever";
-}
 
 /// Starts a server on `queue` bound to `exchange` with `rpc.#`, handling every test type.
 pub async fn start_server<T>(t: &Arc<T>, queue: &str, exchange: &str) -> RpcServerHandle

@@ -13,18 +13,15 @@ use lepus::{
 use serde::{Deserialize, Serialize};
 
 /// A test job; `n` identifies it.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Message)]
+#[lepus(type = "LepusTestJob", routing_key = "jobs.test.run", retry = job_policy)]
 pub struct Job {
     pub n: u64,
     pub note: String,
 }
 
-impl Message for Job {
-    const TYPE: &'static str = "LepusTestJob";
-    const ROUTING_KEY: &'static str = "jobs.test.run";
-    fn retry_policy() -> RetryPolicy {
-        RetryPolicy::repeat(3, [200, 400])
-    }
+fn job_policy() -> RetryPolicy {
+    RetryPolicy::repeat(3, [200, 400])
 }
 
 /// What a handler saw: message id, attempt, when.

@@ -5,7 +5,8 @@ use lepus::Message;
 use serde::{Deserialize, Serialize};
 
 /// Asks the ads service for a user's active ads.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, Message, Request)]
+#[lepus(routing_key = "ads.active.get", reply = ActiveAds)]
 #[serde(rename_all = "camelCase")]
 pub struct GetActiveAds {
     /// Whose ads.
@@ -19,18 +20,9 @@ pub struct ActiveAds {
     pub ids: Vec<u64>,
 }
 
-impl Message for GetActiveAds {
-    const TYPE: &'static str = "GetActiveAds";
-    const ROUTING_KEY: &'static str = "ads.active.get";
-}
-
-impl Request for GetActiveAds {
-    type Reply = ActiveAds;
-    const REPLY_TYPE: &'static str = "ActiveAds";
-}
-
 /// Asks the ads service for the ads a user watches.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, Message, Request)]
+#[lepus(routing_key = "ads.observed.get", reply = ObservedAds)]
 #[serde(rename_all = "camelCase")]
 pub struct GetObservedAds {
     /// Whose watch list.
@@ -44,18 +36,9 @@ pub struct ObservedAds {
     pub ids: Vec<u64>,
 }
 
-impl Message for GetObservedAds {
-    const TYPE: &'static str = "GetObservedAds";
-    const ROUTING_KEY: &'static str = "ads.observed.get";
-}
-
-impl Request for GetObservedAds {
-    type Reply = ObservedAds;
-    const REPLY_TYPE: &'static str = "ObservedAds";
-}
-
 /// Asks the recommendation engine what to show a user.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, Message, Request)]
+#[lepus(routing_key = "recommendations.get", reply = Recommendations)]
 #[serde(rename_all = "camelCase")]
 pub struct GetRecommendations {
     /// For whom.
@@ -69,18 +52,9 @@ pub struct Recommendations {
     pub titles: Vec<String>,
 }
 
-impl Message for GetRecommendations {
-    const TYPE: &'static str = "GetRecommendations";
-    const ROUTING_KEY: &'static str = "recommendations.get";
-}
-
-impl Request for GetRecommendations {
-    type Reply = Recommendations;
-    const REPLY_TYPE: &'static str = "Recommendations";
-}
-
 /// Asks the messaging service for a user's inbox.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, Message, Request)]
+#[lepus(routing_key = "messages.get", reply = Inbox)]
 #[serde(rename_all = "camelCase")]
 pub struct GetMessages {
     /// Whose inbox.
@@ -94,16 +68,6 @@ pub struct Inbox {
     pub unread: u32,
     /// Subjects of the latest messages.
     pub latest: Vec<String>,
-}
-
-impl Message for GetMessages {
-    const TYPE: &'static str = "GetMessages";
-    const ROUTING_KEY: &'static str = "messages.get";
-}
-
-impl Request for GetMessages {
-    type Reply = Inbox;
-    const REPLY_TYPE: &'static str = "Inbox";
 }
 
 /// What the ads service answers (ids derived from the user's).

@@ -44,19 +44,10 @@ const PREFETCH: u16 = 128;
 const TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The request of the sequential and in-flight rows; the server echoes `note`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, Message, Request)]
+#[lepus(routing_key = "rpcb.echo", reply = String, reply_type = "BenchEchoed")]
 pub struct BenchEcho {
     note: String,
-}
-
-impl Message for BenchEcho {
-    const TYPE: &'static str = "BenchEcho";
-    const ROUTING_KEY: &'static str = "rpcb.echo";
-}
-
-impl Request for BenchEcho {
-    type Reply = String;
-    const REPLY_TYPE: &'static str = "BenchEchoed";
 }
 
 /// The same request sent by lepus's client to the raw lapin server, which echoes the whole
