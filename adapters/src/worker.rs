@@ -487,11 +487,19 @@ where
         if let Err(e) = subscription.cancel().await {
             tracing::warn!(queue = %queue, error = %e, "cancelling the consumer failed");
         }
+        // Bounded like the handlers' wait: on a broker that stopped answering, the rest is
+        // requeued at once (or left to the channel's end) instead of waiting per message.
+        let until = tokio::time::Instant::now() + shared.config.shutdown_timeout;
+        let mut giving_back = true;
         while let Ok(Some(Ok(delivery))) =
             tokio::time::timeout(Duration::from_millis(100), subscription.next()).await
         {
             bump(&shared.counters.received);
-            give_back(&shared, &delivery).await;
+            if giving_back {
+                giving_back = give_back(&shared, &delivery, until).await;
+            } else {
+                requeue(&shared, &delivery).await;
+            }
         }
     }
     // 2. Let running handlers finish, up to the timeout.
@@ -558,8 +566,15 @@ async fn reap<T>(
 /// ([`redelivery::earlier_deliveries`]) goes to the tail of the queue, then the delivery is
 /// acknowledged. A requeue would set `redelivered` (and quorum queues count every requeue),
 /// so a message caught in the prefetch of a few restarts would end in the dead-letter queue
-/// as if it had crashed its handlers. If the copy is not confirmed, the delivery is requeued.
-async fn give_back<T: Transport>(shared: &Shared<T>, delivery: &Delivery) {
+/// as if it had crashed its handlers.
+///
+/// If the copy is not confirmed by `until`, the delivery is requeued and `false` returned:
+/// the caller requeues the rest the same way.
+async fn give_back<T: Transport>(
+    shared: &Shared<T>,
+    delivery: &Delivery,
+    until: tokio::time::Instant,
+) -> bool {
     let mut properties = delivery.properties.clone();
     let earlier = redelivery::earlier_deliveries(delivery_info(delivery));
     // The broker's count belongs to the delivered copy; the new copy starts without one.
@@ -570,15 +585,24 @@ async fn give_back<T: Transport>(shared: &Shared<T>, delivery: &Delivery) {
     );
     let queue = &shared.config.queue;
     let copy = Publication::new("", queue, &delivery.body, &properties);
-    match shared.transport.publish(copy).await {
-        Ok(()) => match delivery.ack().await {
-            Ok(()) => bump(&shared.counters.requeued),
-            // The broker delivers the original again as well: a duplicate, not a loss.
-            Err(e) => note_settle_error(&shared.counters, &e, "give back"),
-        },
+    let published = tokio::time::timeout_at(until, shared.transport.publish(copy))
+        .await
+        .unwrap_or_else(|_| {
+            Err(Error::new(ErrorKind::Timeout).context("give back: no confirm by the deadline"))
+        });
+    match published {
+        Ok(()) => {
+            match delivery.ack().await {
+                Ok(()) => bump(&shared.counters.requeued),
+                // The broker delivers the original again as well: a duplicate, not a loss.
+                Err(e) => note_settle_error(&shared.counters, &e, "give back"),
+            }
+            true
+        }
         Err(e) => {
             tracing::warn!(error = %e, "giving back an unstarted delivery failed; requeueing");
             requeue(shared, delivery).await;
+            false
         }
     }
 }

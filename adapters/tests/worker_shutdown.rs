@@ -11,7 +11,10 @@ use std::time::{Duration, Instant};
 
 use std::sync::Mutex;
 
-use lepus::{Context, Publisher, QueueKind, Registry, Transport, Worker};
+use lepus::{
+    Context, InProcessBroker, InProcessSubscription, Properties, Publication, Publisher, QueueKind,
+    QueueSpec, Registry, Transport, Worker,
+};
 use worker_support::*;
 
 /// Counts handler starts and completions; each handler sleeps `sleep_ms`.
@@ -217,4 +220,97 @@ async fn inprocess_restarts_do_not_count_as_failed_deliveries() {
     let t = lepus::InProcessBroker::new();
     restarts_do_not_count_as_failed_deliveries(Arc::new(t), "w-restart-local", QueueKind::Classic)
         .await;
+}
+
+/// The in-process broker, except that publishing straight to a queue (the default exchange,
+/// which giving back uses) never confirms: a broker that stopped answering.
+struct NoCopies(InProcessBroker);
+
+impl Transport for NoCopies {
+    type Subscription = InProcessSubscription;
+
+    async fn declare_exchange(&self, exchange: &str) -> lepus::Result<()> {
+        self.0.declare_exchange(exchange).await
+    }
+    async fn declare_queue(&self, spec: &QueueSpec) -> lepus::Result<()> {
+        self.0.declare_queue(spec).await
+    }
+    async fn publish(&self, publication: Publication<'_>) -> lepus::Result<()> {
+        if publication.exchange.is_empty() {
+            std::future::pending::<()>().await;
+        }
+        self.0.publish(publication).await
+    }
+    async fn publish_batch(
+        &self,
+        batch: &[Publication<'_>],
+    ) -> lepus::Result<Vec<lepus::Result<()>>> {
+        self.0.publish_batch(batch).await
+    }
+    async fn publish_delayed(
+        &self,
+        queue: &str,
+        delay_ms: u32,
+        body: &[u8],
+        properties: &Properties,
+    ) -> lepus::Result<()> {
+        self.0
+            .publish_delayed(queue, delay_ms, body, properties)
+            .await
+    }
+    async fn publish_dead_letter(
+        &self,
+        queue: &str,
+        body: &[u8],
+        properties: &Properties,
+    ) -> lepus::Result<()> {
+        self.0.publish_dead_letter(queue, body, properties).await
+    }
+    async fn consume(&self, queue: &str, prefetch: u16) -> lepus::Result<InProcessSubscription> {
+        self.0.consume(queue, prefetch).await
+    }
+    async fn delete_queue(&self, queue: &str) -> lepus::Result<()> {
+        self.0.delete_queue(queue).await
+    }
+    async fn delete_exchange(&self, exchange: &str) -> lepus::Result<()> {
+        self.0.delete_exchange(exchange).await
+    }
+}
+
+/// When the copies are not confirmed, shutdown still ends within its timeout (it does not
+/// wait for each message in turn) and every unstarted delivery is requeued: nothing is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unconfirmed_copies_fall_back_to_requeueing() {
+    let t = Arc::new(NoCopies(InProcessBroker::new()));
+    let (started, done) = (Arc::default(), Arc::default());
+    let name = "w-no-copies";
+    let config = config(name)
+        .concurrency(1)
+        .prefetch(10)
+        .shutdown_timeout(Duration::from_millis(300));
+    let worker = Worker::new(Arc::clone(&t), config, slow_registry(&started, &done, 50));
+    let spec = worker.queue_spec();
+    let handle = worker.start().await.unwrap();
+    send_jobs(&t, &spec.exchange, 10).await;
+    assert_eq!(wait_until(&started, 1, 5_000).await, 1);
+    let t0 = Instant::now();
+    let stats = tokio::time::timeout(Duration::from_secs(10), handle.shutdown())
+        .await
+        .expect("shutdown does not wait for copies that are never confirmed")
+        .unwrap();
+    let took = t0.elapsed();
+    assert!(took < Duration::from_secs(3), "shutdown took {took:?}");
+    let finished = done.load(Ordering::SeqCst) as u64;
+    assert_eq!(stats.succeeded, finished);
+    assert_eq!(
+        stats.requeued + finished,
+        stats.received,
+        "every delivery not handled was requeued: {stats:?}"
+    );
+    assert_eq!(
+        drain(&*t, name, 300).await as u64,
+        10 - finished,
+        "the rest is back in the queue"
+    );
+    cleanup(&*t, &spec).await;
 }
