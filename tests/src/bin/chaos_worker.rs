@@ -36,8 +36,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     });
     let transport = Arc::new(AmqpTransport::connect(AmqpConfig::from_env()).await?);
-    let worker = Worker::new(transport, worker_config_for(&queue, false), registry);
-    // SIGTERM or Ctrl-C: finish running handlers, requeue the rest (SIGKILL skips this).
-    worker.run(lepus::shutdown_signal()).await?;
+    let worker = Worker::new(
+        Arc::clone(&transport),
+        worker_config_for(&queue, false),
+        registry,
+    );
+    // SIGTERM or Ctrl-C: finish running handlers, give back the rest (SIGKILL skips this).
+    let outcome = worker.run(lepus::shutdown_signal()).await;
+    transport.close().await?;
+    outcome?;
     Ok(())
 }

@@ -13,31 +13,17 @@ use serde::{Deserialize, Serialize};
 use super::BoxError;
 
 /// A message for the publisher rows, routed to the raw rows' queue (`bench.#`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, Message)]
+#[lepus(routing_key = "bench.typed", retry = RetryPolicy::ignore)]
 pub struct BenchMsg {
     note: String,
 }
 
-impl Message for BenchMsg {
-    const TYPE: &'static str = "BenchMsg";
-    const ROUTING_KEY: &'static str = "bench.typed";
-    fn retry_policy() -> RetryPolicy {
-        RetryPolicy::ignore()
-    }
-}
-
 /// The same, routed to the worker's own queue (`benchw.#`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, Message)]
+#[lepus(routing_key = "benchw.msg", retry = RetryPolicy::ignore)]
 pub struct WorkerMsg {
     note: String,
-}
-
-impl Message for WorkerMsg {
-    const TYPE: &'static str = "WorkerMsg";
-    const ROUTING_KEY: &'static str = "benchw.msg";
-    fn retry_policy() -> RetryPolicy {
-        RetryPolicy::ignore()
-    }
 }
 
 /// About 256 bytes of envelope, like the raw rows' bodies.
