@@ -575,17 +575,9 @@ async fn give_back<T: Transport>(
     delivery: &Delivery,
     until: tokio::time::Instant,
 ) -> bool {
-    let mut properties = delivery.properties.clone();
     let earlier = redelivery::earlier_deliveries(delivery_info(delivery));
-    // The broker's count belongs to the delivered copy; the new copy starts without one.
-    properties.headers.remove(QUORUM_COUNT_HEADER);
-    properties.headers.insert(
-        COUNT_HEADER.to_owned(),
-        HeaderValue::Int(i64::from(earlier)),
-    );
-    let queue = &shared.config.queue;
-    let copy = Publication::new("", queue, &delivery.body, &properties);
-    let published = tokio::time::timeout_at(until, shared.transport.publish(copy))
+    let copy = publish_counted_copy(shared, delivery, earlier);
+    let published = tokio::time::timeout_at(until, copy)
         .await
         .unwrap_or_else(|_| {
             Err(Error::new(ErrorKind::Timeout).context("give back: no confirm by the deadline"))
@@ -605,6 +597,27 @@ async fn give_back<T: Transport>(
             false
         }
     }
+}
+
+/// Publishes a copy of `delivery` straight into the worker's queue with [`COUNT_HEADER`] set
+/// to `count` (the recount of a classic redelivery, and giving back at shutdown), and waits
+/// for its confirm. The broker's own count (`x-delivery-count`) belongs to the delivered copy,
+/// so the new copy starts without one.
+async fn publish_counted_copy<T: Transport>(
+    shared: &Shared<T>,
+    delivery: &Delivery,
+    count: u32,
+) -> Result<()> {
+    let mut properties = delivery.properties.clone();
+    properties.headers.remove(QUORUM_COUNT_HEADER);
+    properties
+        .headers
+        .insert(COUNT_HEADER.to_owned(), HeaderValue::Int(i64::from(count)));
+    let queue = &shared.config.queue;
+    shared
+        .transport
+        .publish(Publication::new("", queue, &delivery.body, &properties))
+        .await
 }
 
 async fn requeue<T>(shared: &Shared<T>, delivery: &Delivery) -> Verdict {
@@ -718,16 +731,7 @@ async fn handle<T: Transport>(shared: &Shared<T>, delivery: &Delivery) -> Result
         match redelivery::decide(delivery_info(delivery), shared.config.delivery_limit) {
             Redelivery::Handle { redelivered, .. } => redelivered,
             Redelivery::Recount { deliveries } => {
-                let mut properties = delivery.properties.clone();
-                properties.headers.insert(
-                    COUNT_HEADER.to_owned(),
-                    HeaderValue::Int(i64::from(deliveries)),
-                );
-                let queue = &shared.config.queue;
-                shared
-                    .transport
-                    .publish(Publication::new("", queue, body, &properties))
-                    .await?;
+                publish_counted_copy(shared, delivery, deliveries).await?;
                 return Ok(Follow::Recounted { deliveries });
             }
             Redelivery::DeadLetter { deliveries } => {
