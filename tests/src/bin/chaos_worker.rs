@@ -43,7 +43,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     // SIGTERM or Ctrl-C: finish running handlers, give back the rest (SIGKILL skips this).
     let outcome = worker.run(lepus::shutdown_signal()).await;
-    transport.close().await?;
+    // Best effort, as in the CLI: lapin may refuse `connection.close` while the worker's
+    // consumer channel is still closing; the process ends either way.
+    if let Err(e) = transport.close().await {
+        eprintln!("chaos_worker: closing the connection: {e}");
+    }
     outcome?;
     Ok(())
 }
