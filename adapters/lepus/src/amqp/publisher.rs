@@ -1,0 +1,265 @@
+//! Publishing to RabbitMQ with publisher confirms.
+//!
+//! One channel in confirm mode carries every publish. A publish sends its frames, then awaits
+//! the broker's confirmation of that message alone, so many publishes in flight (from
+//! concurrent tasks, or [`Publisher::publish_batch`]) share the round trips: confirmations
+//! pipeline. Every message is mandatory and persistent. When the broker closes the channel
+//! (for example after a publish to a missing exchange), the next publish opens a new one.
+
+use std::sync::{Arc, Mutex};
+
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::types::ShortString;
+use lapin::{BasicProperties, Channel, Connection, PublisherConfirm};
+use tokio::sync::oneshot;
+use tracing::Instrument;
+
+use crate::amqp::confirms::ConfirmTracker;
+use crate::amqp::properties::{short_name, to_amqp};
+use crate::error::{Error, ErrorKind, NameKind, Result};
+use crate::amqp::channels::OpenChannels;
+use crate::names::{check_payload, check_routing_key, check_target_exchange};
+use crate::publisher::{new_message_id, now_seconds};
+use crate::transport::Publication;
+
+/// Publishes with confirms on one channel of a connection.
+#[derive(Debug)]
+pub struct Publisher {
+    connection: Arc<Connection>,
+    channels: Arc<OpenChannels>,
+    channel: Mutex<Arc<ConfirmChannel>>,
+    reopen: tokio::sync::Mutex<()>,
+    max_payload: usize,
+    /// Bound to one channel that must not be replaced (a direct reply-to channel): when it
+    /// closes, publishes fail instead of reopening.
+    fixed: bool,
+}
+
+/// A channel in confirm mode and the task that settles its confirmations.
+#[derive(Debug)]
+struct ConfirmChannel {
+    channel: Arc<Channel>,
+    confirms: ConfirmTracker,
+}
+
+impl ConfirmChannel {
+    async fn open(connection: &Connection, channels: &OpenChannels) -> Result<Self> {
+        let channel = confirm_channel(connection, channels).await?;
+        let confirms = ConfirmTracker::start(Channel::clone(&channel));
+        Ok(ConfirmChannel { channel, confirms })
+    }
+
+    /// Sends one prepared publication; the receiver yields its settled outcome.
+    async fn send(&self, p: &Prepared, body: &[u8]) -> Result<oneshot::Receiver<Result<()>>> {
+        let confirm = send_frames(&self.channel, p, body).await?;
+        Ok(self.confirms.track(p.message_id.clone(), confirm))
+    }
+}
+
+/// Waits for a publish's settled outcome.
+async fn settled(outcome: oneshot::Receiver<Result<()>>) -> Result<()> {
+    outcome.await.unwrap_or_else(|_| {
+        Err(Error::new(ErrorKind::ChannelClosed).context("publisher confirm tracking stopped"))
+    })
+}
+
+/// A publication checked and converted, ready to send.
+struct Prepared {
+    exchange: ShortString,
+    routing_key: ShortString,
+    properties: BasicProperties,
+    message_id: String,
+    mandatory: bool,
+}
+
+impl Publisher {
+    /// Opens a confirm-mode channel on `connection`. Bodies over `max_payload` bytes are
+    /// refused before sending.
+    pub async fn open(connection: Arc<Connection>, max_payload: usize) -> Result<Self> {
+        Publisher::open_in(connection, Arc::default(), max_payload).await
+    }
+
+    /// [`Publisher::open`] with its channels kept in `channels` (those of a session).
+    pub(crate) async fn open_in(
+        connection: Arc<Connection>,
+        channels: Arc<OpenChannels>,
+        max_payload: usize,
+    ) -> Result<Self> {
+        let channel = ConfirmChannel::open(&connection, &channels).await?;
+        Ok(Publisher {
+            connection,
+            channels,
+            channel: Mutex::new(Arc::new(channel)),
+            reopen: tokio::sync::Mutex::new(()),
+            max_payload,
+            fixed: false,
+        })
+    }
+
+    /// A publisher on `channel` (put in confirm mode here) that never reopens it: once it is
+    /// closed, publishes are [`ErrorKind::ChannelClosed`]. For the RPC reply channel, whose
+    /// consumer lives on the same channel.
+    pub(crate) async fn on_channel(
+        connection: Arc<Connection>,
+        channels: Arc<OpenChannels>,
+        channel: Arc<Channel>,
+        max_payload: usize,
+    ) -> Result<Self> {
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .map_err(|e| Error::from_lapin(e).context("enable publisher confirms"))?;
+        let confirms = ConfirmTracker::start(Channel::clone(&channel));
+        Ok(Publisher {
+            connection,
+            channels,
+            channel: Mutex::new(Arc::new(ConfirmChannel { channel, confirms })),
+            reopen: tokio::sync::Mutex::new(()),
+            max_payload,
+            fixed: true,
+        })
+    }
+
+    /// The body size limit, in bytes.
+    pub fn max_payload(&self) -> usize {
+        self.max_payload
+    }
+
+    /// Publishes `body` to `exchange` with `routing_key` and waits for the broker's
+    /// confirmation. See [`crate::Transport::publish`].
+    pub async fn publish(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        body: &[u8],
+        properties: &crate::Properties,
+    ) -> Result<()> {
+        self.send(Publication::new(exchange, routing_key, body, properties))
+            .await
+    }
+
+    /// Publishes one [`Publication`] and waits for its confirmation.
+    pub async fn send(&self, publication: Publication<'_>) -> Result<()> {
+        let prepared = self.prepare(&publication)?;
+        let span = tracing::debug_span!(
+            "publish",
+            message_id = %prepared.message_id,
+            exchange = publication.exchange,
+            routing_key = publication.routing_key,
+        );
+        async {
+            let channel = self.channel().await?;
+            let outcome = match channel.send(&prepared, publication.body).await {
+                Ok(outcome) => settled(outcome).await,
+                Err(e) => Err(e),
+            };
+            outcome.map_err(|e| e.context(describe(&publication, &prepared)))
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Validates every publication (an invalid one fails the call before anything is sent),
+    /// sends them all, then awaits all confirmations. Per-message outcomes, in order.
+    pub async fn publish_batch(&self, batch: &[Publication<'_>]) -> Result<Vec<Result<()>>> {
+        let prepared = batch
+            .iter()
+            .map(|p| self.prepare(p))
+            .collect::<Result<Vec<_>>>()?;
+        let channel = self.channel().await?;
+        let mut pending = Vec::with_capacity(batch.len());
+        for (publication, prepared) in batch.iter().zip(&prepared) {
+            pending.push(channel.send(prepared, publication.body).await);
+        }
+        let mut outcomes = Vec::with_capacity(batch.len());
+        for ((sent, publication), prepared) in pending.into_iter().zip(batch).zip(&prepared) {
+            let outcome = match sent {
+                Ok(outcome) => settled(outcome).await,
+                Err(e) => Err(e),
+            };
+            outcomes.push(outcome.map_err(|e| e.context(describe(publication, prepared))));
+        }
+        Ok(outcomes)
+    }
+
+    fn prepare(&self, p: &Publication<'_>) -> Result<Prepared> {
+        check_target_exchange(p.exchange)?;
+        check_routing_key(p.routing_key)?;
+        check_payload(p.body.len(), self.max_payload)?;
+        p.properties.validate()?;
+        let message_id = match &p.properties.message_id {
+            Some(id) => id.clone(),
+            None => new_message_id(),
+        };
+        let timestamp = p.properties.timestamp.unwrap_or_else(now_seconds);
+        Ok(Prepared {
+            exchange: short_name(NameKind::Exchange, p.exchange)?,
+            routing_key: short_name(NameKind::RoutingKey, p.routing_key)?,
+            properties: to_amqp(p.properties, &message_id, timestamp)?,
+            message_id,
+            mandatory: p.mandatory,
+        })
+    }
+
+    fn current(&self) -> Arc<ConfirmChannel> {
+        match self.channel.lock() {
+            Ok(guard) => Arc::clone(&guard),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+
+    /// The publishing channel, reopened if the broker closed it.
+    async fn channel(&self) -> Result<Arc<ConfirmChannel>> {
+        let current = self.current();
+        if current.channel.status().connected() {
+            return Ok(current);
+        }
+        if self.fixed {
+            return Err(Error::new(ErrorKind::ChannelClosed).context("the reply channel is closed"));
+        }
+        let _reopening = self.reopen.lock().await;
+        let current = self.current();
+        if current.channel.status().connected() {
+            return Ok(current);
+        }
+        tracing::info!("publishing channel closed; opening a new one");
+        let fresh = Arc::new(ConfirmChannel::open(&self.connection, &self.channels).await?);
+        match self.channel.lock() {
+            Ok(mut guard) => *guard = Arc::clone(&fresh),
+            Err(poisoned) => *poisoned.into_inner() = Arc::clone(&fresh),
+        }
+        Ok(fresh)
+    }
+}
+
+async fn confirm_channel(connection: &Connection, channels: &OpenChannels) -> Result<Arc<Channel>> {
+    let channel = channels.open(connection, "publish").await?;
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .map_err(|e| Error::from_lapin(e).context("enable publisher confirms"))?;
+    Ok(channel)
+}
+
+async fn send_frames(channel: &Channel, p: &Prepared, body: &[u8]) -> Result<PublisherConfirm> {
+    channel
+        .basic_publish(
+            p.exchange.clone(),
+            p.routing_key.clone(),
+            BasicPublishOptions {
+                mandatory: p.mandatory,
+                immediate: false,
+            },
+            body,
+            p.properties.clone(),
+        )
+        .await
+        .map_err(Error::from_lapin)
+}
+
+fn describe(p: &Publication<'_>, prepared: &Prepared) -> String {
+    format!(
+        "publish of message {} to exchange {:?} with routing key {:?}",
+        prepared.message_id, p.exchange, p.routing_key
+    )
+}

@@ -1,0 +1,13 @@
+//! The in-process broker: consume, dead letters, routing, parity with RabbitMQ; the derives.
+//!
+//! One test binary per area (each binary links lapin and tokio again); each file a module.
+
+#[macro_use]
+#[path = "../support/amqp.rs"]
+mod amqp_support;
+
+mod consume;
+mod dead_letters;
+mod derive;
+mod parity;
+mod routing;
