@@ -130,6 +130,11 @@ pub enum ErrorKind {
         /// What is full.
         what: &'static str,
     },
+    /// A configuration value is out of its range (e.g. a concurrency of 0); nothing started.
+    InvalidConfig {
+        /// The setting.
+        setting: &'static str,
+    },
 }
 
 /// The error of every fallible operation of this crate.
@@ -183,7 +188,10 @@ impl Error {
     pub fn is_invalid_input(&self) -> bool {
         matches!(
             self.kind,
-            ErrorKind::InvalidName { .. } | ErrorKind::PayloadTooLarge { .. } | ErrorKind::Encode
+            ErrorKind::InvalidName { .. }
+                | ErrorKind::PayloadTooLarge { .. }
+                | ErrorKind::Encode
+                | ErrorKind::InvalidConfig { .. }
         )
     }
 
@@ -274,6 +282,7 @@ impl fmt::Display for ErrorKind {
             ErrorKind::Closed => f.write_str("the transport was closed by its owner"),
             ErrorKind::Broker => f.write_str("AMQP client error"),
             ErrorKind::CapacityExceeded { what } => write!(f, "capacity exceeded: {what} full"),
+            ErrorKind::InvalidConfig { setting } => write!(f, "invalid configuration: {setting}"),
         }
     }
 }

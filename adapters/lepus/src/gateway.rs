@@ -30,7 +30,8 @@ use crate::core::retry::RetryMetadata;
 use crate::error::Result;
 use crate::message::Message;
 use crate::properties::Properties;
-use crate::publisher::{encode_envelope, new_message_id, now_seconds, CONTENT_TYPE_JSON};
+use crate::protocol::{new_message_id, now_seconds, CONTENT_TYPE_JSON};
+use crate::publisher::encode_envelope;
 use crate::transport::{Publication, Transport};
 
 /// Default longest frame, in bytes (terminator excluded).

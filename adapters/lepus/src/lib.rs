@@ -39,13 +39,16 @@ pub mod __derive {
 pub mod amqp;
 mod broker;
 mod catch_unwind;
+pub mod consumer;
 mod delivery;
 mod error;
 pub mod gateway;
+mod handlers;
 pub mod inprocess;
 mod message;
 pub mod names;
 mod properties;
+mod protocol;
 mod publisher;
 mod registry;
 mod reply;
@@ -60,8 +63,10 @@ pub use amqp::{AmqpConfig, AmqpSubscription, AmqpTransport, DEFAULT_ADDR};
 pub use broker::{
     connect, connect_to, Broker, BrokerReplyReceiver, BrokerRequestSender, BrokerSubscription,
 };
+pub use consumer::{ConsumerConfig, ConsumerStats};
 pub use delivery::Delivery;
 pub use error::{Error, ErrorKind, NameKind, NameProblem, Result};
+pub use handlers::{Context, HandlerError, HandlerErrorKind};
 pub use inprocess::{InProcessBroker, InProcessSubscription};
 /// `#[derive(Message)]`: implements the [trait](trait@Message) from
 /// `#[lepus(routing_key = "...", type = "...", retry = policy_fn)]`; `type` defaults to the
@@ -69,10 +74,13 @@ pub use inprocess::{InProcessBroker, InProcessSubscription};
 pub use lepus_derive::Message;
 pub use message::{Message, RetryPolicy};
 pub use properties::{HeaderValue, Headers, Properties};
-pub use publisher::{
-    encode_raw_envelope, new_message_id, Publisher, SendOptions, CONTENT_TYPE_JSON,
+pub use protocol::{
+    is_json, new_message_id, CONTENT_TYPE_JSON, DEFAULT_MAX_PAYLOAD, HEADER_ATTEMPTS, HEADER_ERROR,
+    HEADER_FAILED_AT, HEADER_ORIGIN_EXCHANGE, HEADER_ORIGIN_QUEUE, HEADER_ORIGIN_ROUTING_KEY,
+    HEADER_REASON, MAX_FOLLOW_UP_BODY,
 };
-pub use registry::{Context, HandlerError, HandlerErrorKind, Registry};
+pub use publisher::{encode_raw_envelope, Publisher, SendOptions};
+pub use registry::Registry;
 pub use reply::{
     ReplyMessage, ReplyMode, ReplyReceiver, ReplyTransport, RequestSender, DIRECT_REPLY_TO,
 };
@@ -80,8 +88,4 @@ pub use rpc::{Request, RpcClient, RpcClientConfig, RpcError, RpcServer, RpcServe
 pub use signal::shutdown_signal;
 pub use topology::{QueueKind, QueueSpec};
 pub use transport::{Publication, Subscription, Transport};
-pub use worker::{
-    Worker, WorkerConfig, WorkerHandle, WorkerStats, HEADER_ATTEMPTS, HEADER_ERROR,
-    HEADER_FAILED_AT, HEADER_ORIGIN_EXCHANGE, HEADER_ORIGIN_QUEUE, HEADER_ORIGIN_ROUTING_KEY,
-    HEADER_REASON,
-};
+pub use worker::{Worker, WorkerConfig, WorkerHandle, WorkerStats};

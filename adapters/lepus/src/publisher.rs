@@ -9,19 +9,15 @@
 //! The body is core's JSON envelope ([`encode_json_raw`]) around the payload written by
 //! `serde_json`.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
 
 use crate::core::envelope::{encode_json_raw, EncodeError, Metadata, RawEnvelope, Text};
 use crate::core::retry::RetryMetadata;
 use crate::error::{Error, ErrorKind, Result};
 use crate::message::{Message, RetryPolicy};
 use crate::properties::{HeaderValue, Headers, Properties};
+use crate::protocol::{new_message_id, now_seconds, CONTENT_TYPE_JSON};
 use crate::transport::{Publication, Transport};
-
-/// The content type of every body this crate writes.
-pub const CONTENT_TYPE_JSON: &str = "application/json";
 
 /// Per-send overrides for [`Publisher::send_with`].
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -282,27 +278,6 @@ pub fn encode_raw_envelope(
         }
     }
     Err(Error::new(ErrorKind::Encode).context(format!("encode a {class_name} envelope")))
-}
-
-pub(crate) fn now_seconds() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
-/// A message id unique across processes in practice: `<pid>-<start nanos>-<counter>`, hex.
-pub fn new_message_id() -> String {
-    static PREFIX: OnceLock<String> = OnceLock::new();
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let prefix = PREFIX.get_or_init(|| {
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
-        format!("{:x}-{:x}", std::process::id(), nanos)
-    });
-    format!("{prefix}-{:x}", COUNTER.fetch_add(1, Ordering::Relaxed))
 }
 
 #[cfg(test)]

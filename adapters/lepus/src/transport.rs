@@ -25,6 +25,9 @@ pub struct Publication<'a> {
     /// default. Off only where the broker's answer means nothing (replies to a direct
     /// reply-to address, which RabbitMQ returns as unroutable even when it delivers them).
     pub mandatory: bool,
+    /// A follow-up of a delivered message (retry copy, dead letter, message given back): held
+    /// to [`crate::MAX_FOLLOW_UP_BODY`] instead of the transport's payload limit.
+    pub(crate) follow_up: bool,
 }
 
 impl<'a> Publication<'a> {
@@ -41,6 +44,25 @@ impl<'a> Publication<'a> {
             body,
             properties,
             mandatory: true,
+            follow_up: false,
+        }
+    }
+
+    /// The same publication, as a follow-up of a delivered message: see
+    /// [`crate::MAX_FOLLOW_UP_BODY`].
+    #[must_use]
+    pub(crate) fn follow_up(mut self) -> Self {
+        self.follow_up = true;
+        self
+    }
+
+    /// The largest body this publication may carry on a transport whose payload limit is
+    /// `max_payload`.
+    pub(crate) fn body_limit(&self, max_payload: usize) -> usize {
+        if self.follow_up {
+            max_payload.max(crate::protocol::MAX_FOLLOW_UP_BODY)
+        } else {
+            max_payload
         }
     }
 

@@ -49,11 +49,17 @@ pub enum DeadLetterReason {
     Oversized,
     /// `"delivery-limit"`: the broker's delivery limit was reached (set by adapters).
     DeliveryLimit,
+    /// `"follow-up-refused"`: the retry copy of a failed message was refused as invalid by
+    /// the transport or the broker, so it cannot wait for its retry (set by adapters).
+    FollowUpRefused,
+    /// `"no-reply-to"`: an RPC request without a reply address, on a server that
+    /// dead-letters those (set by adapters).
+    NoReplyTo,
 }
 
 impl DeadLetterReason {
     /// Every reason, in declaration order.
-    pub const ALL: [DeadLetterReason; 10] = [
+    pub const ALL: [DeadLetterReason; 12] = [
         DeadLetterReason::RetriesExhausted,
         DeadLetterReason::Rejected,
         DeadLetterReason::RetryIgnored,
@@ -64,6 +70,8 @@ impl DeadLetterReason {
         DeadLetterReason::WrongContentType,
         DeadLetterReason::Oversized,
         DeadLetterReason::DeliveryLimit,
+        DeadLetterReason::FollowUpRefused,
+        DeadLetterReason::NoReplyTo,
     ];
 
     /// The stable wire string, as put in the `x-lepus-reason` header.
@@ -79,6 +87,8 @@ impl DeadLetterReason {
             DeadLetterReason::WrongContentType => "wrong-content-type",
             DeadLetterReason::Oversized => "oversized",
             DeadLetterReason::DeliveryLimit => "delivery-limit",
+            DeadLetterReason::FollowUpRefused => "follow-up-refused",
+            DeadLetterReason::NoReplyTo => "no-reply-to",
         }
     }
 

@@ -162,7 +162,7 @@ impl AmqpTransport {
         for pattern in patterns {
             check_binding_pattern(pattern)?;
         }
-        let name = format!("lepus.tap.{}", crate::publisher::new_message_id());
+        let name = format!("lepus.tap.{}", crate::protocol::new_message_id());
         let channel = self.open_channel("tap an exchange").await?;
         channel
             .queue_declare(

@@ -17,7 +17,7 @@ mod supervisor;
 pub mod topology;
 mod transport;
 
-pub use config::{AmqpConfig, DEFAULT_ADDR, DEFAULT_MAX_PAYLOAD};
+pub use config::{AmqpConfig, DEFAULT_ADDR};
 pub use connection::{connect, redact};
 pub use inspect::{is_not_found, QueueBrowser, QueueStatus};
 pub use publisher::Publisher;

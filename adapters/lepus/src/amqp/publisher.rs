@@ -14,12 +14,12 @@ use lapin::{BasicProperties, Channel, Connection, PublisherConfirm};
 use tokio::sync::oneshot;
 use tracing::Instrument;
 
+use crate::amqp::channels::OpenChannels;
 use crate::amqp::confirms::ConfirmTracker;
 use crate::amqp::properties::{short_name, to_amqp};
 use crate::error::{Error, ErrorKind, NameKind, Result};
-use crate::amqp::channels::OpenChannels;
 use crate::names::{check_payload, check_routing_key, check_target_exchange};
-use crate::publisher::{new_message_id, now_seconds};
+use crate::protocol::{new_message_id, now_seconds};
 use crate::transport::Publication;
 
 /// Publishes with confirms on one channel of a connection.
@@ -185,7 +185,7 @@ impl Publisher {
     fn prepare(&self, p: &Publication<'_>) -> Result<Prepared> {
         check_target_exchange(p.exchange)?;
         check_routing_key(p.routing_key)?;
-        check_payload(p.body.len(), self.max_payload)?;
+        check_payload(p.body.len(), p.body_limit(self.max_payload))?;
         p.properties.validate()?;
         let message_id = match &p.properties.message_id {
             Some(id) => id.clone(),

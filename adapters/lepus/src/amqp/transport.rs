@@ -13,7 +13,7 @@ use crate::amqp::supervisor::Supervisor;
 use crate::amqp::topology;
 use crate::error::{Error, ErrorKind, Result};
 use crate::properties::Properties;
-use crate::publisher::new_message_id;
+use crate::protocol::new_message_id;
 use crate::topology::{dead_letter_queue_name, wait_queue_lease_ms, wait_queue_name, QueueSpec};
 use crate::transport::{Publication, Transport};
 
@@ -243,7 +243,7 @@ impl Transport for AmqpTransport {
         if !self.lease_valid(&wait_queue, delay_ms) {
             self.renew_wait_queue(queue, delay_ms, &wait_queue).await?;
         }
-        let publication = Publication::new("", &wait_queue, body, properties);
+        let publication = Publication::new("", &wait_queue, body, properties).follow_up();
         match self.send(publication).await {
             // The wait queue vanished (deleted by hand, or expired under another lease
             // holder): nothing was enqueued, so declaring it again and resending is safe.
@@ -272,7 +272,7 @@ impl Transport for AmqpTransport {
         } else {
             properties
         };
-        self.send(Publication::new("", &dead, body, properties))
+        self.send(Publication::new("", &dead, body, properties).follow_up())
             .await
     }
 

@@ -5,7 +5,6 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use lepus_core::exchange::ExchangeKind;
 use tokio::sync::mpsc;
 
-use crate::amqp::DEFAULT_MAX_PAYLOAD;
 use crate::delivery::Delivery;
 use crate::error::Result;
 use crate::inprocess::exchange::QueueId;
@@ -17,7 +16,8 @@ use crate::names::{
     check_target_exchange,
 };
 use crate::properties::{Headers, Properties};
-use crate::publisher::{new_message_id, now_seconds};
+use crate::protocol::DEFAULT_MAX_PAYLOAD;
+use crate::protocol::{new_message_id, now_seconds};
 use crate::topology::{dead_letter_queue_name, wait_queue_name, QueueKind, QueueSpec};
 use crate::transport::{Publication, Transport};
 
@@ -123,7 +123,7 @@ impl Default for InProcessBroker {
 
 impl InProcessBroker {
     /// An empty broker with the default body size limit
-    /// ([`crate::amqp::DEFAULT_MAX_PAYLOAD`], as the RabbitMQ transport).
+    /// ([`crate::DEFAULT_MAX_PAYLOAD`], as the RabbitMQ transport).
     pub fn new() -> Self {
         InProcessBroker::with_max_payload(DEFAULT_MAX_PAYLOAD)
     }
@@ -226,7 +226,7 @@ impl InProcessBroker {
     fn prepare(&self, p: &Publication<'_>) -> Result<Stored> {
         check_target_exchange(p.exchange)?;
         check_routing_key(p.routing_key)?;
-        check_payload(p.body.len(), self.shared.max_payload)?;
+        check_payload(p.body.len(), p.body_limit(self.shared.max_payload))?;
         p.properties.validate()?;
         let mut properties = p.properties.clone();
         if properties.message_id.is_none() {
@@ -338,7 +338,7 @@ impl Transport for InProcessBroker {
         properties: &Properties,
     ) -> Result<()> {
         let wait_queue = self.declare_wait_queue(queue, delay_ms)?;
-        self.publish(Publication::new("", &wait_queue, body, properties))
+        self.publish(Publication::new("", &wait_queue, body, properties).follow_up())
             .await
     }
 
@@ -349,7 +349,7 @@ impl Transport for InProcessBroker {
         properties: &Properties,
     ) -> Result<()> {
         let dead = dead_letter_queue_name(queue)?;
-        self.publish(Publication::new("", &dead, body, properties))
+        self.publish(Publication::new("", &dead, body, properties).follow_up())
             .await
     }
 

@@ -18,6 +18,13 @@ pub enum RemoteErrorKind {
     Decode,
     /// The server has no handler for the request's type.
     UnknownType,
+    /// The request's body is over the server's size limit.
+    TooLarge,
+    /// The request was delivered to servers more often than the server's delivery limit
+    /// allows (it crashed or hung them): it was dead-lettered, not run again.
+    DeliveryLimit,
+    /// The handler ran longer than the server's handler timeout.
+    TimedOut,
     /// A kind this version does not know.
     Other,
 }
@@ -31,6 +38,9 @@ impl RemoteErrorKind {
             RemoteErrorKind::Panicked => "panicked",
             RemoteErrorKind::Decode => "decode",
             RemoteErrorKind::UnknownType => "unknown-type",
+            RemoteErrorKind::TooLarge => "too-large",
+            RemoteErrorKind::DeliveryLimit => "delivery-limit",
+            RemoteErrorKind::TimedOut => "timed-out",
             RemoteErrorKind::Other => "error",
         }
     }
@@ -43,6 +53,9 @@ impl RemoteErrorKind {
             "panicked" => RemoteErrorKind::Panicked,
             "decode" => RemoteErrorKind::Decode,
             "unknown-type" => RemoteErrorKind::UnknownType,
+            "too-large" => RemoteErrorKind::TooLarge,
+            "delivery-limit" => RemoteErrorKind::DeliveryLimit,
+            "timed-out" => RemoteErrorKind::TimedOut,
             _ => RemoteErrorKind::Other,
         }
     }

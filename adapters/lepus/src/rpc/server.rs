@@ -1,5 +1,11 @@
 //! [`RpcServer`]: typed request handlers on a queue, replies to `reply_to`.
 //!
+//! The server is the reply policy on the consumer runtime ([`crate::consumer`]), which gives
+//! it what a worker has: a body limit, a delivery limit (a request that crashed or hung its
+//! servers ends dead-lettered with a `delivery-limit` error reply, not in a loop), a handler
+//! timeout (a `timed-out` error reply), panic capture, batched acks and the give-back at
+//! shutdown. An oversized request is dead-lettered and answered with `too-large`.
+//!
 //! For each request: the handler runs (a panic is caught), the reply (or a typed remote
 //! error, [`super::HEADER_RPC_ERROR`]) is published through the default exchange to the
 //! request's `reply_to` (else its envelope's `response_queue`) with the request's
@@ -10,26 +16,26 @@
 //! as sent. A request without a reply address is handled as a
 //! plain message or dead-lettered ([`NoReplyPolicy`]).
 
-use crate::worker::bump;
 use core::future::Future;
-use core::pin::Pin;
-use std::collections::HashMap;
-use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{oneshot, Semaphore};
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
 
-use crate::catch_unwind::{panic_message, CatchUnwind};
+use crate::consumer::{
+    bump, dead_letter_properties, requeue, run_handler, serve, ConsumerConfig, Counters,
+    HandlerRun, Policy, Refusal, Runtime, Verdict,
+};
 use crate::core::envelope::decode_json_raw;
+use crate::core::redelivery::DEFAULT_DELIVERY_LIMIT;
+use crate::core::retry::DeadLetterReason;
 use crate::delivery::Delivery;
 use crate::error::Result;
-use crate::properties::HeaderValue;
-use crate::registry::{Context, HandlerError, HandlerErrorKind};
+use crate::handlers::{Context, HandlerError, HandlerErrorKind, HandlerTable};
 use crate::topology::QueueSpec;
-use crate::transport::{Publication, Subscription, Transport};
+use crate::transport::{Publication, Transport};
 
 use super::error::RemoteErrorKind;
 use super::request::Request;
@@ -37,6 +43,7 @@ use super::wire::{encode_error_reply, encode_reply};
 
 /// What to do with a request that names no reply address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+#[non_exhaustive]
 pub enum NoReplyPolicy {
     /// Run the handler as for a plain message and drop its result (default).
     #[default]
@@ -47,55 +54,69 @@ pub enum NoReplyPolicy {
 
 /// The queue an [`RpcServer`] consumes and how.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RpcServerConfig {
-    /// The queue.
-    pub queue: String,
-    /// The topic exchange it is bound to.
-    pub exchange: String,
-    /// Binding patterns.
-    pub bindings: Vec<String>,
-    /// Most unacknowledged requests (default 64).
-    pub prefetch: u16,
-    /// Most handlers running at once (default 32).
-    pub concurrency: usize,
+    /// The queue, its exchange and bindings, and its delivery limit.
+    pub queue: QueueSpec,
+    /// Prefetch (default 64), concurrency (default 32), body limit, handler timeout and
+    /// shutdown timeout (default 5 s).
+    pub consumer: ConsumerConfig,
     /// Requests without a reply address.
     pub no_reply: NoReplyPolicy,
-    /// How long [`RpcServerHandle::shutdown`] waits for running handlers (default 5 s).
-    pub shutdown_timeout: Duration,
 }
 
 impl RpcServerConfig {
     /// Consumes `queue`, bound to `exchange` (add patterns with [`RpcServerConfig::bind`]).
     pub fn new(queue: impl Into<String>, exchange: impl Into<String>) -> Self {
         RpcServerConfig {
-            queue: queue.into(),
-            exchange: exchange.into(),
-            bindings: Vec::new(),
-            prefetch: 64,
-            concurrency: 32,
+            queue: QueueSpec::new(queue, exchange).delivery_limit(DEFAULT_DELIVERY_LIMIT),
+            consumer: ConsumerConfig::default()
+                .concurrency(32)
+                .shutdown_timeout(Duration::from_secs(5)),
             no_reply: NoReplyPolicy::Handle,
-            shutdown_timeout: Duration::from_secs(5),
         }
     }
 
     /// Adds a binding pattern.
     #[must_use]
     pub fn bind(mut self, pattern: impl Into<String>) -> Self {
-        self.bindings.push(pattern.into());
+        self.queue = self.queue.bind(pattern);
         self
     }
 
     /// Sets the prefetch.
     #[must_use]
     pub fn prefetch(mut self, prefetch: u16) -> Self {
-        self.prefetch = prefetch;
+        self.consumer = self.consumer.prefetch(prefetch);
         self
     }
 
-    /// Sets how many handlers run at once (at least 1).
+    /// Sets how many handlers run at once (0 is refused when the server starts).
     #[must_use]
     pub fn concurrency(mut self, n: usize) -> Self {
-        self.concurrency = n.max(1);
+        self.consumer = self.consumer.concurrency(n);
+        self
+    }
+
+    /// Sets the largest request body served.
+    #[must_use]
+    pub fn max_body(mut self, bytes: usize) -> Self {
+        self.consumer = self.consumer.max_body(bytes);
+        self
+    }
+
+    /// Sets the handler timeout.
+    #[must_use]
+    pub fn handler_timeout(mut self, timeout: Duration) -> Self {
+        self.consumer = self.consumer.handler_timeout(timeout);
+        self
+    }
+
+    /// Sets the delivery limit (deliveries in all of one request, see
+    /// [`crate::core::redelivery`]).
+    #[must_use]
+    pub fn delivery_limit(mut self, limit: u32) -> Self {
+        self.queue = self.queue.delivery_limit(limit);
         self
     }
 
@@ -109,22 +130,26 @@ impl RpcServerConfig {
     /// Sets the shutdown grace period.
     #[must_use]
     pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
-        self.shutdown_timeout = timeout;
+        self.consumer = self.consumer.shutdown_timeout(timeout);
         self
     }
 }
 
 /// Counters of an [`RpcServer`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub struct RpcServerStats {
     /// Requests received.
     pub requests: u64,
     /// Successful replies published.
     pub replied: u64,
-    /// Error replies published (handler errors, panics, undecodable or unknown requests).
+    /// Error replies published (handler errors, panics, timeouts, undecodable, unknown,
+    /// oversized or poison requests).
     pub remote_errors: u64,
     /// Handlers that panicked.
     pub panics: u64,
+    /// Handlers stopped by the handler timeout.
+    pub timed_out: u64,
     /// Replies returned unroutable (requester gone).
     pub unroutable_replies: u64,
     /// Replies that could not be published for another reason.
@@ -133,51 +158,48 @@ pub struct RpcServerStats {
     pub no_reply: u64,
     /// Requests dead-lettered.
     pub dead_lettered: u64,
+    /// Requests refused before any handler ran (body limit, delivery limit).
+    pub refused: u64,
+    /// Requests given back to the queue (at shutdown, or after a reply could not be sent).
+    pub requeued: u64,
 }
 
-#[derive(Default)]
-struct Counters {
-    requests: AtomicU64,
+#[derive(Debug, Default)]
+struct ServerCounters {
     replied: AtomicU64,
     remote_errors: AtomicU64,
-    panics: AtomicU64,
     unroutable_replies: AtomicU64,
     reply_failures: AtomicU64,
     no_reply: AtomicU64,
     dead_lettered: AtomicU64,
 }
 
-impl Counters {
-    fn snapshot(&self) -> RpcServerStats {
-        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        RpcServerStats {
-            requests: g(&self.requests),
-            replied: g(&self.replied),
-            remote_errors: g(&self.remote_errors),
-            panics: g(&self.panics),
-            unroutable_replies: g(&self.unroutable_replies),
-            reply_failures: g(&self.reply_failures),
-            no_reply: g(&self.no_reply),
-            dead_lettered: g(&self.dead_lettered),
-        }
+fn stats_of(c: &Counters, s: &ServerCounters) -> RpcServerStats {
+    let consumer = c.snapshot();
+    let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
+    RpcServerStats {
+        requests: consumer.received,
+        replied: g(&s.replied),
+        remote_errors: g(&s.remote_errors),
+        panics: consumer.panicked,
+        timed_out: consumer.timed_out,
+        unroutable_replies: g(&s.unroutable_replies),
+        reply_failures: g(&s.reply_failures),
+        no_reply: g(&s.no_reply),
+        dead_lettered: g(&s.dead_lettered),
+        refused: consumer.refused,
+        requeued: consumer.requeued,
     }
 }
 
-type ReplyFuture = Pin<Box<dyn Future<Output = Result<Vec<u8>, HandlerError>> + Send>>;
-type Erased = dyn Fn(&[u8], Context) -> Result<ReplyFuture, String> + Send + Sync;
-
-struct Handler {
-    type_name: &'static str,
-    reply_type: &'static str,
-    run: Arc<Erased>,
+/// The server's policy on the runtime: its handlers and what to do without a reply address.
+struct ServerPolicy {
+    handlers: HandlerTable<Vec<u8>, &'static str>,
+    no_reply: NoReplyPolicy,
+    counters: Arc<ServerCounters>,
 }
 
-struct Shared<T> {
-    transport: Arc<T>,
-    config: RpcServerConfig,
-    handlers: HashMap<&'static str, Handler>,
-    counters: Arc<Counters>,
-}
+type ServerRuntime<T> = Runtime<T, ServerPolicy>;
 
 /// Serves typed requests from one queue.
 ///
@@ -198,14 +220,14 @@ struct Shared<T> {
 pub struct RpcServer<T> {
     transport: Arc<T>,
     config: RpcServerConfig,
-    handlers: HashMap<&'static str, Handler>,
+    handlers: HandlerTable<Vec<u8>, &'static str>,
 }
 
 impl<T> core::fmt::Debug for RpcServer<T> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("RpcServer")
             .field("config", &self.config)
-            .field("types", &self.handlers.keys().collect::<Vec<_>>())
+            .field("types", &self.handlers.types().collect::<Vec<_>>())
             .finish()
     }
 }
@@ -214,30 +236,29 @@ impl<T> core::fmt::Debug for RpcServer<T> {
 #[derive(Debug)]
 pub struct RpcServerHandle {
     stop: Option<oneshot::Sender<()>>,
-    join: JoinHandle<()>,
-    counters: Arc<Counters>,
-}
-
-impl core::fmt::Debug for Counters {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        self.snapshot().fmt(f)
-    }
+    join: JoinHandle<Result<()>>,
+    counters: (Arc<Counters>, Arc<ServerCounters>),
 }
 
 impl RpcServerHandle {
     /// The counters so far.
     pub fn stats(&self) -> RpcServerStats {
-        self.counters.snapshot()
+        stats_of(&self.counters.0, &self.counters.1)
     }
 
-    /// Stops taking requests, lets running handlers finish (up to the shutdown timeout;
-    /// unfinished requests are redelivered to another server), and returns the counters.
+    /// Stops taking requests, gives back those not started, lets running handlers finish
+    /// (up to the shutdown timeout; unfinished requests are redelivered to another server),
+    /// and returns the counters.
     pub async fn shutdown(mut self) -> RpcServerStats {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-        let _ = (&mut self.join).await;
-        self.counters.snapshot()
+        match (&mut self.join).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "the RPC server had stopped consuming"),
+            Err(e) => tracing::warn!(error = %e, "the RPC server task failed"),
+        }
+        self.stats()
     }
 
     /// Stops at once, as a crash would: running handlers are dropped, unacked requests go
@@ -257,34 +278,23 @@ where
         RpcServer {
             transport,
             config,
-            handlers: HashMap::new(),
+            handlers: HandlerTable::default(),
         }
     }
 
     /// Registers `handler` for requests of type `R` (by [`crate::Message::TYPE`]).
     pub fn handle<R, F, Fut>(&mut self, handler: F) -> &mut Self
     where
-        R: Request,
+        R: Request + Send,
         F: Fn(R, Context) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<R::Reply, HandlerError>> + Send + 'static,
+        R::Reply: Send,
     {
-        let handler = Arc::new(handler);
-        let run = move |payload: &[u8], ctx: Context| -> Result<ReplyFuture, String> {
-            let request: R = serde_json::from_slice(payload).map_err(|e| e.to_string())?;
-            let handler = Arc::clone(&handler);
-            Ok(Box::pin(async move {
-                let reply = handler(request, ctx).await?;
-                serde_json::to_vec(&reply)
-                    .map_err(|e| HandlerError::rejected(format!("reply does not serialize: {e}")))
-            }))
-        };
         self.handlers.insert(
             R::TYPE,
-            Handler {
-                type_name: R::TYPE,
-                reply_type: R::REPLY_TYPE,
-                run: Arc::new(run),
-            },
+            R::REPLY_TYPE,
+            handler,
+            encode_reply_payload::<R::Reply>,
         );
         self
     }
@@ -293,9 +303,10 @@ where
     #[must_use]
     pub fn with<R, F, Fut>(mut self, handler: F) -> Self
     where
-        R: Request,
+        R: Request + Send,
         F: Fn(R, Context) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<R::Reply, HandlerError>> + Send + 'static,
+        R::Reply: Send,
     {
         self.handle(handler);
         self
@@ -303,9 +314,7 @@ where
 
     /// The queue layout: the queue, its bindings and its dead-letter queue.
     pub fn queue_spec(&self) -> QueueSpec {
-        let mut spec = QueueSpec::new(self.config.queue.clone(), self.config.exchange.clone());
-        spec.bindings.clone_from(&self.config.bindings);
-        spec
+        self.config.queue.clone()
     }
 
     /// Declares the exchange and the queue layout (idempotent).
@@ -314,91 +323,55 @@ where
     /// The transport's declaration errors.
     pub async fn declare(&self) -> Result<()> {
         self.transport
-            .declare_exchange(&self.config.exchange)
+            .declare_exchange(&self.config.queue.exchange)
             .await?;
         self.transport.declare_queue(&self.queue_spec()).await
     }
 
-    /// Declares, starts consuming (errors are returned here), then serves in a task of its
-    /// own until [`RpcServerHandle::shutdown`] (or the handle is dropped).
+    /// Checks the configuration, declares, starts consuming (errors are returned here), then
+    /// serves in a task of its own until [`RpcServerHandle::shutdown`] (or the handle is
+    /// dropped).
     ///
     /// # Errors
-    /// Declaration or consume errors.
+    /// An invalid configuration, declaration or consume errors.
     pub async fn start(self) -> Result<RpcServerHandle> {
+        self.config.consumer.validate()?;
+        self.config.queue.validate()?;
         self.declare().await?;
+        let c = &self.config;
         let subscription = self
             .transport
-            .consume(&self.config.queue, self.config.prefetch)
+            .consume(&c.queue.name, c.consumer.prefetch)
             .await?;
-        let counters = Arc::new(Counters::default());
-        let shared = Arc::new(Shared {
+        let counters = Arc::new(ServerCounters::default());
+        let rt = Arc::new(Runtime {
             transport: self.transport,
-            config: self.config,
-            handlers: self.handlers,
-            counters: Arc::clone(&counters),
+            queue: c.queue.name.clone(),
+            delivery_limit: c.queue.delivery_limit.unwrap_or(DEFAULT_DELIVERY_LIMIT),
+            config: c.consumer.clone(),
+            counters: Arc::new(Counters::default()),
+            policy: ServerPolicy {
+                handlers: self.handlers,
+                no_reply: c.no_reply,
+                counters: Arc::clone(&counters),
+            },
         });
-        let (stop, stopped) = oneshot::channel();
-        let join = tokio::spawn(serve(shared, subscription, stopped));
+        let handle_counters = (Arc::clone(&rt.counters), counters);
+        let (stop, stopped) = oneshot::channel::<()>();
+        let join = tokio::spawn(serve(rt, subscription, async move {
+            let _ = stopped.await;
+        }));
         Ok(RpcServerHandle {
             stop: Some(stop),
             join,
-            counters,
+            counters: handle_counters,
         })
     }
 }
 
-async fn serve<T: Transport + 'static>(
-    shared: Arc<Shared<T>>,
-    mut subscription: T::Subscription,
-    mut stopped: oneshot::Receiver<()>,
-) where
-    T::Subscription: 'static,
-{
-    let slots = Arc::new(Semaphore::new(shared.config.concurrency));
-    let mut tasks = JoinSet::new();
-    loop {
-        while tasks.try_join_next().is_some() {}
-        let permit = tokio::select! {
-            p = Arc::clone(&slots).acquire_owned() => p,
-            _ = &mut stopped => break,
-        };
-        let Ok(permit) = permit else { break };
-        let next = tokio::select! {
-            d = subscription.next() => d,
-            _ = &mut stopped => break,
-        };
-        match next {
-            Some(Ok(delivery)) => {
-                let shared = Arc::clone(&shared);
-                tasks.spawn(async move {
-                    process(&shared, delivery).await;
-                    drop(permit);
-                });
-            }
-            Some(Err(e)) => {
-                tracing::warn!(error = %e, queue = %shared.config.queue, "RPC server consume failed");
-                break;
-            }
-            None => {
-                tracing::info!(queue = %shared.config.queue, "RPC server subscription ended");
-                break;
-            }
-        }
-    }
-    if let Err(e) = subscription.cancel().await {
-        tracing::debug!(error = %e, "cancelling the RPC server consumer failed");
-    }
-    let drained = tokio::time::timeout(shared.config.shutdown_timeout, async {
-        while tasks.join_next().await.is_some() {}
-    })
-    .await;
-    if drained.is_err() {
-        tracing::warn!(
-            queue = %shared.config.queue,
-            "RPC handlers still running at shutdown; their requests will be redelivered"
-        );
-        tasks.abort_all();
-    }
+fn encode_reply_payload<R: serde::Serialize>(reply: R) -> Result<Vec<u8>, HandlerError> {
+    serde_json::to_vec(&reply)
+        .map_err(|e| HandlerError::rejected(format!("reply does not serialize: {e}")))
 }
 
 /// What goes back to the requester.
@@ -407,169 +380,240 @@ enum Answer {
     Error(RemoteErrorKind, String),
 }
 
-async fn process<T: Transport>(shared: &Shared<T>, delivery: Delivery) {
-    let c = &shared.counters;
-    bump(&c.requests);
+/// Where a request's reply goes, and its correlation id: the AMQP properties first, then the
+/// envelope's `response_queue` and `correlationId` (the talk's PHP clients).
+struct ReplyAddress {
+    reply_to: Option<String>,
+    correlation_id: Option<String>,
+}
+
+fn reply_address(delivery: &Delivery) -> ReplyAddress {
     let props = &delivery.properties;
-    let raw = decode_json_raw(&delivery.body);
-    let (class, response_queue, envelope_cid) = match &raw {
+    let (response_queue, envelope_cid) = match decode_json_raw(&delivery.body) {
         Ok(r) => (
-            Some(r.metadata.class_name.to_string()),
             r.metadata.response_queue.as_ref().map(|t| t.to_string()),
             r.metadata.correlation_id.as_ref().map(|t| t.to_string()),
         ),
-        Err(_) => (None, None, None),
+        Err(_) => (None, None),
     };
-    let reply_to = props
-        .reply_to
-        .clone()
-        .filter(|r| !r.is_empty())
-        .or(response_queue);
-    let correlation_id = props.correlation_id.clone().or(envelope_cid);
-
-    if reply_to.is_none() {
-        bump(&c.no_reply);
-        if shared.config.no_reply == NoReplyPolicy::DeadLetter {
-            dead_letter(shared, &delivery).await;
-            return;
-        }
+    ReplyAddress {
+        reply_to: props
+            .reply_to
+            .clone()
+            .filter(|r| !r.is_empty())
+            .or(response_queue),
+        correlation_id: props.correlation_id.clone().or(envelope_cid),
     }
-
-    let answer = match (&raw, class) {
-        (Err(e), _) => Answer::Error(RemoteErrorKind::Decode, format!("bad envelope: {e}")),
-        (Ok(raw), Some(class)) => match shared.handlers.get(class.as_str()) {
-            None => Answer::Error(
-                RemoteErrorKind::UnknownType,
-                format!("no handler for request type {class:?}"),
-            ),
-            Some(handler) => {
-                let ctx = Context {
-                    message_id: props.message_id.clone(),
-                    message_type: handler.type_name,
-                    attempt: 1,
-                    redelivered: delivery.redelivered,
-                    routing_key: delivery.routing_key.clone(),
-                    queue: shared.config.queue.clone(),
-                    correlation_id: correlation_id.clone(),
-                    reply_to: reply_to.clone(),
-                };
-                run(handler, raw.payload, ctx, c).await
-            }
-        },
-        (Ok(_), None) => Answer::Error(RemoteErrorKind::Decode, "no className".to_owned()),
-    };
-
-    let Some(reply_to) = reply_to else {
-        if let Answer::Error(kind, message) = &answer {
-            tracing::warn!(%kind, message, "request without reply address failed");
-        }
-        ack(&delivery).await;
-        return;
-    };
-    let encoded = match &answer {
-        Answer::Reply { json, class } => encode_reply(json, class, correlation_id.as_deref()),
-        Answer::Error(kind, message) => {
-            encode_error_reply(*kind, message, correlation_id.as_deref())
-        }
-    };
-    let (body, properties) = match encoded {
-        Ok(e) => e,
-        Err(e) => {
-            tracing::warn!(error = %e, "RPC reply could not be encoded");
-            bump(&c.reply_failures);
-            ack(&delivery).await;
-            return;
-        }
-    };
-    // RabbitMQ returns mandatory messages to direct reply-to names as unroutable even when
-    // it delivers them (each return carrying the whole reply back), so there a return cannot
-    // tell a gone requester: such replies are not mandatory.
-    let direct = reply_to.starts_with(crate::reply::DIRECT_REPLY_TO);
-    let mut publication = Publication::new("", &reply_to, &body, &properties);
-    if direct {
-        publication = publication.not_mandatory();
-    }
-    let published = shared.transport.publish(publication).await;
-    match published {
-        Ok(()) => match answer {
-            Answer::Reply { .. } => bump(&c.replied),
-            Answer::Error(..) => bump(&c.remote_errors),
-        },
-        Err(e) if e.is_unroutable() => {
-            bump(&c.unroutable_replies);
-            tracing::warn!(reply_to, "RPC reply unroutable (requester gone); dropped");
-        }
-        Err(e) if e.is_retryable() => {
-            bump(&c.reply_failures);
-            tracing::warn!(error = %e, "RPC reply not published; request requeued");
-            if let Err(e) = delivery.nack(true).await {
-                tracing::debug!(error = %e, "requeue failed; the broker will redeliver");
-            }
-            return;
-        }
-        Err(e) => {
-            bump(&c.reply_failures);
-            tracing::warn!(error = %e, reply_to, "RPC reply refused; request acked");
-        }
-    }
-    ack(&delivery).await;
 }
 
-async fn run(handler: &Handler, payload: &[u8], ctx: Context, c: &Counters) -> Answer {
-    let started = std::panic::catch_unwind(AssertUnwindSafe(|| (handler.run)(payload, ctx)));
-    let future = match started {
-        Ok(Ok(f)) => f,
-        Ok(Err(e)) => return Answer::Error(RemoteErrorKind::Decode, e),
-        Err(panic) => {
-            bump(&c.panics);
-            return Answer::Error(RemoteErrorKind::Panicked, panic_message(panic.as_ref()));
+impl<T: Transport + 'static> Policy<T> for ServerPolicy {
+    async fn handle(
+        rt: Arc<ServerRuntime<T>>,
+        delivery: Arc<Delivery>,
+        redelivered: bool,
+    ) -> Verdict {
+        let c = &rt.policy.counters;
+        let address = reply_address(&delivery);
+        if address.reply_to.is_none() {
+            bump(&c.no_reply);
+            if rt.policy.no_reply == NoReplyPolicy::DeadLetter {
+                let error = "the request names no reply address".to_owned();
+                return dead_letter(&rt, &delivery, DeadLetterReason::NoReplyTo, error, true).await;
+            }
         }
+        let answer = answer(&rt, &delivery, &address, redelivered).await;
+        reply(&rt, &delivery, &address, answer).await
+    }
+
+    async fn refuse(
+        rt: Arc<ServerRuntime<T>>,
+        delivery: Arc<Delivery>,
+        refusal: Refusal,
+    ) -> Verdict {
+        let address = reply_address(&delivery);
+        let (reason, kind) = match refusal {
+            Refusal::Oversized { .. } => (DeadLetterReason::Oversized, RemoteErrorKind::TooLarge),
+            Refusal::DeliveryLimit { .. } => (
+                DeadLetterReason::DeliveryLimit,
+                RemoteErrorKind::DeliveryLimit,
+            ),
+        };
+        let verdict = dead_letter(&rt, &delivery, reason, refusal.to_string(), false).await;
+        if verdict == Verdict::Ack && address.reply_to.is_some() {
+            // Dead-lettered: the requester learns why at once instead of timing out.
+            let answer = Answer::Error(kind, refusal.to_string());
+            send_reply(&rt, &address, answer).await;
+        }
+        verdict
+    }
+}
+
+/// Runs the request's handler (decode, lookup, timeout, panic capture) into an answer.
+async fn answer<T: Transport>(
+    rt: &ServerRuntime<T>,
+    delivery: &Delivery,
+    address: &ReplyAddress,
+    redelivered: bool,
+) -> Answer {
+    let raw = match decode_json_raw(&delivery.body) {
+        Ok(raw) => raw,
+        Err(e) => return Answer::Error(RemoteErrorKind::Decode, format!("bad envelope: {e}")),
     };
-    match (CatchUnwind(future)).await {
-        Ok(Ok(json)) => Answer::Reply {
+    let Some(entry) = rt.policy.handlers.lookup(&raw.metadata.class_name) else {
+        return Answer::Error(
+            RemoteErrorKind::UnknownType,
+            format!(
+                "no handler for request type {:?}",
+                raw.metadata.class_name.to_string()
+            ),
+        );
+    };
+    let ctx = Context {
+        message_id: delivery.properties.message_id.clone(),
+        message_type: entry.type_name,
+        attempt: 1,
+        redelivered,
+        routing_key: delivery.routing_key.clone(),
+        queue: rt.queue.clone(),
+        correlation_id: address.correlation_id.clone(),
+        reply_to: address.reply_to.clone(),
+    };
+    let future = match entry.start(raw.payload, ctx) {
+        Ok(future) => future,
+        Err(e) => return Answer::Error(RemoteErrorKind::Decode, e),
+    };
+    match run_handler(future, rt.config.handler_timeout, &rt.counters).await {
+        HandlerRun::Finished(Ok(json)) => Answer::Reply {
             json,
-            class: handler.reply_type,
+            class: entry.meta,
         },
-        Ok(Err(e)) => {
+        HandlerRun::Finished(Err(e)) => {
             let kind = match e.kind() {
                 HandlerErrorKind::Rejected => RemoteErrorKind::Rejected,
                 HandlerErrorKind::Transient => RemoteErrorKind::Transient,
             };
             Answer::Error(kind, e.message().to_owned())
         }
-        Err(panic) => {
-            bump(&c.panics);
-            Answer::Error(RemoteErrorKind::Panicked, panic)
+        HandlerRun::Panicked(panic) => Answer::Error(RemoteErrorKind::Panicked, panic),
+        HandlerRun::TimedOut(limit) => Answer::Error(
+            RemoteErrorKind::TimedOut,
+            format!("handler timed out after {limit:?}"),
+        ),
+    }
+}
+
+/// Sends the answer (if there is a reply address) and says how the request ends.
+async fn reply<T: Transport>(
+    rt: &ServerRuntime<T>,
+    delivery: &Delivery,
+    address: &ReplyAddress,
+    answer: Answer,
+) -> Verdict {
+    if address.reply_to.is_none() {
+        if let Answer::Error(kind, message) = &answer {
+            tracing::warn!(%kind, message, "request without reply address failed");
+        }
+        return Verdict::Ack;
+    }
+    match send_reply(rt, address, answer).await {
+        Sent::Done => Verdict::Ack,
+        Sent::Retry => requeue(&rt.counters, delivery).await,
+    }
+}
+
+enum Sent {
+    /// Published, or dropped for good (requester gone, reply refused): ack the request.
+    Done,
+    /// Not published for a passing reason: requeue the request.
+    Retry,
+}
+
+async fn send_reply<T: Transport>(
+    rt: &ServerRuntime<T>,
+    address: &ReplyAddress,
+    answer: Answer,
+) -> Sent {
+    let c = &rt.policy.counters;
+    let Some(reply_to) = address.reply_to.as_deref() else {
+        return Sent::Done;
+    };
+    let correlation_id = address.correlation_id.as_deref();
+    let encoded = match &answer {
+        Answer::Reply { json, class } => encode_reply(json, class, correlation_id),
+        Answer::Error(kind, message) => encode_error_reply(*kind, message, correlation_id),
+    };
+    let (body, properties) = match encoded {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::warn!(error = %e, "RPC reply could not be encoded");
+            bump(&c.reply_failures);
+            return Sent::Done;
+        }
+    };
+    // RabbitMQ returns mandatory messages to direct reply-to names as unroutable even when
+    // it delivers them (each return carrying the whole reply back), so there a return cannot
+    // tell a gone requester: such replies are not mandatory.
+    let direct = reply_to.starts_with(crate::reply::DIRECT_REPLY_TO);
+    let mut publication = Publication::new("", reply_to, &body, &properties);
+    if direct {
+        publication = publication.not_mandatory();
+    }
+    match rt.transport.publish(publication).await {
+        Ok(()) => {
+            match answer {
+                Answer::Reply { .. } => bump(&c.replied),
+                Answer::Error(..) => bump(&c.remote_errors),
+            }
+            Sent::Done
+        }
+        Err(e) if e.is_unroutable() => {
+            bump(&c.unroutable_replies);
+            tracing::warn!(reply_to, "RPC reply unroutable (requester gone); dropped");
+            Sent::Done
+        }
+        Err(e) if e.is_retryable() => {
+            bump(&c.reply_failures);
+            tracing::warn!(error = %e, "RPC reply not published; request requeued");
+            Sent::Retry
+        }
+        Err(e) => {
+            bump(&c.reply_failures);
+            tracing::warn!(error = %e, reply_to, "RPC reply refused; request acked");
+            Sent::Done
         }
     }
 }
 
-async fn ack(delivery: &Delivery) {
-    if let Err(e) = delivery.ack().await {
-        tracing::warn!(error = %e, "acking an RPC request failed; it will be redelivered");
-    }
-}
-
-async fn dead_letter<T: Transport>(shared: &Shared<T>, delivery: &Delivery) {
-    let mut props = delivery.properties.clone();
-    props.headers.insert(
-        crate::worker::HEADER_REASON.to_owned(),
-        HeaderValue::from("no-reply-to"),
-    );
-    match shared
+/// Moves a request to `<queue>.dead` with the `x-lepus-*` headers. `requeue_on_failure`:
+/// give the request back when the dead letter is not confirmed (else reject it, so that the
+/// queue's own dead-lettering takes it).
+async fn dead_letter<T: Transport>(
+    rt: &ServerRuntime<T>,
+    delivery: &Delivery,
+    reason: DeadLetterReason,
+    error: String,
+    requeue_on_failure: bool,
+) -> Verdict {
+    let properties = dead_letter_properties(delivery, &rt.queue, reason, error, 1);
+    match rt
         .transport
-        .publish_dead_letter(&shared.config.queue, &delivery.body, &props)
+        .publish_dead_letter(&rt.queue, &delivery.body, &properties)
         .await
     {
         Ok(()) => {
-            bump(&shared.counters.dead_lettered);
-            ack(delivery).await;
+            bump(&rt.policy.counters.dead_lettered);
+            Verdict::Ack
+        }
+        Err(e) if requeue_on_failure && !e.is_invalid_input() => {
+            tracing::warn!(error = %e, "dead-lettering an RPC request failed; requeued");
+            requeue(&rt.counters, delivery).await
         }
         Err(e) => {
-            tracing::warn!(error = %e, "dead-lettering an RPC request failed; requeued");
-            if let Err(e) = delivery.nack(true).await {
-                tracing::debug!(error = %e, "requeue failed");
+            tracing::warn!(error = %e, "dead-lettering an RPC request failed; rejecting");
+            if let Err(e) = delivery.reject(false).await {
+                tracing::debug!(error = %e, "reject failed; the broker will redeliver");
             }
+            Verdict::Settled
         }
     }
 }

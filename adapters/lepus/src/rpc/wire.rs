@@ -7,8 +7,8 @@ use crate::core::envelope::decode_json_raw;
 use crate::core::retry::RetryMetadata;
 use crate::error::Result;
 use crate::properties::{HeaderValue, Properties};
-use crate::publisher::CONTENT_TYPE_JSON;
-use crate::publisher::{encode_envelope, encode_raw_envelope, new_message_id, now_seconds};
+use crate::protocol::{new_message_id, now_seconds, CONTENT_TYPE_JSON};
+use crate::publisher::{encode_envelope, encode_raw_envelope};
 use crate::reply::ReplyMessage;
 
 use super::error::{RemoteErrorKind, RpcError};

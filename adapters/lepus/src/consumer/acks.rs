@@ -1,4 +1,4 @@
-//! Batched acknowledgements for the worker: core's [`AckWindow`] decides, this moves frames.
+//! Batched acknowledgements for the consumer runtime: core's [`AckWindow`] decides, this moves frames.
 //!
 //! A delivery whose work succeeded (handler done, follow-up confirmed) waits here until core
 //! says a `basic.ack` with `multiple = true` may cover it; nacks and rejects are sent by the
@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::{bump, note_settle_error, Counters};
+use super::counters::{bump, Counters};
+use super::runtime::note_settle_error;
 use crate::core::ack::{AckPolicy, AckWindow};
 use crate::delivery::Delivery;
 
@@ -26,7 +27,7 @@ pub(super) const ACK_DELAY: Duration = Duration::from_millis(5);
 
 /// How a delivery task left its delivery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Verdict {
+pub(crate) enum Verdict {
     /// Done and its follow-up confirmed: acknowledge it.
     Ack,
     /// Already settled on its own (nack or reject sent).

@@ -1,0 +1,125 @@
+//! How a consumer consumes: the settings every service on the runtime shares.
+
+use std::time::Duration;
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::protocol::DEFAULT_MAX_PAYLOAD;
+
+/// Settings of the consumer runtime, embedded in [`crate::WorkerConfig`] and
+/// [`crate::RpcServerConfig`]. Build it with [`ConsumerConfig::default`] and the setters;
+/// [`ConsumerConfig::validate`] (called when a service starts) refuses values that would give
+/// a consumer that never consumes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ConsumerConfig {
+    /// Most unacknowledged deliveries at once (`basic.qos`), at least 1. Default 64.
+    pub prefetch: u16,
+    /// Most handlers running at once, at least 1. Default 16.
+    pub concurrency: usize,
+    /// Largest body handed to a handler, in bytes; larger ones are refused (dead-lettered as
+    /// `oversized`, or answered with a `too-large` error by an RPC server). Default 1 MiB
+    /// ([`crate::DEFAULT_MAX_PAYLOAD`]).
+    pub max_body: usize,
+    /// Longest a handler may run; one that takes longer counts as a transient failure.
+    /// `None` (the default): no limit.
+    pub handler_timeout: Option<Duration>,
+    /// How long shutdown waits for running handlers before requeueing their messages.
+    /// Default 30 s.
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for ConsumerConfig {
+    fn default() -> Self {
+        ConsumerConfig {
+            prefetch: 64,
+            concurrency: 16,
+            max_body: DEFAULT_MAX_PAYLOAD,
+            handler_timeout: None,
+            shutdown_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl ConsumerConfig {
+    /// Sets the prefetch.
+    #[must_use]
+    pub fn prefetch(mut self, prefetch: u16) -> Self {
+        self.prefetch = prefetch;
+        self
+    }
+
+    /// Sets the handler concurrency.
+    #[must_use]
+    pub fn concurrency(mut self, concurrency: usize) -> Self {
+        self.concurrency = concurrency;
+        self
+    }
+
+    /// Sets the body size limit.
+    #[must_use]
+    pub fn max_body(mut self, bytes: usize) -> Self {
+        self.max_body = bytes;
+        self
+    }
+
+    /// Sets the handler timeout.
+    #[must_use]
+    pub fn handler_timeout(mut self, timeout: Duration) -> Self {
+        self.handler_timeout = Some(timeout);
+        self
+    }
+
+    /// Sets the shutdown timeout.
+    #[must_use]
+    pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
+        self.shutdown_timeout = timeout;
+        self
+    }
+
+    /// Checks the ranges: a prefetch, concurrency or body limit of 0, or a handler timeout of
+    /// zero, would give a consumer that never handles anything.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidConfig`] naming the setting.
+    pub fn validate(&self) -> Result<()> {
+        let invalid = |setting: &'static str, why: &str| {
+            Err(Error::new(ErrorKind::InvalidConfig { setting }).context(why.to_owned()))
+        };
+        if self.prefetch == 0 {
+            return invalid("prefetch", "0 would let the broker send without bound");
+        }
+        if self.concurrency == 0 {
+            return invalid("concurrency", "0 handlers would never take a delivery");
+        }
+        if self.max_body == 0 {
+            return invalid("max_body", "0 bytes would refuse every message");
+        }
+        if self.handler_timeout == Some(Duration::ZERO) {
+            return invalid("handler_timeout", "0 would time out every handler");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zero_values_are_refused() {
+        assert!(ConsumerConfig::default().validate().is_ok());
+        for (config, setting) in [
+            (ConsumerConfig::default().concurrency(0), "concurrency"),
+            (ConsumerConfig::default().prefetch(0), "prefetch"),
+            (ConsumerConfig::default().max_body(0), "max_body"),
+            (
+                ConsumerConfig::default().handler_timeout(Duration::ZERO),
+                "handler_timeout",
+            ),
+        ] {
+            let err = config.validate().expect_err(setting);
+            assert_eq!(err.kind(), ErrorKind::InvalidConfig { setting });
+            assert!(err.to_string().contains(setting), "{err}");
+        }
+    }
+}

@@ -1,0 +1,379 @@
+//! The consume loop, the checks before a handler, and the graceful shutdown.
+
+use core::future::Future;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tracing::Instrument;
+
+use super::acks::{Acks, Verdict};
+use super::config::ConsumerConfig;
+use super::counters::{bump, Counters};
+use crate::core::redelivery::{self, DeliveryInfo, Redelivery, COUNT_HEADER, QUORUM_COUNT_HEADER};
+use crate::delivery::Delivery;
+use crate::error::{Error, ErrorKind, Result};
+use crate::properties::HeaderValue;
+use crate::transport::{Publication, Subscription, Transport};
+
+/// Why the runtime will not hand a delivery to a handler.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// The body is over [`ConsumerConfig::max_body`].
+    Oversized { len: usize, limit: usize },
+    /// The message was delivered more often than the delivery limit allows.
+    DeliveryLimit { deliveries: u32, limit: u32 },
+}
+
+impl core::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Refusal::Oversized { len, limit } => {
+                write!(f, "body of {len} bytes exceeds the limit of {limit} bytes")
+            }
+            Refusal::DeliveryLimit { deliveries, limit } => write!(
+                f,
+                "delivered {deliveries} times without finishing (limit {limit})"
+            ),
+        }
+    }
+}
+
+/// What a service on the runtime does with a delivery: the worker's retry and dead-letter
+/// policy, the RPC server's reply policy.
+///
+/// Both functions settle nacks and rejects themselves and return [`Verdict::Settled`] then,
+/// or return [`Verdict::Ack`] for the runtime to acknowledge the delivery in a batch once
+/// the work it stands for is done (the handler finished, its follow-up was confirmed).
+pub(crate) trait Policy<T: Transport>: Sized + Send + Sync + 'static {
+    /// Handles a delivery that passed the runtime's checks. `redelivered`: the message was
+    /// (or may have been) delivered before.
+    fn handle(
+        rt: Arc<Runtime<T, Self>>,
+        delivery: Arc<Delivery>,
+        redelivered: bool,
+    ) -> impl Future<Output = Verdict> + Send;
+
+    /// A delivery the runtime refused before any handler ran.
+    fn refuse(
+        rt: Arc<Runtime<T, Self>>,
+        delivery: Arc<Delivery>,
+        refusal: Refusal,
+    ) -> impl Future<Output = Verdict> + Send;
+}
+
+/// A consumer of one queue: transport, settings, counters and the service's policy.
+pub(crate) struct Runtime<T, P> {
+    pub(crate) transport: Arc<T>,
+    pub(crate) queue: String,
+    /// Deliveries allowed in all for one message (see [`crate::core::redelivery`]).
+    pub(crate) delivery_limit: u32,
+    pub(crate) config: ConsumerConfig,
+    pub(crate) counters: Arc<Counters>,
+    pub(crate) policy: P,
+}
+
+/// Consumes until `shutdown` completes (then shuts down gracefully, see the module docs) or
+/// the subscription ends (then returns why).
+pub(crate) async fn serve<T, P>(
+    rt: Arc<Runtime<T, P>>,
+    mut subscription: T::Subscription,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<()>
+where
+    T: Transport + 'static,
+    T::Subscription: 'static,
+    P: Policy<T>,
+{
+    let queue = rt.queue.clone();
+    tokio::pin!(shutdown);
+    let permits = Arc::new(Semaphore::new(rt.config.concurrency.max(1)));
+    let mut tasks: JoinSet<Verdict> = JoinSet::new();
+    let mut in_flight: InFlight = HashMap::new();
+    let mut acks = Acks::new();
+    let counters = &*rt.counters;
+    // The delayed-flush timer, re-armed only when the deadline moves.
+    let timer = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(timer);
+    let mut armed: Option<tokio::time::Instant> = None;
+    // A handler slot, taken before waiting for a delivery (so prefetch is not outrun).
+    let mut permit: Option<tokio::sync::OwnedSemaphorePermit> = None;
+    let mut ended: Option<Error> = None;
+    tracing::info!(queue = %queue, "consumer started");
+    loop {
+        let deadline = acks.deadline();
+        if deadline != armed {
+            if let Some(at) = deadline {
+                timer.as_mut().reset(at);
+            }
+            armed = deadline;
+        }
+        tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            Some(joined) = tasks.join_next_with_id(), if !tasks.is_empty() => {
+                reap(&rt, joined, &mut in_flight, &mut acks).await;
+            }
+            () = &mut timer, if armed.is_some() => {
+                armed = None;
+                acks.flush_due(counters).await;
+            }
+            acquired = Arc::clone(&permits).acquire_owned(), if permit.is_none() => {
+                let Ok(acquired) = acquired else { break };
+                permit = Some(acquired);
+            }
+            next = subscription.next(), if permit.is_some() => match next {
+                None => {
+                    ended = Some(Error::new(ErrorKind::ChannelClosed)
+                        .context(format!("subscription to {queue:?} ended")));
+                    break;
+                }
+                Some(Err(e)) => {
+                    tracing::error!(queue = %queue, error = %e, "consuming failed");
+                    ended = Some(e);
+                    break;
+                }
+                Some(Ok(delivery)) => {
+                    let Some(permit) = permit.take() else { break };
+                    bump(&counters.received);
+                    let tracked = acks.receive(counters, &delivery);
+                    let delivery = Arc::new(delivery);
+                    let task = process(Arc::clone(&rt), Arc::clone(&delivery), permit);
+                    let handle = tasks.spawn(task);
+                    in_flight.insert(handle.id(), (delivery, tracked));
+                }
+            },
+        }
+    }
+    drop(permit);
+
+    // 1. Stop the flow; give back what arrived but was not started.
+    if ended.is_none() {
+        if let Err(e) = subscription.cancel().await {
+            tracing::warn!(queue = %queue, error = %e, "cancelling the consumer failed");
+        }
+        // Bounded like the handlers' wait: on a broker that stopped answering, the rest is
+        // requeued at once (or left to the channel's end) instead of waiting per message.
+        let until = tokio::time::Instant::now() + rt.config.shutdown_timeout;
+        let mut giving_back = true;
+        while let Ok(Some(Ok(delivery))) =
+            tokio::time::timeout(Duration::from_millis(100), subscription.next()).await
+        {
+            bump(&counters.received);
+            if giving_back {
+                giving_back = give_back(&rt, &delivery, until).await;
+            } else {
+                requeue(counters, &delivery).await;
+            }
+        }
+    }
+    // 2. Let running handlers finish, up to the timeout.
+    let deadline = tokio::time::Instant::now() + rt.config.shutdown_timeout;
+    while !tasks.is_empty() {
+        match tokio::time::timeout_at(deadline, tasks.join_next_with_id()).await {
+            Ok(Some(joined)) => reap(&rt, joined, &mut in_flight, &mut acks).await,
+            Ok(None) => break,
+            Err(_) => {
+                tracing::warn!(
+                    queue = %queue,
+                    running = tasks.len(),
+                    "shutdown timeout: requeueing the messages of running handlers"
+                );
+                tasks.abort_all();
+                while let Some(joined) = tasks.join_next_with_id().await {
+                    reap(&rt, joined, &mut in_flight, &mut acks).await;
+                }
+            }
+        }
+    }
+    // 3. Acknowledge what finished, then close the consumer's channel.
+    acks.flush(counters).await;
+    drop(subscription);
+    tracing::info!(queue = %queue, stats = ?counters.snapshot(), "consumer stopped");
+    match ended {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// Running delivery tasks: their delivery, and whether the ack window tracks it.
+type InFlight = HashMap<tokio::task::Id, (Arc<Delivery>, bool)>;
+
+/// Hands a finished task's verdict to the acks; requeues the delivery of a task that
+/// panicked or was aborted.
+async fn reap<T, P>(
+    rt: &Runtime<T, P>,
+    joined: core::result::Result<(tokio::task::Id, Verdict), tokio::task::JoinError>,
+    in_flight: &mut InFlight,
+    acks: &mut Acks,
+) {
+    let (id, verdict) = match joined {
+        Ok((id, verdict)) => (id, verdict),
+        Err(e) => {
+            if e.is_panic() {
+                tracing::error!(error = %e, "a delivery task panicked");
+            }
+            if let Some((delivery, _)) = in_flight.get(&e.id()) {
+                requeue(&rt.counters, delivery).await;
+            }
+            (e.id(), Verdict::Settled)
+        }
+    };
+    if let Some((delivery, tracked)) = in_flight.remove(&id) {
+        acks.finish(&rt.counters, delivery, tracked, verdict).await;
+    }
+}
+
+/// One delivery from the runtime's checks to its verdict, in a span of its own.
+async fn process<T, P>(
+    rt: Arc<Runtime<T, P>>,
+    delivery: Arc<Delivery>,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+) -> Verdict
+where
+    T: Transport + 'static,
+    P: Policy<T>,
+{
+    let span = tracing::info_span!(
+        "lepus.message",
+        queue = %rt.queue,
+        message_id = delivery.message_id().unwrap_or(""),
+        message_type = delivery.properties.message_type.as_deref().unwrap_or(""),
+        delivery_tag = delivery.delivery_tag,
+        attempt = tracing::field::Empty,
+    );
+    async {
+        let limit = rt.config.max_body;
+        if delivery.body.len() > limit {
+            bump(&rt.counters.refused);
+            let refusal = Refusal::Oversized {
+                len: delivery.body.len(),
+                limit,
+            };
+            return P::refuse(rt, delivery, refusal).await;
+        }
+        match redelivery::decide(delivery_info(&delivery), rt.delivery_limit) {
+            Redelivery::Handle { redelivered, .. } => P::handle(rt, delivery, redelivered).await,
+            Redelivery::Recount { deliveries } => {
+                match publish_counted_copy(&*rt, &delivery, deliveries).await {
+                    Ok(()) => {
+                        tracing::warn!(
+                            deliveries,
+                            "redelivered message published again with its count"
+                        );
+                        bump(&rt.counters.recounted);
+                        Verdict::Ack
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "publishing the counted copy failed; requeueing");
+                        requeue(&rt.counters, &delivery).await
+                    }
+                }
+            }
+            Redelivery::DeadLetter { deliveries } => {
+                bump(&rt.counters.refused);
+                let refusal = Refusal::DeliveryLimit {
+                    deliveries,
+                    limit: rt.delivery_limit,
+                };
+                P::refuse(rt, delivery, refusal).await
+            }
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+/// Gives back a delivery whose handler never started (shutdown) without counting it as a
+/// failed delivery: a copy carrying the deliveries before this one
+/// ([`redelivery::earlier_deliveries`]) goes to the tail of the queue, then the delivery is
+/// acknowledged. A requeue would set `redelivered` (and quorum queues count every requeue),
+/// so a message caught in the prefetch of a few restarts would end in the dead-letter queue
+/// as if it had crashed its handlers.
+///
+/// If the copy is not confirmed by `until`, the delivery is requeued and `false` returned:
+/// the caller requeues the rest the same way.
+async fn give_back<T: Transport, P>(
+    rt: &Runtime<T, P>,
+    delivery: &Delivery,
+    until: tokio::time::Instant,
+) -> bool {
+    let earlier = redelivery::earlier_deliveries(delivery_info(delivery));
+    let copy = publish_counted_copy(rt, delivery, earlier);
+    let published = tokio::time::timeout_at(until, copy)
+        .await
+        .unwrap_or_else(|_| {
+            Err(Error::new(ErrorKind::Timeout).context("give back: no confirm by the deadline"))
+        });
+    match published {
+        Ok(()) => {
+            match delivery.ack().await {
+                Ok(()) => bump(&rt.counters.requeued),
+                // The broker delivers the original again as well: a duplicate, not a loss.
+                Err(e) => note_settle_error(&rt.counters, &e, "give back"),
+            }
+            true
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "giving back an unstarted delivery failed; requeueing");
+            requeue(&rt.counters, delivery).await;
+            false
+        }
+    }
+}
+
+/// Publishes a copy of `delivery` straight into the consumer's queue with [`COUNT_HEADER`]
+/// set to `count` (the recount of a classic redelivery, and giving back at shutdown), and
+/// waits for its confirm. The broker's own count (`x-delivery-count`) belongs to the
+/// delivered copy, so the new copy starts without one.
+async fn publish_counted_copy<T: Transport, P>(
+    rt: &Runtime<T, P>,
+    delivery: &Delivery,
+    count: u32,
+) -> Result<()> {
+    let mut properties = delivery.properties.clone();
+    properties.headers.remove(QUORUM_COUNT_HEADER);
+    properties
+        .headers
+        .insert(COUNT_HEADER.to_owned(), HeaderValue::Int(i64::from(count)));
+    let publication = Publication::new("", &rt.queue, &delivery.body, &properties).follow_up();
+    rt.transport.publish(publication).await
+}
+
+/// Requeues a delivery (`nack` with requeue).
+pub(crate) async fn requeue(counters: &Counters, delivery: &Delivery) -> Verdict {
+    match delivery.nack(true).await {
+        Ok(()) => bump(&counters.requeued),
+        Err(e) => note_settle_error(counters, &e, "requeue"),
+    }
+    Verdict::Settled
+}
+
+/// Logs a failed settlement; counts a lost acknowledgement.
+pub(crate) fn note_settle_error(counters: &Counters, e: &Error, what: &str) {
+    if e.kind() == ErrorKind::AckLost {
+        bump(&counters.acks_lost);
+        tracing::warn!(error = %e, "{what}: acknowledgement lost; the broker redelivers");
+    } else {
+        tracing::warn!(error = %e, "{what} failed");
+    }
+}
+
+/// What the broker told about a delivery, for [`redelivery::decide`].
+fn delivery_info(delivery: &Delivery) -> DeliveryInfo {
+    let count = |key: &str| {
+        delivery
+            .properties
+            .headers
+            .get(key)
+            .and_then(HeaderValue::as_i64)
+            .and_then(|n| u64::try_from(n).ok())
+    };
+    DeliveryInfo {
+        redelivered: delivery.redelivered,
+        quorum_count: count(QUORUM_COUNT_HEADER),
+        counted: count(COUNT_HEADER),
+    }
+}
