@@ -99,6 +99,9 @@ pub struct RawEnvelope<'a> {
 /// Decodes a JSON envelope without decoding its payload.
 ///
 /// Accepts RFC 8259 JSON (strict syntax, UTF-8) read leniently:
+/// - one UTF-8 byte-order mark (`EF BB BF`) at the very start is skipped, as RFC 8259
+///   section 8.1 allows; error offsets and the payload slice stay those of `bytes`. A mark
+///   anywhere else is an error (inside a string it is an ordinary character);
 /// - `payload`, `metadata` and `metadata.className` are required; other envelope keys are
 ///   skipped;
 /// - keys in any order, whitespace anywhere; unknown metadata keys are skipped;

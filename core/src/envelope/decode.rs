@@ -5,6 +5,8 @@
 //! - envelope keys and metadata keys in any order, whitespace anywhere;
 //! - integers may be numeric strings (`"retryLimit": "5"`), also in `retryInterval`;
 //! - missing retry fields take defaults, `null` counts as missing; `className` is required;
+//! - one UTF-8 byte-order mark before the envelope is skipped; positions stay those of the
+//!   input, so a rewrite keeps the mark;
 //! - unknown keys are skipped (in the envelope, the metadata and `retryBackoff`);
 //! - a known key given twice is an error ([`DecodeError::Duplicate`]), so no two JSON parsers
 //!   can disagree on which value we acted on.
@@ -80,6 +82,7 @@ pub(crate) fn parse<'a>(
 ) -> Result<(RawEnvelope<'a>, Spans), DecodeError> {
     let src = core::str::from_utf8(bytes).map_err(|_| DecodeError::InvalidUtf8)?;
     let mut lx = Lexer::new(src);
+    lx.skip_bom();
     lx.skip_ws();
     match lx.peek() {
         Some(b'{') => lx.pos += 1,

@@ -66,8 +66,8 @@ impl MetadataEdits<'_> {
 /// An edited key already present has its value replaced in place (a numeric string such as
 /// `"retryCount": "0"` becomes a number); an absent one is appended at the end of the metadata
 /// object, in the order `retryStrategy`, `retryLimit`, `retryCount`, `response_queue`,
-/// `correlationId`. Everything else (payload bytes, unknown keys, whitespace, escapes) is kept
-/// exactly. The input is fully validated first, as by [`decode_json_raw`](super::decode_json_raw)
+/// `correlationId`. Everything else (payload bytes, unknown keys, whitespace, escapes, a
+/// leading byte-order mark) is kept exactly. The input is fully validated first, as by [`decode_json_raw`](super::decode_json_raw)
 /// (default [`DecodeLimits`]; [`rewrite_json_with`] takes others). Never panics, never
 /// allocates.
 ///

@@ -66,6 +66,15 @@ impl<'a> Lexer<'a> {
         Lexer { src, pos: 0 }
     }
 
+    /// Skips one UTF-8 byte-order mark (U+FEFF, bytes `EF BB BF`) at the very start of the
+    /// text, which RFC 8259 section 8.1 lets a parser ignore. Positions stay those of `src`.
+    pub(crate) fn skip_bom(&mut self) {
+        const BOM: char = '\u{feff}';
+        if self.pos == 0 && self.src.starts_with(BOM) {
+            self.pos = BOM.len_utf8();
+        }
+    }
+
     pub(crate) fn syntax(&self) -> DecodeError {
         DecodeError::Syntax { offset: self.pos }
     }
