@@ -31,8 +31,12 @@
 //! that follows is dead-lettered. Copies this module asks for always carry a count below the
 //! limit, so the clamp never shortens the count of a message that was really redelivered.
 //!
-//! The broker's own `x-delivery-count` ([`QUORUM_COUNT_HEADER`]) is trusted as given: a
-//! quorum queue sets it on every delivery, replacing any value the publisher wrote.
+//! The broker's own `x-delivery-count` ([`QUORUM_COUNT_HEADER`]) is trusted as given. A
+//! quorum queue flags every delivery it counted before as `redelivered` (RabbitMQ 3.8 to 4.x),
+//! so a count on a delivery without that flag is not the broker's: the publisher wrote it, or
+//! it is left from a queue the message was dead-lettered from, and classic queues never write
+//! it. Such a count is ignored. With `redelivered` set it is used as given, even on a classic
+//! queue, where the first delivery has then already run the handler.
 //!
 //! [`earlier_deliveries`] passes the header on as read (it has no limit to clamp to): its
 //! result only ever becomes the header of a copy, which [`decide`] clamps when the copy
@@ -57,6 +61,9 @@ pub struct DeliveryInfo {
     /// The delivery's `redelivered` flag.
     pub redelivered: bool,
     /// `x-delivery-count` (quorum queues): earlier deliveries that were not acknowledged.
+    /// Used only on a redelivery (see [Which counts are trusted](self#which-counts-are-trusted)).
+    /// Leave it `None` on classic queues, which pass a publisher's value through unchanged:
+    /// taken as the broker's count, it would replace the recount.
     pub quorum_count: Option<u64>,
     /// [`COUNT_HEADER`]: deliveries counted by the consumer before this copy was published.
     pub counted: Option<u64>,
@@ -132,9 +139,10 @@ pub fn earlier_deliveries(info: DeliveryInfo) -> u32 {
 fn count(info: DeliveryInfo, counted: u64) -> (u64, bool) {
     match (info.quorum_count, info.redelivered) {
         // The broker counts the deliveries of this copy; the copy's header those before it.
-        (Some(earlier), _) => (counted.saturating_add(earlier).saturating_add(1), false),
-        // A fresh delivery of the message or of a counted copy.
-        (None, false) => (counted.saturating_add(1), false),
+        (Some(earlier), true) => (counted.saturating_add(earlier).saturating_add(1), false),
+        // A fresh delivery of the message or of a counted copy. A quorum count here is not the
+        // broker's (it flags every delivery it has counted before as redelivered).
+        (_, false) => (counted.saturating_add(1), false),
         // Redelivered by a classic queue: the earlier delivery of this copy never finished.
         (None, true) => (counted.saturating_add(2), true),
     }

@@ -141,6 +141,7 @@ fn corrupt_and_extreme_counts_are_defined() {
         }
     );
     let huge_quorum = DeliveryInfo {
+        redelivered: true,
         quorum_count: Some(u64::MAX),
         ..fresh()
     };
@@ -354,15 +355,67 @@ fn a_claimed_count_given_back_at_shutdown_is_still_handled() {
 }
 
 proptest! {
-    /// Whatever the header claims, a delivery the broker has not counted is handled.
+    /// Whatever the headers claim, a delivery the broker has not flagged as redelivered is
+    /// handled.
     #[test]
-    fn a_header_alone_never_dead_letters(counted: u64, limit: u32, quorum_zero: bool) {
+    fn a_header_alone_never_dead_letters(
+        counted in proptest::option::of(any::<u64>()),
+        quorum in proptest::option::of(any::<u64>()),
+        limit: u32,
+    ) {
         let info = DeliveryInfo {
             redelivered: false,
-            quorum_count: quorum_zero.then_some(0),
-            counted: Some(counted),
+            quorum_count: quorum,
+            counted,
         };
         let handled = matches!(decide(info, limit), Redelivery::Handle { .. });
         prop_assert!(handled);
     }
+}
+
+/// `x-delivery-count` on a delivery without `redelivered` is not the broker's: a quorum queue
+/// that counted an earlier delivery also flags the redelivery. A publisher set it (or it is
+/// left from another queue), so it is ignored.
+#[test]
+fn a_quorum_count_on_a_fresh_delivery_is_not_the_brokers() {
+    let cases: &[(DeliveryInfo, Redelivery)] = &[
+        (
+            DeliveryInfo {
+                quorum_count: Some(1000),
+                ..fresh()
+            },
+            Redelivery::Handle {
+                deliveries: 1,
+                redelivered: false,
+            },
+        ),
+        (
+            DeliveryInfo {
+                quorum_count: Some(u64::MAX),
+                counted: Some(2),
+                ..fresh()
+            },
+            Redelivery::Handle {
+                deliveries: 3,
+                redelivered: true,
+            },
+        ),
+        // Once redelivered, the count is the broker's again: no more runs past the limit.
+        (
+            DeliveryInfo {
+                redelivered: true,
+                quorum_count: Some(1000),
+                counted: None,
+            },
+            Redelivery::DeadLetter { deliveries: 1001 },
+        ),
+    ];
+    for (info, want) in cases {
+        assert_eq!(decide(*info, 10), *want, "{info:?}");
+    }
+    let fresh_claim = DeliveryInfo {
+        quorum_count: Some(1000),
+        ..fresh()
+    };
+    assert_eq!(earlier_deliveries(fresh_claim), 0);
 }
