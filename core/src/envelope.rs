@@ -15,6 +15,10 @@
 //!   strings, missing fields, unknown keys, any key order; see [`decode_json_raw`] for the
 //!   rules). The raw form leaves the payload undecoded, so a worker reads `className` first
 //!   and never decodes a type it does not know.
+//! - [`DecodeLimits`]: how deep the payload may nest (128 levels unless set, at most 1024),
+//!   passed to the `_with` forms ([`decode_json_raw_with`], [`decode_json_with`],
+//!   [`rewrite_json_with`]). Nesting is tracked without recursion, so any input, however deep,
+//!   gives a result or a [`DecodeError::TooDeep`].
 //! - [`encode_json`] / [`encode_json_raw`]: compact JSON in a fixed key order.
 //! - [`rewrite_json`]: re-publish an encoded envelope (retry, replay) with a few metadata keys
 //!   changed, the payload and unknown keys byte-identical.
@@ -28,6 +32,7 @@ mod compact;
 mod decode;
 mod encode;
 mod error;
+mod limits;
 mod rewrite;
 mod scan;
 mod text;
@@ -39,9 +44,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::retry::RetryMetadata;
 
-pub use error::{DecodeError, EncodeError, Field, RewriteError};
-pub use rewrite::{rewrite_json, rewrite_json_replay, rewrite_json_retry, MetadataEdits};
-pub use scan::MAX_DEPTH;
+pub use error::{DecodeError, EncodeError, Field, LimitError, RewriteError};
+pub use limits::DecodeLimits;
+pub use rewrite::{
+    rewrite_json, rewrite_json_replay, rewrite_json_retry, rewrite_json_with, MetadataEdits,
+};
 pub use text::{Chars, Text};
 
 /// An envelope's metadata: the task's class name, its retry state and RPC routing.
@@ -91,7 +98,10 @@ pub struct RawEnvelope<'a> {
 
 /// Decodes a JSON envelope without decoding its payload.
 ///
-/// Accepts RFC 8259 JSON (strict syntax, UTF-8, nesting up to [`MAX_DEPTH`]) read leniently:
+/// Accepts RFC 8259 JSON (strict syntax, UTF-8) read leniently:
+/// - one UTF-8 byte-order mark (`EF BB BF`) at the very start is skipped, as RFC 8259
+///   section 8.1 allows; error offsets and the payload slice stay those of `bytes`. A mark
+///   anywhere else is an error (inside a string it is an ordinary character);
 /// - `payload`, `metadata` and `metadata.className` are required; other envelope keys are
 ///   skipped;
 /// - keys in any order, whitespace anywhere; unknown metadata keys are skipped;
@@ -101,14 +111,29 @@ pub struct RawEnvelope<'a> {
 ///   millisecond precision (`0.05`); exponents are refused;
 /// - a missing or `null` retry field takes its default (see [`RetryMetadata`]), an unknown
 ///   `retryStrategy` string is [`Strategy::Unknown`](crate::retry::Strategy::Unknown);
-/// - a known key appearing twice in one object is [`DecodeError::Duplicate`].
+/// - a known key appearing twice in one object is [`DecodeError::Duplicate`];
+/// - the payload may nest [`DecodeLimits::DEFAULT_PAYLOAD_DEPTH`] (128) levels, the metadata
+///   [`DecodeLimits::METADATA_DEPTH`]; [`decode_json_raw_with`] takes other limits.
 ///
 /// Never panics, never allocates.
 ///
 /// # Errors
 /// A [`DecodeError`] naming the problem and, where there is one, the field.
 pub fn decode_json_raw(bytes: &[u8]) -> Result<RawEnvelope<'_>, DecodeError> {
-    decode::parse(bytes).map(|(raw, _)| raw)
+    decode_json_raw_with(bytes, &DecodeLimits::DEFAULT)
+}
+
+/// As [`decode_json_raw`], with the payload's nesting bounded by `limits` instead of the
+/// defaults. Deep input costs no stack: nesting is tracked in a fixed bit stack, never by
+/// recursion. Never panics, never allocates.
+///
+/// # Errors
+/// As [`decode_json_raw`]; [`DecodeError::TooDeep`] names the limit that was exceeded.
+pub fn decode_json_raw_with<'a>(
+    bytes: &'a [u8],
+    limits: &DecodeLimits,
+) -> Result<RawEnvelope<'a>, DecodeError> {
+    decode::parse(bytes, limits).map(|(raw, _)| raw)
 }
 
 /// Size of the stack buffer [`decode_json`] unescapes payload strings into.
@@ -121,6 +146,13 @@ pub const UNESCAPE_SCRATCH: usize = 256;
 /// [`decode_json_with_scratch`] for longer escaped strings). A borrowed `&str` field borrows
 /// from the input, so it can only hold a string without escapes; one with escapes is a
 /// [`DecodeError::Payload`], never the raw escaped text.
+///
+/// The envelope is validated first, as by [`decode_json_raw`] (default [`DecodeLimits`]).
+/// `serde-json-core` then decodes the payload by recursion, one level of its call stack per
+/// level of nesting, also to skip fields that `P` does not have; it has no depth limit of its
+/// own, so the payload depth limit is what bounds its stack use (a debug build on x86-64
+/// needed between 0.5 and 1 KiB per level). Firmware with a small stack can lower it with
+/// [`decode_json_with`].
 ///
 /// # Errors
 /// As [`decode_json_raw`], and [`DecodeError::Payload`] when the payload does not decode
@@ -154,7 +186,21 @@ pub fn decode_json_with_scratch<'a, P: Deserialize<'a>>(
     bytes: &'a [u8],
     scratch: &mut [u8],
 ) -> Result<Envelope<'a, P>, DecodeError> {
-    let raw = decode_json_raw(bytes)?;
+    decode_json_with(bytes, scratch, &DecodeLimits::DEFAULT)
+}
+
+/// As [`decode_json_with_scratch`], the envelope validated with `limits` (as
+/// [`decode_json_raw_with`]) before `serde-json-core` decodes the payload; a lower payload
+/// depth also bounds that decoder's recursion lower. Never panics, never allocates.
+///
+/// # Errors
+/// As [`decode_json`].
+pub fn decode_json_with<'a, P: Deserialize<'a>>(
+    bytes: &'a [u8],
+    scratch: &mut [u8],
+    limits: &DecodeLimits,
+) -> Result<Envelope<'a, P>, DecodeError> {
+    let raw = decode_json_raw_with(bytes, limits)?;
     let (payload, _) = serde_json_core::from_slice_escaped::<P>(raw.payload, scratch)
         .map_err(|_| DecodeError::Payload)?;
     Ok(Envelope {

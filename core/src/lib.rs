@@ -31,9 +31,10 @@ pub mod topic;
 
 pub use ack::{AckError, AckPolicy, AckWindow};
 pub use envelope::{
-    decode_json, decode_json_raw, decode_json_with_scratch, decode_postcard, decode_postcard_cobs,
-    decode_postcard_raw, encode_json, encode_json_raw, encode_postcard, encode_postcard_cobs,
-    encode_postcard_raw, rewrite_json, Envelope, Metadata, MetadataEdits, RawEnvelope, Text,
+    decode_json, decode_json_raw, decode_json_raw_with, decode_json_with, decode_json_with_scratch,
+    decode_postcard, decode_postcard_cobs, decode_postcard_raw, encode_json, encode_json_raw,
+    encode_postcard, encode_postcard_cobs, encode_postcard_raw, rewrite_json, rewrite_json_with,
+    DecodeLimits, Envelope, Metadata, MetadataEdits, RawEnvelope, Text,
 };
 pub use exchange::{Exchange, ExchangeError, ExchangeKind, Message};
 pub use headers::{HeaderValue, HeadersError, XMatch};

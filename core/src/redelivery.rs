@@ -20,6 +20,30 @@
 //!
 //! `limit` is the number of deliveries allowed in all (first delivery included). The decision
 //! does no I/O; it never panics and never allocates.
+//!
+//! ## Which counts are trusted
+//!
+//! [`COUNT_HEADER`] is an ordinary message header: anyone who can publish to the queue can set
+//! it, and a third-party message may carry it for its own reasons. So [`decide`] reads it as
+//! a claim of at most `limit - 1` earlier deliveries: **a header alone never dead-letters a
+//! message**. A message claiming 1000 deliveries is handled once, as the last delivery
+//! allowed (`redelivered` set); if that delivery does not finish, the classic redelivery
+//! that follows is dead-lettered. Copies this module asks for always carry a count below the
+//! limit, so the clamp never shortens the count of a message that was really redelivered.
+//!
+//! The broker's own `x-delivery-count` ([`QUORUM_COUNT_HEADER`]) is trusted as given. A
+//! quorum queue flags every delivery it counted before as `redelivered` (RabbitMQ 3.8 to 4.x),
+//! so a count on a delivery without that flag is not the broker's: the publisher wrote it, or
+//! it is left from a queue the message was dead-lettered from, and classic queues never write
+//! it. Such a count is ignored. With `redelivered` set it is used as given, even on a classic
+//! queue, where the first delivery has then already run the handler.
+//!
+//! [`earlier_deliveries`] passes the header on as read (it has no limit to clamp to): its
+//! result only ever becomes the header of a copy, which [`decide`] clamps when the copy
+//! arrives. A message given back at a shutdown when it was already past the limit (a classic
+//! redelivery or a quorum count at the limit) therefore gets one more delivery instead of
+//! being dead-lettered; each give-back needs a graceful shutdown, so this cannot loop the way
+//! a crash can.
 
 /// Header in which the consumer keeps the number of deliveries of a message on classic queues.
 pub const COUNT_HEADER: &str = "x-lepus-deliveries";
@@ -37,6 +61,9 @@ pub struct DeliveryInfo {
     /// The delivery's `redelivered` flag.
     pub redelivered: bool,
     /// `x-delivery-count` (quorum queues): earlier deliveries that were not acknowledged.
+    /// Used only on a redelivery (see [Which counts are trusted](self#which-counts-are-trusted)).
+    /// Leave it `None` on classic queues, which pass a publisher's value through unchanged:
+    /// taken as the broker's count, it would replace the recount.
     pub quorum_count: Option<u64>,
     /// [`COUNT_HEADER`]: deliveries counted by the consumer before this copy was published.
     pub counted: Option<u64>,
@@ -70,9 +97,14 @@ pub enum Redelivery {
 
 /// Decides what to do with a delivery, given what the broker told and the `limit` of
 /// deliveries in all (0 is taken as 1: a message is always delivered once).
+///
+/// [`COUNT_HEADER`] counts at most `limit - 1` (see [Which counts are
+/// trusted](self#which-counts-are-trusted)): a fresh delivery is always handled, whatever its
+/// header says.
 pub fn decide(info: DeliveryInfo, limit: u32) -> Redelivery {
     let limit = u64::from(limit.max(1));
-    let (deliveries, recount) = count(info);
+    let claimed = info.counted.unwrap_or(0);
+    let (deliveries, recount) = count(info, claimed.min(limit - 1));
     if deliveries > limit {
         Redelivery::DeadLetter {
             deliveries: report(deliveries),
@@ -84,7 +116,7 @@ pub fn decide(info: DeliveryInfo, limit: u32) -> Redelivery {
     } else {
         Redelivery::Handle {
             deliveries: report(deliveries),
-            redelivered: deliveries > 1 || info.redelivered,
+            redelivered: deliveries > 1 || info.redelivered || claimed > 0,
         }
     }
 }
@@ -93,20 +125,24 @@ pub fn decide(info: DeliveryInfo, limit: u32) -> Redelivery {
 /// this delivery back without running its handler (a consumer shutting down). Such a copy
 /// arrives fresh, so the shutdown is not counted as a failed delivery, as a requeue would be
 /// (it sets `redelivered`, and quorum queues count every requeue).
+///
+/// The [`COUNT_HEADER`] is carried over as read, unclamped: [`decide`] clamps it when the copy
+/// arrives (see [Which counts are trusted](self#which-counts-are-trusted)).
 pub fn earlier_deliveries(info: DeliveryInfo) -> u32 {
-    report(count(info).0.saturating_sub(1))
+    report(count(info, info.counted.unwrap_or(0)).0.saturating_sub(1))
 }
 
-/// This delivery's number (1-based), and whether it is a classic-queue redelivery to recount.
+/// This delivery's number (1-based), and whether it is a classic-queue redelivery to recount;
+/// `counted` is the [`COUNT_HEADER`] as the caller trusts it.
 ///
 /// Counted in u64 so that no count, however corrupt, wraps or saturates below a limit.
-fn count(info: DeliveryInfo) -> (u64, bool) {
-    let counted = info.counted.unwrap_or(0);
+fn count(info: DeliveryInfo, counted: u64) -> (u64, bool) {
     match (info.quorum_count, info.redelivered) {
         // The broker counts the deliveries of this copy; the copy's header those before it.
-        (Some(earlier), _) => (counted.saturating_add(earlier).saturating_add(1), false),
-        // A fresh delivery of the message or of a counted copy.
-        (None, false) => (counted.saturating_add(1), false),
+        (Some(earlier), true) => (counted.saturating_add(earlier).saturating_add(1), false),
+        // A fresh delivery of the message or of a counted copy. A quorum count here is not the
+        // broker's (it flags every delivery it has counted before as redelivered).
+        (_, false) => (counted.saturating_add(1), false),
         // Redelivered by a classic queue: the earlier delivery of this copy never finished.
         (None, true) => (counted.saturating_add(2), true),
     }

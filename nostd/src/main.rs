@@ -77,6 +77,32 @@ fn run() -> bool {
     let n = envelope::rewrite_json_retry(json.get(..json_len).unwrap_or(&[]), &mut rewritten);
     ok &= check(n.is_ok(), "envelope rewrite");
 
+    // envelope limits: a deeper payload than the default allows, behind a byte-order mark.
+    let deep = envelope::DecodeLimits::new().payload_depth(200);
+    let mut body = [0u8; 512];
+    let mut len = 0;
+    for part in [
+        &b"\xEF\xBB\xBF{\"payload\":"[..],
+        &[b'['; 200],
+        &[b']'; 200],
+        b",\"metadata\":{\"className\":\"Deep\"}}",
+    ] {
+        if let Some(slot) = body.get_mut(len..len + part.len()) {
+            slot.copy_from_slice(part);
+            len += part.len();
+        }
+    }
+    let body = body.get(..len).unwrap_or(&[]);
+    let raw = deep.map(|limits| envelope::decode_json_raw_with(body, &limits));
+    ok &= check(
+        matches!(raw, Ok(Ok(ref r)) if r.payload.len() == 400)
+            && matches!(
+                envelope::decode_json_raw(body),
+                Err(envelope::DecodeError::TooDeep { limit: 128, .. })
+            ),
+        "envelope limits",
+    );
+
     // retry: a transient failure under "repeat" is retried.
     let decision = retry::decide(&reading.metadata.retry, Outcome::Transient, 0);
     ok &= check(matches!(decision, Decision::Retry { .. }), "retry decision");

@@ -9,8 +9,9 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
 use lepus_core::envelope::{
-    decode_json, decode_json_raw, decode_postcard, decode_postcard_cobs, encode_json,
-    encode_postcard, encode_postcard_cobs, rewrite_json_retry, Envelope, Metadata,
+    decode_json, decode_json_raw, decode_json_raw_with, decode_json_with, decode_postcard,
+    decode_postcard_cobs, encode_json, encode_postcard, encode_postcard_cobs, rewrite_json_retry,
+    rewrite_json_with, DecodeError, DecodeLimits, Envelope, Metadata, MetadataEdits,
 };
 use lepus_core::exchange::{Exchange, ExchangeKind, Message};
 use lepus_core::headers::{self, HeaderValue};
@@ -299,7 +300,16 @@ fn redelivery_decisions_do_not_allocate() {
             ),
             decide(
                 DeliveryInfo {
+                    redelivered: true,
                     quorum_count: Some(9),
+                    ..Default::default()
+                },
+                5,
+            ),
+            // An untrusted header claim is clamped below the limit.
+            decide(
+                DeliveryInfo {
+                    counted: Some(1000),
                     ..Default::default()
                 },
                 5,
@@ -311,7 +321,54 @@ fn redelivery_decisions_do_not_allocate() {
         (
             3,
             Redelivery::Recount { deliveries: 1 },
-            Redelivery::DeadLetter { deliveries: 10 }
+            Redelivery::DeadLetter { deliveries: 10 },
+            Redelivery::Handle {
+                deliveries: 5,
+                redelivered: true
+            }
+        )
+    );
+}
+
+#[test]
+fn envelope_limits_and_byte_order_mark_do_not_allocate() {
+    // 1000 levels of payload behind a byte-order mark, and 100,000 unclosed brackets.
+    let levels = 1000;
+    let deep = [
+        &b"\xEF\xBB\xBF{\"payload\":"[..],
+        &br#"{"a":"#.repeat(levels),
+        b"1",
+        &b"}".repeat(levels),
+        br#","metadata":{"className":"Deep","retryCount":0}}"#,
+    ]
+    .concat();
+    let huge = [&br#"{"payload":"#[..], &b"[".repeat(100_000)].concat();
+    let limits = DecodeLimits::new().payload_depth(1024).unwrap();
+    let mut out = vec![0u8; deep.len() + 64];
+    let mut scratch = [0u8; 16];
+    let results = assert_no_alloc("envelope decode with limits", || {
+        let raw = decode_json_raw_with(&deep, &limits).map(|r| r.payload.len());
+        let typed = decode_json_with::<serde::de::IgnoredAny>(&deep, &mut scratch, &limits)
+            .map(|e| e.metadata.class_name == "Deep");
+        let rewritten = rewrite_json_with(&deep, &MetadataEdits::retry_count(1), &limits, &mut out);
+        let default = decode_json_raw(&deep).map(|r| r.payload.len());
+        let too_deep = decode_json_raw_with(&huge, &limits).map(|r| r.payload.len());
+        (raw, typed, rewritten.is_ok(), default, too_deep)
+    });
+    assert_eq!(
+        results,
+        (
+            Ok(levels * 6 + 1),
+            Ok(true),
+            true,
+            Err(DecodeError::TooDeep {
+                offset: 3 + 11 + 128 * 5,
+                limit: 128
+            }),
+            Err(DecodeError::TooDeep {
+                offset: 11 + 1024,
+                limit: 1024
+            }),
         )
     );
 }

@@ -5,11 +5,14 @@
 //! - envelope keys and metadata keys in any order, whitespace anywhere;
 //! - integers may be numeric strings (`"retryLimit": "5"`), also in `retryInterval`;
 //! - missing retry fields take defaults, `null` counts as missing; `className` is required;
+//! - one UTF-8 byte-order mark before the envelope is skipped; positions stay those of the
+//!   input, so a rewrite keeps the mark;
 //! - unknown keys are skipped (in the envelope, the metadata and `retryBackoff`);
 //! - a known key given twice is an error ([`DecodeError::Duplicate`]), so no two JSON parsers
 //!   can disagree on which value we acted on.
 
 use super::error::{DecodeError, Field};
+use super::limits::DecodeLimits;
 use super::scan::{parse_seconds_ms, parse_u32, Keyword, Lexer, NumberError};
 use super::text::Text;
 use super::{Metadata, RawEnvelope};
@@ -73,16 +76,20 @@ fn number_error(field: Field) -> impl Fn(NumberError) -> DecodeError {
 }
 
 /// Parses a whole JSON envelope without decoding its payload.
-pub(crate) fn parse(bytes: &[u8]) -> Result<(RawEnvelope<'_>, Spans), DecodeError> {
+pub(crate) fn parse<'a>(
+    bytes: &'a [u8],
+    limits: &DecodeLimits,
+) -> Result<(RawEnvelope<'a>, Spans), DecodeError> {
     let src = core::str::from_utf8(bytes).map_err(|_| DecodeError::InvalidUtf8)?;
     let mut lx = Lexer::new(src);
+    lx.skip_bom();
     lx.skip_ws();
     match lx.peek() {
         Some(b'{') => lx.pos += 1,
         None => return Err(lx.syntax()),
         Some(_) => {
             // Tell "valid JSON, wrong shape" from garbage.
-            lx.skip_value(0)?;
+            lx.skip_value(0, limits.max_payload_depth())?;
             return Err(DecodeError::NotAnObject);
         }
     }
@@ -96,7 +103,7 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<(RawEnvelope<'_>, Spans), DecodeErro
                 if payload.is_some() {
                     return Err(DecodeError::Duplicate(Field::Payload));
                 }
-                let (start, end) = lx.skip_value(1)?;
+                let (start, end) = lx.skip_value(0, limits.max_payload_depth())?;
                 payload = Some(
                     bytes
                         .get(start..end)
@@ -108,7 +115,7 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<(RawEnvelope<'_>, Spans), DecodeErro
                 }
                 metadata = Some(parse_metadata(&mut lx, &mut spans)?);
             } else {
-                lx.skip_value(1)?;
+                lx.skip_value(0, DecodeLimits::METADATA_DEPTH)?;
             }
             if lx.eat(b',') {
                 continue;
@@ -165,7 +172,7 @@ fn parse_metadata<'a>(lx: &mut Lexer<'a>, spans: &mut Spans) -> Result<Metadata<
             let start = lx.pos;
             match metadata_key(&key) {
                 None => {
-                    lx.skip_value(2)?;
+                    lx.skip_value(1, DecodeLimits::METADATA_DEPTH)?;
                 }
                 Some(field) => {
                     mark(&mut seen, field)?;
@@ -187,7 +194,7 @@ fn parse_metadata<'a>(lx: &mut Lexer<'a>, spans: &mut Spans) -> Result<Metadata<
                         Field::ResponseQueue => response_queue = opt_string(lx, field)?,
                         Field::CorrelationId => correlation_id = opt_string(lx, field)?,
                         _ => {
-                            lx.skip_value(2)?;
+                            lx.skip_value(1, DecodeLimits::METADATA_DEPTH)?;
                         }
                     }
                     if let Some(slot) = EDITABLE
@@ -324,7 +331,8 @@ fn backoff(lx: &mut Lexer<'_>) -> Result<Option<Backoff>, DecodeError> {
             .map(|(_, f)| *f)
         {
             None => {
-                lx.skip_value(3)?;
+                // Inside `retryBackoff`, itself inside the metadata.
+                lx.skip_value(2, DecodeLimits::METADATA_DEPTH)?;
             }
             Some(field) => {
                 mark(&mut seen, field)?;

@@ -77,10 +77,14 @@ pub enum DecodeError {
         /// Byte offset of the offending byte (the input length when truncated).
         offset: usize,
     },
-    /// Objects/arrays nest deeper than [`MAX_DEPTH`](super::MAX_DEPTH) at this byte offset.
+    /// Objects/arrays nest deeper than allowed (see [`DecodeLimits`](super::DecodeLimits)):
+    /// in the payload, deeper than the call's payload depth; elsewhere, deeper than
+    /// [`METADATA_DEPTH`](super::DecodeLimits::METADATA_DEPTH).
     TooDeep {
         /// Byte offset of the bracket that went too deep.
         offset: usize,
+        /// The depth that was exceeded.
+        limit: u32,
     },
     /// Bytes after the end of the envelope, starting at this offset.
     TrailingData {
@@ -116,12 +120,8 @@ impl fmt::Display for DecodeError {
         match self {
             DecodeError::InvalidUtf8 => f.write_str("envelope is not valid UTF-8"),
             DecodeError::Syntax { offset } => write!(f, "malformed JSON at byte {offset}"),
-            DecodeError::TooDeep { offset } => {
-                write!(
-                    f,
-                    "JSON nested deeper than {} at byte {offset}",
-                    super::MAX_DEPTH
-                )
+            DecodeError::TooDeep { offset, limit } => {
+                write!(f, "JSON nested deeper than {limit} levels at byte {offset}")
             }
             DecodeError::TrailingData { offset } => {
                 write!(f, "trailing data after the envelope at byte {offset}")
@@ -165,6 +165,32 @@ impl fmt::Display for EncodeError {
 }
 
 impl core::error::Error for EncodeError {}
+
+/// Why [`DecodeLimits`](super::DecodeLimits) could not be set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
+pub enum LimitError {
+    /// A payload depth of 0: no payload object or array could decode.
+    ZeroPayloadDepth,
+    /// A payload depth above [`MAX_PAYLOAD_DEPTH`](super::DecodeLimits::MAX_PAYLOAD_DEPTH).
+    PayloadDepthAboveMax,
+}
+
+impl fmt::Display for LimitError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LimitError::ZeroPayloadDepth => f.write_str("payload depth must be at least 1"),
+            LimitError::PayloadDepthAboveMax => write!(
+                f,
+                "payload depth above the cap of {}",
+                super::DecodeLimits::MAX_PAYLOAD_DEPTH
+            ),
+        }
+    }
+}
+
+impl core::error::Error for LimitError {}
 
 /// Why an encoded JSON envelope could not be rewritten.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -3,6 +3,7 @@
 use super::decode::{parse, Spans, EDITABLE};
 use super::encode::Writer;
 use super::error::{EncodeError, Field, RewriteError};
+use super::limits::DecodeLimits;
 use super::text::Text;
 use super::RawEnvelope;
 use crate::retry::Strategy;
@@ -65,9 +66,10 @@ impl MetadataEdits<'_> {
 /// An edited key already present has its value replaced in place (a numeric string such as
 /// `"retryCount": "0"` becomes a number); an absent one is appended at the end of the metadata
 /// object, in the order `retryStrategy`, `retryLimit`, `retryCount`, `response_queue`,
-/// `correlationId`. Everything else (payload bytes, unknown keys, whitespace, escapes) is kept
-/// exactly. The input is fully validated first, as by [`decode_json_raw`](super::decode_json_raw).
-/// Never panics, never allocates.
+/// `correlationId`. Everything else (payload bytes, unknown keys, whitespace, escapes, a
+/// leading byte-order mark) is kept exactly. The input is fully validated first, as by [`decode_json_raw`](super::decode_json_raw)
+/// (default [`DecodeLimits`]; [`rewrite_json_with`] takes others). Never panics, never
+/// allocates.
 ///
 /// # Errors
 /// [`RewriteError::Decode`] if the input does not decode, [`RewriteError::InvalidEdit`] for a
@@ -86,17 +88,32 @@ pub fn rewrite_json(
     edits: &MetadataEdits<'_>,
     out: &mut [u8],
 ) -> Result<usize, RewriteError> {
-    let (_, spans) = parse(input)?;
+    rewrite_json_with(input, edits, &DecodeLimits::DEFAULT, out)
+}
+
+/// As [`rewrite_json`], validating the input with `limits` (as
+/// [`decode_json_raw_with`](super::decode_json_raw_with)): pass the limits the envelope was
+/// decoded with, so that what decodes can be rewritten. Never panics, never allocates.
+///
+/// # Errors
+/// As [`rewrite_json`].
+pub fn rewrite_json_with(
+    input: &[u8],
+    edits: &MetadataEdits<'_>,
+    limits: &DecodeLimits,
+    out: &mut [u8],
+) -> Result<usize, RewriteError> {
+    let (_, spans) = parse(input, limits)?;
     rewrite_parsed(input, &spans, edits, out)
 }
 
 /// Re-publishes the envelope for its next retry: [`rewrite_json`] with `retryCount` set to the
-/// current count plus one.
+/// current count plus one (default [`DecodeLimits`]).
 ///
 /// # Errors
 /// As [`rewrite_json`]; [`RewriteError::CountOverflow`] if the count is `u32::MAX`.
 pub fn rewrite_json_retry(input: &[u8], out: &mut [u8]) -> Result<usize, RewriteError> {
-    let (raw, spans): (RawEnvelope<'_>, Spans) = parse(input)?;
+    let (raw, spans): (RawEnvelope<'_>, Spans) = parse(input, &DecodeLimits::DEFAULT)?;
     let next = raw
         .metadata
         .retry
@@ -106,7 +123,8 @@ pub fn rewrite_json_retry(input: &[u8], out: &mut [u8]) -> Result<usize, Rewrite
     rewrite_parsed(input, &spans, &MetadataEdits::retry_count(next), out)
 }
 
-/// Re-publishes a dead-lettered envelope for a replay: [`rewrite_json`] with `retryCount` 0.
+/// Re-publishes a dead-lettered envelope for a replay: [`rewrite_json`] with `retryCount` 0
+/// (default [`DecodeLimits`]).
 ///
 /// # Errors
 /// As [`rewrite_json`].

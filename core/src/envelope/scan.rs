@@ -2,15 +2,58 @@
 //!
 //! Strict RFC 8259 syntax (<https://www.rfc-editor.org/rfc/rfc8259>): no trailing commas, no
 //! comments, strings without raw control characters and with valid escapes (no lone
-//! surrogates). Nesting is tracked with an explicit counter and a bit stack, never recursion,
-//! and is bounded by [`MAX_DEPTH`]. Never panics, never allocates.
+//! surrogates). Nesting is tracked with a fixed-size bit stack, never recursion, and is bounded
+//! by the caller up to [`DecodeLimits::MAX_PAYLOAD_DEPTH`]. Never panics, never allocates.
 
 use super::error::DecodeError;
+use super::limits::DecodeLimits;
 use super::text::{decode_escape, Text};
 
-/// Deepest nesting of JSON objects/arrays accepted in an envelope, the envelope object itself
-/// counting as level 1. It also bounds the recursion of the payload's `serde` decoder.
-pub const MAX_DEPTH: u32 = 32;
+/// Words of the bit stack: one bit per open container, up to the cap.
+const STACK_WORDS: usize = DecodeLimits::MAX_PAYLOAD_DEPTH.div_ceil(64) as usize;
+
+/// The containers open inside one value: bit `i` is set when level `i + 1` is an object.
+struct Open {
+    bits: [u64; STACK_WORDS],
+    depth: u32,
+}
+
+impl Open {
+    const fn new() -> Self {
+        Open {
+            bits: [0; STACK_WORDS],
+            depth: 0,
+        }
+    }
+
+    /// Opens a container; false if that would exceed `max` levels (or the stack).
+    fn push(&mut self, is_obj: bool, max: u32) -> bool {
+        if self.depth >= max {
+            return false;
+        }
+        let (word, bit) = Self::at(self.depth);
+        let Some(w) = self.bits.get_mut(word) else {
+            return false;
+        };
+        *w = (*w & !(1 << bit)) | (u64::from(is_obj) << bit);
+        self.depth += 1;
+        true
+    }
+
+    fn pop(&mut self) {
+        self.depth = self.depth.saturating_sub(1);
+    }
+
+    /// Whether the innermost open container is an object.
+    fn in_object(&self) -> bool {
+        let (word, bit) = Self::at(self.depth.saturating_sub(1));
+        self.bits.get(word).is_some_and(|w| (w >> bit) & 1 == 1)
+    }
+
+    fn at(level: u32) -> (usize, u32) {
+        ((level / 64) as usize, level % 64)
+    }
+}
 
 /// A cursor over JSON text.
 pub(crate) struct Lexer<'a> {
@@ -21,6 +64,15 @@ pub(crate) struct Lexer<'a> {
 impl<'a> Lexer<'a> {
     pub(crate) fn new(src: &'a str) -> Self {
         Lexer { src, pos: 0 }
+    }
+
+    /// Skips one UTF-8 byte-order mark (U+FEFF, bytes `EF BB BF`) at the very start of the
+    /// text, which RFC 8259 section 8.1 lets a parser ignore. Positions stay those of `src`.
+    pub(crate) fn skip_bom(&mut self) {
+        const BOM: char = '\u{feff}';
+        if self.pos == 0 && self.src.starts_with(BOM) {
+            self.pos = BOM.len_utf8();
+        }
     }
 
     pub(crate) fn syntax(&self) -> DecodeError {
@@ -175,29 +227,33 @@ impl<'a> Lexer<'a> {
         Ok(key)
     }
 
-    /// Skips one complete value (after whitespace) nested at `depth` (the depth of the
-    /// container holding it). Returns the value's span `(start, end)`.
-    pub(crate) fn skip_value(&mut self, depth: u32) -> Result<(usize, usize), DecodeError> {
+    /// Skips one complete value (after whitespace) found inside `level` open containers, where
+    /// at most `limit` may be open (see [`DecodeLimits`]; the value itself can open at most
+    /// [`DecodeLimits::MAX_PAYLOAD_DEPTH`]). Returns the value's span `(start, end)`.
+    pub(crate) fn skip_value(
+        &mut self,
+        level: u32,
+        limit: u32,
+    ) -> Result<(usize, usize), DecodeError> {
+        let max = limit.saturating_sub(level);
         self.skip_ws();
         let start = self.pos;
-        // Bit i of `stack` is 1 when open container i is an object. Depth inside this value.
-        let mut stack: u64 = 0;
-        let mut inner: u32 = 0;
+        let mut open = Open::new();
         'value: loop {
             self.skip_ws();
             match self.peek() {
-                Some(open @ (b'{' | b'[')) => {
-                    if depth.saturating_add(inner) >= MAX_DEPTH || inner >= 63 {
-                        return Err(DecodeError::TooDeep { offset: self.pos });
+                Some(b @ (b'{' | b'[')) => {
+                    let is_obj = b == b'{';
+                    if !open.push(is_obj, max) {
+                        return Err(DecodeError::TooDeep {
+                            offset: self.pos,
+                            limit,
+                        });
                     }
                     self.pos += 1;
-                    let is_obj = open == b'{';
-                    stack = (stack << 1) | u64::from(is_obj);
-                    inner += 1;
                     let close = if is_obj { b'}' } else { b']' };
                     if self.eat(close) {
-                        stack >>= 1;
-                        inner -= 1;
+                        open.pop();
                     } else {
                         if is_obj {
                             self.key()?;
@@ -218,10 +274,10 @@ impl<'a> Lexer<'a> {
             }
             // After a complete value: close containers or move to the next element.
             loop {
-                if inner == 0 {
+                if open.depth == 0 {
                     return Ok((start, self.pos));
                 }
-                let in_obj = stack & 1 == 1;
+                let in_obj = open.in_object();
                 self.skip_ws();
                 match self.peek() {
                     Some(b',') => {
@@ -236,8 +292,7 @@ impl<'a> Lexer<'a> {
                     _ => return Err(self.syntax()),
                 }
                 self.pos += 1;
-                stack >>= 1;
-                inner -= 1;
+                open.pop();
             }
         }
     }

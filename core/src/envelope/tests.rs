@@ -1,5 +1,7 @@
 //! Envelope tests: golden bytes, PHP-style input, malformed input, rewriting, properties.
 
+mod bom;
+mod depth;
 mod golden;
 mod malformed;
 mod php;

@@ -61,11 +61,18 @@ fn classic_limit_dead_letters_before_running_the_handler_again() {
         decide(crashed_at_limit, 5),
         Redelivery::DeadLetter { deliveries: 6 }
     );
+    // A header over the limit is clamped to limit - 1: it gets one more delivery.
     let over = DeliveryInfo {
         counted: Some(9),
         ..fresh()
     };
-    assert_eq!(decide(over, 5), Redelivery::DeadLetter { deliveries: 10 });
+    assert_eq!(
+        decide(over, 5),
+        Redelivery::Handle {
+            deliveries: 5,
+            redelivered: true
+        }
+    );
 }
 
 #[test]
@@ -134,6 +141,7 @@ fn corrupt_and_extreme_counts_are_defined() {
         }
     );
     let huge_quorum = DeliveryInfo {
+        redelivered: true,
         quorum_count: Some(u64::MAX),
         ..fresh()
     };
@@ -241,4 +249,173 @@ proptest! {
         let handled = matches!(decide(copy, limit), Redelivery::Handle { .. });
         prop_assert!(handled, "the copy's own delivery fits a limit one above the earlier ones");
     }
+}
+
+/// A count header is untrusted input: alone, it never dead-letters a message.
+#[test]
+fn a_count_header_alone_never_dead_letters() {
+    let info = |redelivered, quorum_count, counted| DeliveryInfo {
+        redelivered,
+        quorum_count,
+        counted,
+    };
+    let handle = |deliveries| Redelivery::Handle {
+        deliveries,
+        redelivered: true,
+    };
+    let dead = |deliveries| Redelivery::DeadLetter { deliveries };
+    let cases: &[(DeliveryInfo, u32, Redelivery)] = &[
+        // A third-party message claiming 1000 deliveries: handled, as the last one allowed.
+        (info(false, None, Some(1000)), 10, handle(10)),
+        (info(false, None, Some(10)), 10, handle(10)),
+        (info(false, None, Some(9)), 10, handle(10)),
+        (info(false, None, Some(u64::MAX)), 10, handle(10)),
+        (info(false, None, Some(1000)), u32::MAX, handle(1001)),
+        // Limit 1: the header adds nothing, but the handler hears of the claim.
+        (info(false, None, Some(1000)), 1, handle(1)),
+        // Its handler crashed (classic redelivery): that was the one delivery left.
+        (info(true, None, Some(1000)), 10, dead(11)),
+        (info(true, None, Some(10)), 10, dead(11)),
+        (info(true, None, Some(9)), 10, dead(11)),
+        (info(true, None, Some(1000)), 1, dead(2)),
+        // Below the limit, the header counts as before.
+        (
+            info(true, None, Some(3)),
+            10,
+            Redelivery::Recount { deliveries: 4 },
+        ),
+        (info(false, None, Some(3)), 10, handle(4)),
+        // The broker's own quorum count stays trusted; a header adds at most limit - 1.
+        (info(true, Some(10), None), 10, dead(11)),
+        (info(true, Some(9), None), 10, handle(10)),
+        (info(false, Some(0), Some(1000)), 10, handle(10)),
+        (info(true, Some(1), Some(1000)), 10, dead(11)),
+        (info(true, Some(1000), Some(1000)), 10, dead(1010)),
+    ];
+    for (i, (info, limit, want)) in cases.iter().enumerate() {
+        assert_eq!(
+            decide(*info, *limit),
+            *want,
+            "case {i}: {info:?}, limit {limit}"
+        );
+    }
+}
+
+/// Header 1000 on a classic queue whose handler crashes every time: exactly one run.
+#[test]
+fn a_claimed_count_gets_exactly_one_real_delivery() {
+    for claim in [9, 10, 11, 1000, u64::MAX] {
+        let mut info = DeliveryInfo {
+            counted: Some(claim),
+            ..fresh()
+        };
+        let mut runs = 0;
+        let outcome = loop {
+            match decide(info, 10) {
+                Redelivery::Handle { .. } => {
+                    runs += 1;
+                    info.redelivered = true;
+                }
+                Redelivery::Recount { deliveries } => {
+                    info = DeliveryInfo {
+                        counted: Some(u64::from(deliveries)),
+                        ..fresh()
+                    }
+                }
+                dead @ Redelivery::DeadLetter { .. } => break dead,
+            }
+        };
+        assert_eq!(
+            (runs, outcome),
+            (1, Redelivery::DeadLetter { deliveries: 11 }),
+            "{claim}"
+        );
+    }
+}
+
+#[test]
+fn a_claimed_count_given_back_at_shutdown_is_still_handled() {
+    // earlier_deliveries carries the claim over unclamped; decide clamps it on the copy.
+    let claimed = DeliveryInfo {
+        counted: Some(1000),
+        ..fresh()
+    };
+    assert_eq!(earlier_deliveries(claimed), 1000);
+    let copy = DeliveryInfo {
+        counted: Some(u64::from(earlier_deliveries(claimed))),
+        ..fresh()
+    };
+    assert_eq!(
+        decide(copy, 10),
+        Redelivery::Handle {
+            deliveries: 10,
+            redelivered: true
+        }
+    );
+}
+
+proptest! {
+    /// Whatever the headers claim, a delivery the broker has not flagged as redelivered is
+    /// handled.
+    #[test]
+    fn a_header_alone_never_dead_letters(
+        counted in proptest::option::of(any::<u64>()),
+        quorum in proptest::option::of(any::<u64>()),
+        limit: u32,
+    ) {
+        let info = DeliveryInfo {
+            redelivered: false,
+            quorum_count: quorum,
+            counted,
+        };
+        let handled = matches!(decide(info, limit), Redelivery::Handle { .. });
+        prop_assert!(handled);
+    }
+}
+
+/// `x-delivery-count` on a delivery without `redelivered` is not the broker's: a quorum queue
+/// that counted an earlier delivery also flags the redelivery. A publisher set it (or it is
+/// left from another queue), so it is ignored.
+#[test]
+fn a_quorum_count_on_a_fresh_delivery_is_not_the_brokers() {
+    let cases: &[(DeliveryInfo, Redelivery)] = &[
+        (
+            DeliveryInfo {
+                quorum_count: Some(1000),
+                ..fresh()
+            },
+            Redelivery::Handle {
+                deliveries: 1,
+                redelivered: false,
+            },
+        ),
+        (
+            DeliveryInfo {
+                quorum_count: Some(u64::MAX),
+                counted: Some(2),
+                ..fresh()
+            },
+            Redelivery::Handle {
+                deliveries: 3,
+                redelivered: true,
+            },
+        ),
+        // Once redelivered, the count is the broker's again: no more runs past the limit.
+        (
+            DeliveryInfo {
+                redelivered: true,
+                quorum_count: Some(1000),
+                counted: None,
+            },
+            Redelivery::DeadLetter { deliveries: 1001 },
+        ),
+    ];
+    for (info, want) in cases {
+        assert_eq!(decide(*info, 10), *want, "{info:?}");
+    }
+    let fresh_claim = DeliveryInfo {
+        quorum_count: Some(1000),
+        ..fresh()
+    };
+    assert_eq!(earlier_deliveries(fresh_claim), 0);
 }
