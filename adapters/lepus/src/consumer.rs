@@ -32,7 +32,7 @@ mod dead_letter;
 mod run;
 mod runtime;
 
-pub use config::ConsumerConfig;
+pub use config::{ConsumerConfig, MAX_PAYLOAD_DEPTH};
 pub use counters::ConsumerStats;
 
 pub(crate) use acks::Verdict;

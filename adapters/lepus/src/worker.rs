@@ -58,7 +58,7 @@ use crate::consumer::{
     bump, dead_letter_properties, note_settle_error, origin, requeue, run_handler, serve,
     ConsumerConfig, Counters, HandlerRun, Policy, Refusal, Runtime, Verdict,
 };
-use crate::core::envelope::{decode_json_raw, rewrite_json, MetadataEdits};
+use crate::core::envelope::{decode_json_raw_with, rewrite_json_with, DecodeLimits, MetadataEdits};
 use crate::core::redelivery::DEFAULT_DELIVERY_LIMIT;
 use crate::core::retry::{decide, DeadLetterReason, Decision, Outcome, RetryMetadata};
 use crate::delivery::Delivery;
@@ -330,6 +330,7 @@ where
                 .queue
                 .delivery_limit
                 .unwrap_or(DEFAULT_DELIVERY_LIMIT),
+            quorum: config.queue.kind == QueueKind::Quorum,
             config: config.consumer.clone(),
             counters: Arc::new(Counters::default()),
             policy: WorkerPolicy {
@@ -460,7 +461,7 @@ impl<T: Transport + 'static> Policy<T> for WorkerPolicy {
         let (reason, attempts) = match refusal {
             Refusal::Oversized { .. } => (DeadLetterReason::Oversized, 1),
             Refusal::DeliveryLimit { .. } => {
-                let attempts = decode_json_raw(&delivery.body)
+                let attempts = decode_json_raw_with(&delivery.body, &rt.config.decode_limits())
                     .map_or(1, |raw| raw.metadata.retry.count.saturating_add(1));
                 (DeadLetterReason::DeliveryLimit, attempts)
             }
@@ -513,7 +514,8 @@ async fn handle<T: Transport>(
             return dead(DeadLetterReason::WrongContentType, error, 1);
         }
     }
-    let raw = match decode_json_raw(body) {
+    let limits = rt.config.decode_limits();
+    let raw = match decode_json_raw_with(body, &limits) {
         Ok(raw) => raw,
         Err(e) => return dead(DeadLetterReason::Malformed, format!("envelope: {e}"), 1),
     };
@@ -563,7 +565,7 @@ async fn handle<T: Transport>(
             format!("handler timed out after {limit:?}"),
         ),
     };
-    follow_up(rt, delivery, &retry, outcome, error, attempt).await
+    follow_up(rt, delivery, &retry, outcome, error, attempt, &limits).await
 }
 
 /// Asks core what follows the handler's `outcome`, and performs a retry.
@@ -574,6 +576,7 @@ async fn follow_up<T: Transport>(
     outcome: Outcome,
     error: String,
     attempts: u32,
+    limits: &DecodeLimits,
 ) -> Follow {
     match decide(retry, outcome, rt.policy.next_random()) {
         Decision::Ack => Follow::Ack,
@@ -583,7 +586,7 @@ async fn follow_up<T: Transport>(
             attempts,
         }),
         Decision::Retry { delay_ms, next } => {
-            let rewritten = match rewrite(&delivery.body, &next) {
+            let rewritten = match rewrite(&delivery.body, &next, limits) {
                 Ok(rewritten) => rewritten,
                 Err(e) => {
                     return Follow::DeadLetter(DeadLetter {
@@ -640,10 +643,11 @@ where
 }
 
 /// The envelope with `retryCount` set to `next.count`, everything else byte-identical.
-fn rewrite(body: &[u8], next: &RetryMetadata) -> Result<Vec<u8>> {
+fn rewrite(body: &[u8], next: &RetryMetadata, limits: &DecodeLimits) -> Result<Vec<u8>> {
     // `"retryCount":4294967295` plus a comma is the most a count edit adds.
     let mut out = vec![0; body.len() + 32];
-    match rewrite_json(body, &MetadataEdits::retry_count(next.count), &mut out) {
+    let edits = MetadataEdits::retry_count(next.count);
+    match rewrite_json_with(body, &edits, limits, &mut out) {
         Ok(n) => {
             out.truncate(n);
             Ok(out)
@@ -720,7 +724,7 @@ mod tests {
             count: 1,
             ..RetryMetadata::default()
         };
-        let out = rewrite(body, &next).ok();
+        let out = rewrite(body, &next, &DecodeLimits::DEFAULT).ok();
         assert_eq!(
             out.as_deref(),
             Some(&br#"{"payload": {"adId":"1"},"metadata":{"className":"A","x":[1],"retryCount":1}}"#[..])

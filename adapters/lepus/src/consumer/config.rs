@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use crate::core::envelope::DecodeLimits;
 use crate::error::{Error, ErrorKind, Result};
 use crate::protocol::DEFAULT_MAX_PAYLOAD;
 
@@ -26,7 +27,15 @@ pub struct ConsumerConfig {
     /// How long shutdown waits for running handlers before requeueing their messages.
     /// Default 30 s.
     pub shutdown_timeout: Duration,
+    /// How deep a payload may nest (objects and arrays inside the payload value), 1 to
+    /// [`MAX_PAYLOAD_DEPTH`]: default [`DecodeLimits::DEFAULT_PAYLOAD_DEPTH`] (128). Deeper
+    /// messages are dead-lettered as `malformed` (an RPC server answers `decode`).
+    pub payload_depth: u32,
 }
+
+/// Deepest payload nesting a consumer accepts: typed payloads are decoded by serde, which
+/// recurses once per level on the handler task's stack.
+pub const MAX_PAYLOAD_DEPTH: u32 = 512;
 
 impl Default for ConsumerConfig {
     fn default() -> Self {
@@ -36,6 +45,7 @@ impl Default for ConsumerConfig {
             max_body: DEFAULT_MAX_PAYLOAD,
             handler_timeout: None,
             shutdown_timeout: Duration::from_secs(30),
+            payload_depth: DecodeLimits::DEFAULT_PAYLOAD_DEPTH,
         }
     }
 }
@@ -76,6 +86,21 @@ impl ConsumerConfig {
         self
     }
 
+    /// Sets how deep a payload may nest (1 to [`MAX_PAYLOAD_DEPTH`]; other values are
+    /// refused when the service starts).
+    #[must_use]
+    pub fn payload_depth(mut self, depth: u32) -> Self {
+        self.payload_depth = depth;
+        self
+    }
+
+    /// The envelope decode limits these settings give.
+    pub(crate) fn decode_limits(&self) -> DecodeLimits {
+        DecodeLimits::new()
+            .payload_depth(self.payload_depth)
+            .unwrap_or(DecodeLimits::DEFAULT)
+    }
+
     /// Checks the ranges: a prefetch, concurrency or body limit of 0, or a handler timeout of
     /// zero, would give a consumer that never handles anything.
     ///
@@ -93,6 +118,9 @@ impl ConsumerConfig {
         }
         if self.max_body == 0 {
             return invalid("max_body", "0 bytes would refuse every message");
+        }
+        if !(1..=MAX_PAYLOAD_DEPTH).contains(&self.payload_depth) {
+            return invalid("payload_depth", "a payload nests 1 to 512 levels deep");
         }
         if self.handler_timeout == Some(Duration::ZERO) {
             return invalid("handler_timeout", "0 would time out every handler");
@@ -112,6 +140,8 @@ mod tests {
             (ConsumerConfig::default().concurrency(0), "concurrency"),
             (ConsumerConfig::default().prefetch(0), "prefetch"),
             (ConsumerConfig::default().max_body(0), "max_body"),
+            (ConsumerConfig::default().payload_depth(0), "payload_depth"),
+            (ConsumerConfig::default().payload_depth(513), "payload_depth"),
             (
                 ConsumerConfig::default().handler_timeout(Duration::ZERO),
                 "handler_timeout",

@@ -70,6 +70,8 @@ pub(crate) struct Runtime<T, P> {
     pub(crate) queue: String,
     /// Deliveries allowed in all for one message (see [`crate::core::redelivery`]).
     pub(crate) delivery_limit: u32,
+    /// The queue is a quorum queue: only then is `x-delivery-count` the broker's own.
+    pub(crate) quorum: bool,
     pub(crate) config: ConsumerConfig,
     pub(crate) counters: Arc<Counters>,
     pub(crate) policy: P,
@@ -254,7 +256,7 @@ where
             };
             return P::refuse(rt, delivery, refusal).await;
         }
-        match redelivery::decide(delivery_info(&delivery), rt.delivery_limit) {
+        match redelivery::decide(delivery_info(&delivery, rt.quorum), rt.delivery_limit) {
             Redelivery::Handle { redelivered, .. } => P::handle(rt, delivery, redelivered).await,
             Redelivery::Recount { deliveries } => {
                 match publish_counted_copy(&*rt, &delivery, deliveries).await {
@@ -300,7 +302,7 @@ async fn give_back<T: Transport, P>(
     delivery: &Delivery,
     until: tokio::time::Instant,
 ) -> bool {
-    let earlier = redelivery::earlier_deliveries(delivery_info(delivery));
+    let earlier = redelivery::earlier_deliveries(delivery_info(delivery, rt.quorum));
     let copy = publish_counted_copy(rt, delivery, earlier);
     let published = tokio::time::timeout_at(until, copy)
         .await
@@ -361,8 +363,9 @@ pub(crate) fn note_settle_error(counters: &Counters, e: &Error, what: &str) {
     }
 }
 
-/// What the broker told about a delivery, for [`redelivery::decide`].
-fn delivery_info(delivery: &Delivery) -> DeliveryInfo {
+/// What the broker told about a delivery, for [`redelivery::decide`]. On a classic queue an
+/// `x-delivery-count` header is a publisher's, not the broker's: it is ignored.
+fn delivery_info(delivery: &Delivery, quorum: bool) -> DeliveryInfo {
     let count = |key: &str| {
         delivery
             .properties
@@ -373,7 +376,11 @@ fn delivery_info(delivery: &Delivery) -> DeliveryInfo {
     };
     DeliveryInfo {
         redelivered: delivery.redelivered,
-        quorum_count: count(QUORUM_COUNT_HEADER),
+        quorum_count: if quorum {
+            count(QUORUM_COUNT_HEADER)
+        } else {
+            None
+        },
         counted: count(COUNT_HEADER),
     }
 }

@@ -28,7 +28,7 @@ use crate::consumer::{
     bump, dead_letter_properties, requeue, run_handler, serve, ConsumerConfig, Counters,
     HandlerRun, Policy, Refusal, Runtime, Verdict,
 };
-use crate::core::envelope::decode_json_raw;
+use crate::core::envelope::{decode_json_raw_with, DecodeLimits};
 use crate::core::redelivery::DEFAULT_DELIVERY_LIMIT;
 use crate::core::retry::DeadLetterReason;
 use crate::delivery::Delivery;
@@ -348,6 +348,7 @@ where
             transport: self.transport,
             queue: c.queue.name.clone(),
             delivery_limit: c.queue.delivery_limit.unwrap_or(DEFAULT_DELIVERY_LIMIT),
+            quorum: c.queue.kind == crate::topology::QueueKind::Quorum,
             config: c.consumer.clone(),
             counters: Arc::new(Counters::default()),
             policy: ServerPolicy {
@@ -387,9 +388,9 @@ struct ReplyAddress {
     correlation_id: Option<String>,
 }
 
-fn reply_address(delivery: &Delivery) -> ReplyAddress {
+fn reply_address(delivery: &Delivery, limits: &DecodeLimits) -> ReplyAddress {
     let props = &delivery.properties;
-    let (response_queue, envelope_cid) = match decode_json_raw(&delivery.body) {
+    let (response_queue, envelope_cid) = match decode_json_raw_with(&delivery.body, limits) {
         Ok(r) => (
             r.metadata.response_queue.as_ref().map(|t| t.to_string()),
             r.metadata.correlation_id.as_ref().map(|t| t.to_string()),
@@ -413,7 +414,7 @@ impl<T: Transport + 'static> Policy<T> for ServerPolicy {
         redelivered: bool,
     ) -> Verdict {
         let c = &rt.policy.counters;
-        let address = reply_address(&delivery);
+        let address = reply_address(&delivery, &rt.config.decode_limits());
         if address.reply_to.is_none() {
             bump(&c.no_reply);
             if rt.policy.no_reply == NoReplyPolicy::DeadLetter {
@@ -430,7 +431,7 @@ impl<T: Transport + 'static> Policy<T> for ServerPolicy {
         delivery: Arc<Delivery>,
         refusal: Refusal,
     ) -> Verdict {
-        let address = reply_address(&delivery);
+        let address = reply_address(&delivery, &rt.config.decode_limits());
         let (reason, kind) = match refusal {
             Refusal::Oversized { .. } => (DeadLetterReason::Oversized, RemoteErrorKind::TooLarge),
             Refusal::DeliveryLimit { .. } => (
@@ -455,7 +456,7 @@ async fn answer<T: Transport>(
     address: &ReplyAddress,
     redelivered: bool,
 ) -> Answer {
-    let raw = match decode_json_raw(&delivery.body) {
+    let raw = match decode_json_raw_with(&delivery.body, &rt.config.decode_limits()) {
         Ok(raw) => raw,
         Err(e) => return Answer::Error(RemoteErrorKind::Decode, format!("bad envelope: {e}")),
     };
