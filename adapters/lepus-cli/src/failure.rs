@@ -9,7 +9,7 @@ pub enum Code {
     Ok = 0,
     /// 1: bad command line or invalid input (JSON, names, options).
     Usage = 1,
-    /// 2: the broker could not be reached.
+    /// 2: the broker could not be reached, or the address is not an AMQP broker's.
     Unreachable = 2,
     /// 3: a queue, exchange or message does not exist.
     NotFound = 3,
@@ -67,7 +67,9 @@ impl Failure {
 impl From<lepus::Error> for Failure {
     fn from(e: lepus::Error) -> Self {
         let code = match e.kind() {
-            lepus::ErrorKind::ConnectionFailed => Code::Unreachable,
+            lepus::ErrorKind::ConnectionFailed | lepus::ErrorKind::WrongProtocol => {
+                Code::Unreachable
+            }
             lepus::ErrorKind::Unroutable { .. } => Code::Unroutable,
             _ if lepus::amqp::is_not_found(&e) => Code::NotFound,
             _ if e.is_invalid_input() => Code::Usage,

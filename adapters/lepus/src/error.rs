@@ -105,8 +105,14 @@ pub enum ErrorKind {
     /// An ack, nack or reject had no effect: the delivery was already settled, or its channel
     /// closed or recovered. The broker will deliver the message again (at-least-once).
     AckLost,
-    /// The connection to the broker could not be opened.
+    /// The connection to the broker could not be opened: nothing listens at the address, the
+    /// server there gave no answer in time, or it closed the connection during the handshake.
+    /// Retryable: a broker that is down or still starting may be up later.
     ConnectionFailed,
+    /// The server at the address answered, but not as an AMQP 0-9-1 broker: bytes that are
+    /// no AMQP frame (an HTTP server, another service's port) or the header of another AMQP
+    /// version. Not retryable: the address is wrong, and connecting again will not fix it.
+    WrongProtocol,
     /// The connection (or its socket) was lost or closed.
     ConnectionLost,
     /// The channel used by the operation is closed (often after an earlier broker refusal).
@@ -171,7 +177,8 @@ impl Error {
     }
 
     /// True when trying again later may succeed: lost connection or channel, timeout, nack,
-    /// lost ack (the broker redelivers), or a broker that was unreachable.
+    /// lost ack (the broker redelivers), or a broker that was unreachable. Not for a server
+    /// that is not an AMQP broker ([`ErrorKind::WrongProtocol`]): that address needs fixing.
     pub fn is_retryable(&self) -> bool {
         matches!(
             self.kind,
@@ -200,11 +207,12 @@ impl Error {
         matches!(self.kind, ErrorKind::Unroutable { .. })
     }
 
-    /// True when the connection could not be opened or was lost.
+    /// True when the connection could not be opened (including to a server that is not an
+    /// AMQP broker) or was lost.
     pub fn is_connection_error(&self) -> bool {
         matches!(
             self.kind,
-            ErrorKind::ConnectionFailed | ErrorKind::ConnectionLost
+            ErrorKind::ConnectionFailed | ErrorKind::WrongProtocol | ErrorKind::ConnectionLost
         )
     }
 
@@ -273,6 +281,7 @@ impl fmt::Display for ErrorKind {
                 "acknowledgement had no effect (already settled, or channel closed/recovered); the broker will redeliver",
             ),
             ErrorKind::ConnectionFailed => f.write_str("cannot connect to the broker"),
+            ErrorKind::WrongProtocol => f.write_str("not an AMQP 0-9-1 broker"),
             ErrorKind::ConnectionLost => f.write_str("connection to the broker lost"),
             ErrorKind::ChannelClosed => f.write_str("channel closed"),
             ErrorKind::BrokerRefused { reply_code } => {
@@ -341,6 +350,13 @@ mod tests {
         assert!(Error::new(ErrorKind::Unroutable { reply_code: 312 }).is_unroutable());
         assert!(!Error::new(ErrorKind::Unroutable { reply_code: 312 }).is_retryable());
         assert!(Error::new(ErrorKind::AckLost).is_retryable());
+        assert!(Error::new(ErrorKind::ConnectionFailed).is_retryable());
+        let wrong = Error::new(ErrorKind::WrongProtocol);
+        assert!(
+            !wrong.is_retryable(),
+            "the address needs fixing, not patience"
+        );
+        assert!(wrong.is_connection_error());
         let full = Error::new(ErrorKind::CapacityExceeded {
             what: "bindings of a topic exchange",
         });

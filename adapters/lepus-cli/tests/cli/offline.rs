@@ -1,14 +1,22 @@
 //! The `lepus` binary without a broker: routing explanations, usage errors, exit codes.
 
+use std::io::{Read, Write};
+use std::net::TcpListener;
 use std::process::{Command, Output};
 
 fn lepus(args: &[&str]) -> Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_lepus"))
-        .args(args)
-        .env_remove("AMQP_ADDR")
-        .env_remove("LEPUS_EXCHANGE")
-        .output()
-        .expect("run lepus");
+    lepus_at(None, args)
+}
+
+/// Runs `lepus` with `AMQP_ADDR` set to `amqp_addr`, or unset.
+fn lepus_at(amqp_addr: Option<&str>, args: &[&str]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_lepus"));
+    command.args(args).env_remove("LEPUS_EXCHANGE");
+    match amqp_addr {
+        Some(addr) => command.env("AMQP_ADDR", addr),
+        None => command.env_remove("AMQP_ADDR"),
+    };
+    let out = command.output().expect("run lepus");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!stderr.contains("panicked"), "lepus panicked: {stderr}");
     out
@@ -137,5 +145,44 @@ fn unreachable_broker_exits_2() {
             stderr.contains("127.0.0.1:1"),
             "names the address: {stderr}"
         );
+    }
+}
+
+/// A stand-in HTTP server on 127.0.0.1: each connection gets a 400 answer, then is closed.
+/// Returns its port.
+fn http_server() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("local address").port();
+    std::thread::spawn(move || {
+        for mut socket in listener.incoming().flatten() {
+            let mut request = [0u8; 512];
+            let _ = socket.read(&mut request);
+            let _ = socket.write_all(
+                b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            );
+        }
+    });
+    port
+}
+
+#[test]
+fn an_http_server_is_not_a_broker_and_exits_2() {
+    let port = http_server();
+    let addr = format!("amqp://guest:secret@127.0.0.1:{port}/%2f");
+    let out = lepus_at(Some(&addr), &["publish", "T", "--key", "k", "--json", "{}"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(code(&out), 2, "{stderr}");
+    assert!(
+        stderr.contains(&format!("127.0.0.1:{port}")),
+        "names the address: {stderr}"
+    );
+    assert!(
+        stderr.contains("did not answer as an AMQP broker"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("AMQP_ADDR"), "says what to fix: {stderr}");
+    assert!(!stderr.contains("secret"), "password leaked: {stderr}");
+    for parser in ["ParserErrors", "Nom", "Parsing Error", "failed to parse"] {
+        assert!(!stderr.contains(parser), "parser text `{parser}`: {stderr}");
     }
 }

@@ -1,8 +1,12 @@
-//! Connecting: a clear error when the broker is unreachable; closing is final.
+//! Connecting: a clear error when the broker is unreachable or is not an AMQP broker; closing
+//! is final.
 
 use crate::amqp_support;
 use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
 
 use amqp_support::{cleanup, unique};
 use lepus::{
@@ -20,6 +24,156 @@ async fn unreachable_broker_is_a_clear_error() {
     assert!(text.contains("127.0.0.1:1"), "{text}");
     assert!(text.contains("AMQP_ADDR"), "{text}");
     assert!(!text.contains("secret"), "password leaked: {text}");
+}
+
+/// What a local stand-in server does with each connection it accepts.
+#[derive(Clone, Copy)]
+enum Stranger {
+    /// Reads the request (lapin's protocol header) and answers an HTTP 400, then closes.
+    Http,
+    /// Sends bytes that are no AMQP frame, then stays until the client leaves.
+    Garbage,
+    /// Answers lapin's protocol header with AMQP 1.0's, as a broker that speaks only 1.0 does.
+    Amqp10,
+    /// Closes the connection at once.
+    Hangup,
+    /// Says nothing and stays until the client leaves.
+    Silent,
+}
+
+const HTTP_400: &[u8] = b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\n\
+    Content-Length: 11\r\nConnection: close\r\n\r\nBad Request";
+
+/// Fixed pseudo-random bytes (xorshift, fixed seed): the same garbage on every run. Its first
+/// byte, 0x19, is no AMQP frame type, so the parser rejects it at once.
+fn garbage() -> Vec<u8> {
+    let mut x: u32 = 0x9e37_79b9;
+    (0..64)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x.to_le_bytes()[0]
+        })
+        .collect()
+}
+
+/// Starts `kind` on 127.0.0.1 and returns its port.
+async fn stranger(kind: Stranger) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            tokio::spawn(serve(kind, socket));
+        }
+    });
+    port
+}
+
+async fn serve(kind: Stranger, mut socket: TcpStream) {
+    let mut buf = [0u8; 512];
+    match kind {
+        Stranger::Http => {
+            let _ = socket.read(&mut buf).await;
+            let _ = socket.write_all(HTTP_400).await;
+            let _ = socket.shutdown().await;
+        }
+        Stranger::Garbage => {
+            let _ = socket.write_all(&garbage()).await;
+            while matches!(socket.read(&mut buf).await, Ok(n) if n > 0) {}
+        }
+        Stranger::Amqp10 => {
+            let _ = socket.read(&mut buf).await;
+            let _ = socket.write_all(b"AMQP\x00\x01\x00\x00").await;
+            let _ = socket.shutdown().await;
+        }
+        Stranger::Hangup => drop(socket),
+        Stranger::Silent => while matches!(socket.read(&mut buf).await, Ok(n) if n > 0) {},
+    }
+}
+
+/// Connects to `kind` with a short connect timeout; the attempt must end well within 10 s.
+async fn connect_to(kind: Stranger) -> (String, lepus::Error) {
+    let port = stranger(kind).await;
+    // A password, to check that it stays hidden.
+    let mut config = AmqpConfig::new(format!("amqp://guest:secret@127.0.0.1:{port}/%2f"));
+    config.connect_timeout = Duration::from_millis(500);
+    let outcome = tokio::time::timeout(Duration::from_secs(10), AmqpTransport::connect(config))
+        .await
+        .expect("connecting ends by the connect timeout");
+    (
+        format!("127.0.0.1:{port}"),
+        outcome.expect_err("not a broker"),
+    )
+}
+
+/// The text a person sees: names the address, hides the password, points at `AMQP_ADDR`, and
+/// shows nothing of lapin's parser.
+fn assert_plain_words(shown: &str, err: &lepus::Error) -> String {
+    let text = err.to_string();
+    assert!(text.contains(shown), "names the address: {text}");
+    assert!(text.contains("AMQP_ADDR"), "says how to fix it: {text}");
+    assert!(!text.contains("secret"), "password leaked: {text}");
+    for parser in ["ParserErrors", "Nom", "Parsing Error", "failed to parse"] {
+        assert!(
+            !text.contains(parser),
+            "parser text `{parser}` shown: {text}"
+        );
+    }
+    text
+}
+
+#[tokio::test]
+async fn an_http_server_is_not_an_amqp_broker() {
+    let (shown, err) = connect_to(Stranger::Http).await;
+    let text = assert_plain_words(&shown, &err);
+    assert!(text.contains("did not answer as an AMQP broker"), "{text}");
+    assert_eq!(err.kind(), ErrorKind::WrongProtocol, "{text}");
+    assert!(!err.is_retryable(), "{text}");
+    assert!(err.is_connection_error(), "{text}");
+}
+
+#[tokio::test]
+async fn a_server_sending_garbage_is_not_an_amqp_broker() {
+    let (shown, err) = connect_to(Stranger::Garbage).await;
+    let text = assert_plain_words(&shown, &err);
+    assert!(text.contains("did not answer as an AMQP broker"), "{text}");
+    assert_eq!(err.kind(), ErrorKind::WrongProtocol, "{text}");
+    assert!(!err.is_retryable(), "{text}");
+}
+
+#[tokio::test]
+async fn an_amqp_1_0_broker_is_not_an_amqp_0_9_1_broker() {
+    let (shown, err) = connect_to(Stranger::Amqp10).await;
+    let text = assert_plain_words(&shown, &err);
+    assert!(text.contains("it speaks AMQP 1.0.0"), "{text}");
+    assert_eq!(err.kind(), ErrorKind::WrongProtocol, "{text}");
+    assert!(!err.is_retryable(), "{text}");
+}
+
+#[tokio::test]
+async fn a_server_that_hangs_up_at_once_is_a_clear_error() {
+    let (shown, err) = connect_to(Stranger::Hangup).await;
+    let text = assert_plain_words(&shown, &err);
+    assert!(text.contains("closed the connection"), "{text}");
+    // A proxy with no broker behind it does this too: trying again later may work.
+    assert_eq!(err.kind(), ErrorKind::ConnectionFailed, "{text}");
+    assert!(err.is_retryable(), "{text}");
+}
+
+#[tokio::test]
+async fn a_server_that_never_answers_ends_by_the_connect_timeout() {
+    let started = std::time::Instant::now();
+    let (shown, err) = connect_to(Stranger::Silent).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "bounded by connect_timeout"
+    );
+    let text = assert_plain_words(&shown, &err);
+    assert!(text.contains("no answer"), "{text}");
+    assert!(text.contains("500ms"), "says how long it waited: {text}");
+    assert_eq!(err.kind(), ErrorKind::ConnectionFailed, "{text}");
+    assert!(err.is_retryable(), "{text}");
 }
 
 #[tokio::test]
