@@ -19,7 +19,8 @@ pub struct ConsumerConfig {
     pub concurrency: usize,
     /// Largest body handed to a handler, in bytes; larger ones are refused (dead-lettered as
     /// `oversized`, or answered with a `too-large` error by an RPC server). Default 1 MiB
-    /// ([`crate::DEFAULT_MAX_PAYLOAD`]).
+    /// ([`crate::DEFAULT_MAX_PAYLOAD`]). A body may be 32 bytes longer than this: the retry
+    /// copy of a message at the limit gains its `retryCount`, and must still be handled.
     pub max_body: usize,
     /// Longest a handler may run; one that takes longer counts as a transient failure.
     /// `None` (the default): no limit.
@@ -141,7 +142,10 @@ mod tests {
             (ConsumerConfig::default().prefetch(0), "prefetch"),
             (ConsumerConfig::default().max_body(0), "max_body"),
             (ConsumerConfig::default().payload_depth(0), "payload_depth"),
-            (ConsumerConfig::default().payload_depth(513), "payload_depth"),
+            (
+                ConsumerConfig::default().payload_depth(513),
+                "payload_depth",
+            ),
             (
                 ConsumerConfig::default().handler_timeout(Duration::ZERO),
                 "handler_timeout",

@@ -18,6 +18,11 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::properties::HeaderValue;
 use crate::transport::{Publication, Subscription, Transport};
 
+/// Bytes a retry copy may have beyond [`ConsumerConfig::max_body`]: writing its `retryCount`
+/// (`"retryCount":4294967295,` at most) makes a message at the limit that much longer, and
+/// its retry must still reach its handler.
+pub(crate) const RETRY_GROWTH: usize = 32;
+
 /// Why the runtime will not hand a delivery to a handler.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Refusal {
@@ -248,7 +253,7 @@ where
     );
     async {
         let limit = rt.config.max_body;
-        if delivery.body.len() > limit {
+        if delivery.body.len() > limit.saturating_add(RETRY_GROWTH) {
             bump(&rt.counters.refused);
             let refusal = Refusal::Oversized {
                 len: delivery.body.len(),

@@ -10,6 +10,7 @@ mod amqp_support;
 mod rpc_support;
 
 mod call;
+mod limits;
 mod load;
 mod recovery;
 mod replies;

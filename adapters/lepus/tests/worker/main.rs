@@ -10,6 +10,7 @@ mod amqp_support;
 mod worker_support;
 
 mod acks;
+mod edges;
 mod handling;
 mod load;
 mod poison;
