@@ -9,5 +9,6 @@ mod amqp_support;
 mod consume;
 mod dead_letters;
 mod derive;
+mod layers;
 mod parity;
 mod routing;
