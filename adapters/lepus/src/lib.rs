@@ -17,7 +17,7 @@
 //!   the write model and the read model, generic over any [`Transport`].
 //! - [`rpc`]: [`RpcClient`] and [`RpcServer`], request/response and scatter-gather over any
 //!   [`ReplyTransport`] (direct reply-to by default).
-//! - [`serde`](crate::serde): `deserialize_with` helpers for payload numbers that PHP sends as
+//! - [`serde`]: `deserialize_with` helpers for payload numbers that PHP sends as
 //!   strings (`{"userId":"7"}`).
 //!
 //! Guarantees: no `unsafe`; invalid names, oversized bodies and over-long properties are
