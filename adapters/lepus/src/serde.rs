@@ -52,6 +52,9 @@
 //!
 //! The helpers read through `deserialize_any`, so they work with self-describing formats
 //! (JSON, which is what PHP sends), not with postcard.
+//!
+//! The module shares its name with the `serde` crate: after `use lepus::*;` a path starting
+//! with `serde::` is ambiguous (E0659); write `::serde::` there, or import what you use.
 
 use core::fmt;
 use core::marker::PhantomData;
