@@ -17,6 +17,8 @@
 //!   the write model and the read model, generic over any [`Transport`].
 //! - [`rpc`]: [`RpcClient`] and [`RpcServer`], request/response and scatter-gather over any
 //!   [`ReplyTransport`] (direct reply-to by default).
+//! - [`serde`]: `deserialize_with` helpers for payload numbers that PHP sends as
+//!   strings (`{"userId":"7"}`).
 //!
 //! Guarantees: no `unsafe`; invalid names, oversized bodies and over-long properties are
 //! errors before anything is sent (the AMQP codec would panic on them); a publish returns only
@@ -32,8 +34,9 @@ extern crate self as lepus;
 /// What the derives' expansions name; not an API.
 #[doc(hidden)]
 pub mod __derive {
-    pub use serde::de::DeserializeOwned;
-    pub use serde::Serialize;
+    // `::serde`, the crate: `crate::serde` is this crate's helper module.
+    pub use ::serde::de::DeserializeOwned;
+    pub use ::serde::Serialize;
 }
 
 pub mod amqp;
@@ -53,6 +56,7 @@ mod publisher;
 mod registry;
 mod reply;
 pub mod rpc;
+pub mod serde;
 mod signal;
 pub mod testing;
 pub mod topology;

@@ -9,5 +9,6 @@ mod amqp_support;
 #[path = "../support/interop.rs"]
 mod interop_support;
 
+mod php;
 mod pika;
 mod pika_rpc;

@@ -17,7 +17,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use interop_support::{amqp_url, pika_available, Python};
+use interop_support::{amqp_url, pika_available, Script};
 use lepus::rpc::{
     parse_correlation_id, RemoteErrorKind, Request, RpcClient, RpcClientConfig, RpcServer,
     RpcServerConfig,
@@ -84,7 +84,7 @@ async fn pika_client_calls_our_server() {
         .unwrap();
 
     let count = 20u64;
-    let client = Python::spawn(
+    let client = Script::python(
         "pika_rpc_client.py",
         &[amqp_url(), queue.clone(), count.to_string(), "15".into()],
     );
@@ -213,7 +213,7 @@ async fn our_client_calls_a_pika_server() {
     let queue = amqp_support::unique("interop.rpc-pika-server");
     let exchange = format!("{queue}.x");
     t.declare_exchange(&exchange).await.unwrap();
-    let server = Python::spawn(
+    let server = Script::python(
         "pika_rpc_server.py",
         &[
             amqp_url(),

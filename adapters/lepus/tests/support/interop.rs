@@ -1,5 +1,5 @@
-//! Shared pieces of the `interop_*` tests: the Python scripts in `tests/interop/`, the check
-//! for `pika`, and Python processes bounded in time.
+//! Shared pieces of the `interop` tests: the Python and PHP scripts in `tests/interop/`, the
+//! checks for `pika` and `php-amqplib`, and script processes bounded in time.
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -35,40 +35,77 @@ pub fn pika_available(test: &str) -> bool {
     ok
 }
 
+/// True when `php` can load php-amqplib (`require_once 'PhpAmqpLib/autoload.php'`, where
+/// Debian's `php-amqplib` package puts it on the include path); otherwise skips loudly, or
+/// panics when the broker is required (`CI=true` or `LEPUS_REQUIRE_BROKER=1`; `.ci/run`
+/// installs `php-cli` and `php-amqplib`).
+pub fn php_available(test: &str) -> bool {
+    let ok = Command::new("php")
+        .args([
+            "-r",
+            r"require_once 'PhpAmqpLib/autoload.php';
+              exit(class_exists('PhpAmqpLib\Connection\AMQPStreamConnection') ? 0 : 1);",
+        ])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        if crate::amqp_support::broker_required() {
+            panic!(
+                "{test}: php with php-amqplib is required (apt-get install php-cli php-amqplib)"
+            );
+        }
+        let _ = writeln!(
+            std::io::stderr(),
+            "\n##########\n## SKIPPED {test}: php with php-amqplib not found \
+             (apt-get install php-cli php-amqplib)\n##########"
+        );
+    }
+    ok
+}
+
 /// `AMQP_ADDR`, or the default address.
 pub fn amqp_url() -> String {
     std::env::var("AMQP_ADDR").unwrap_or_else(|_| lepus::DEFAULT_ADDR.to_string())
 }
 
-/// A running `python3 <script> <args>`: its stdout line by line, its stderr at the end. Killed
-/// when dropped, so a failing test leaves no process behind.
-pub struct Python {
+/// A running `python3 <script> <args>` or `php <script> <args>`: its stdout line by line, its
+/// stderr at the end. Killed when dropped, so a failing test leaves no process behind.
+pub struct Script {
     child: Child,
     lines: Receiver<String>,
     stderr: Option<JoinHandle<String>>,
 }
 
-/// How a [`Python`] process ended.
+/// How a [`Script`] process ended.
 pub struct Finished {
     /// Its exit status; `None` when it was killed.
     pub status: Option<ExitStatus>,
-    /// Its stdout lines not read with [`Python::next_line`].
+    /// Its stdout lines not read with [`Script::next_line`].
     pub lines: Vec<String>,
     /// All of its stderr.
     pub stderr: String,
 }
 
-impl Python {
+impl Script {
     /// Starts `python3 tests/interop/<name> <args>`.
-    pub fn spawn(name: &str, args: &[String]) -> Python {
-        let mut child = Command::new("python3")
+    pub fn python(name: &str, args: &[String]) -> Script {
+        Script::spawn("python3", name, args)
+    }
+
+    /// Starts `php tests/interop/<name> <args>`.
+    pub fn php(name: &str, args: &[String]) -> Script {
+        Script::spawn("php", name, args)
+    }
+
+    fn spawn(interpreter: &str, name: &str, args: &[String]) -> Script {
+        let mut child = Command::new(interpreter)
             .arg(script(name))
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .expect("python3 starts");
+            .unwrap_or_else(|e| panic!("{interpreter} starts: {e}"));
         let stdout = child.stdout.take().expect("stdout is piped");
         let mut stderr = child.stderr.take().expect("stderr is piped");
         let (tx, lines) = mpsc::channel();
@@ -85,7 +122,7 @@ impl Python {
             let _ = stderr.read_to_string(&mut text);
             text
         });
-        Python {
+        Script {
             child,
             lines,
             stderr: Some(stderr),
@@ -140,7 +177,7 @@ impl Python {
     }
 }
 
-impl Drop for Python {
+impl Drop for Script {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
