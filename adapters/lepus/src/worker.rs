@@ -163,6 +163,13 @@ impl WorkerConfig {
         self
     }
 
+    /// Sets how deep a payload may nest (see [`ConsumerConfig::payload_depth`]).
+    #[must_use]
+    pub fn payload_depth(mut self, depth: u32) -> Self {
+        self.consumer = self.consumer.payload_depth(depth);
+        self
+    }
+
     /// Checks the settings (see [`ConsumerConfig::validate`]) and the names.
     ///
     /// # Errors
