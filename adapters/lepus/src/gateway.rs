@@ -19,19 +19,38 @@
 //! - Failures: a corrupt frame (bad COBS, bad envelope, payload that does not decode into
 //!   the type, trailing bytes) is counted and skipped and never stops the gateway. An
 //!   unroutable message is counted and skipped. Connection errors stop [`Gateway::run`].
+//! - From a queue ([`Gateway::start`]): frames that arrive as AMQP messages (one frame a
+//!   message, from a bridge the devices publish through) are consumed on the consumer
+//!   runtime ([`crate::consumer`]), with its body limit, delivery limit, batched acks and
+//!   graceful shutdown. A message is acked once its JSON envelope is confirmed; a corrupt
+//!   frame is dead-lettered as `malformed`, an unregistered type as `unknown-type`, an
+//!   unroutable one as `follow-up-refused`, each with the frame's bytes unchanged.
+//!
+//! The registered types live in the crate's one handler table: each entry decodes its
+//! postcard payload and writes it out as JSON.
 
-use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use tokio::io::{AsyncRead, AsyncReadExt};
 
+use tokio::sync::oneshot;
+
+use crate::consumer::{
+    bump, dead_letter_properties, requeue, serve, ConsumerConfig, Counters, Policy, Refusal,
+    Runtime, Verdict,
+};
 use crate::core::envelope::{decode_postcard_raw, DecodeError};
-use crate::core::retry::RetryMetadata;
-use crate::error::Result;
+use crate::core::redelivery::DEFAULT_DELIVERY_LIMIT;
+use crate::core::retry::DeadLetterReason;
+use crate::delivery::Delivery;
+use crate::error::{Error, ErrorKind, Result};
+use crate::handlers::{Context, HandlerFuture, HandlerTable};
 use crate::message::Message;
 use crate::properties::Properties;
 use crate::protocol::{new_message_id, now_seconds, CONTENT_TYPE_JSON};
-use crate::publisher::encode_envelope;
+use crate::publisher::encode_raw_envelope;
+use crate::topology::QueueSpec;
 use crate::transport::{Publication, Transport};
 
 /// Default longest frame, in bytes (terminator excluded).
@@ -127,6 +146,7 @@ impl FrameSplitter {
 
 /// Counters of a [`Gateway`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub struct GatewayStats {
     /// Frames read (valid or not).
     pub frames: u64,
@@ -138,6 +158,8 @@ pub struct GatewayStats {
     pub unknown_type: u64,
     /// Messages the broker returned as unroutable (no queue bound).
     pub unroutable: u64,
+    /// Frames consumed from a queue and dead-lettered (corrupt, unknown type, unroutable).
+    pub dead_lettered: u64,
 }
 
 /// What happened to one frame.
@@ -154,27 +176,21 @@ pub enum FrameOutcome {
     Unroutable,
 }
 
-/// Postcard payload bytes of a registered type to its JSON envelope (`None`: corrupt).
-type Transcode = fn(&[u8], RetryMetadata, Option<&str>, Option<&str>) -> Result<Option<Vec<u8>>>;
+/// The registered types: postcard payload in, JSON payload out, with the routing key.
+type Routes = HandlerTable<Vec<u8>, String>;
 
-struct Route {
-    routing_key: String,
-    transcode: Transcode,
-}
-
+/// The handler-table entry of `M`: decodes its postcard payload (no bytes may follow) and
+/// writes it as JSON.
 fn transcode<M: Message>(
     payload: &[u8],
-    retry: RetryMetadata,
-    correlation_id: Option<&str>,
-    response_queue: Option<&str>,
-) -> Result<Option<Vec<u8>>> {
-    let Ok((message, rest)) = postcard::take_from_bytes::<M>(payload) else {
-        return Ok(None);
-    };
+    _ctx: Context,
+) -> core::result::Result<HandlerFuture<Vec<u8>>, String> {
+    let (message, rest) = postcard::take_from_bytes::<M>(payload).map_err(|e| e.to_string())?;
     if !rest.is_empty() {
-        return Ok(None);
+        return Err(format!("{} bytes follow the payload", rest.len()));
     }
-    encode_envelope(&message, retry, correlation_id, response_queue).map(Some)
+    let json = serde_json::to_vec(&message).map_err(|e| e.to_string())?;
+    Ok(Box::pin(std::future::ready(Ok(json))))
 }
 
 /// Publishes the envelopes of a framed postcard stream as JSON envelopes (see the module
@@ -182,7 +198,7 @@ fn transcode<M: Message>(
 pub struct Gateway<T> {
     transport: Arc<T>,
     exchange: String,
-    routes: HashMap<&'static str, Route>,
+    routes: Routes,
     max_frame: usize,
     stats: GatewayStats,
 }
@@ -191,7 +207,7 @@ impl<T> core::fmt::Debug for Gateway<T> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("Gateway")
             .field("exchange", &self.exchange)
-            .field("types", &self.routes.keys().collect::<Vec<_>>())
+            .field("types", &self.routes.types().collect::<Vec<_>>())
             .field("stats", &self.stats)
             .finish()
     }
@@ -203,7 +219,7 @@ impl<T: Transport> Gateway<T> {
         Gateway {
             transport,
             exchange: exchange.into(),
-            routes: HashMap::new(),
+            routes: HandlerTable::default(),
             max_frame: DEFAULT_MAX_FRAME,
             stats: GatewayStats::default(),
         }
@@ -216,13 +232,8 @@ impl<T: Transport> Gateway<T> {
 
     /// Accepts messages of type `M`, routed with `routing_key`.
     pub fn register_with_key<M: Message>(&mut self, routing_key: impl Into<String>) -> &mut Self {
-        self.routes.insert(
-            M::TYPE,
-            Route {
-                routing_key: routing_key.into(),
-                transcode: transcode::<M>,
-            },
-        );
+        self.routes
+            .insert_start(M::TYPE, routing_key.into(), transcode::<M>);
         self
     }
 
@@ -261,50 +272,7 @@ impl<T: Transport> Gateway<T> {
     }
 
     async fn publish_frame(&self, frame: &mut [u8]) -> Result<FrameOutcome> {
-        let Ok(len) = cobs::decode_in_place(frame) else {
-            return Ok(FrameOutcome::Corrupt(FrameError::Cobs));
-        };
-        let bytes = frame.get(..len).unwrap_or(&[]);
-        let raw = match decode_postcard_raw(bytes) {
-            Ok(raw) => raw,
-            Err(e) => return Ok(FrameOutcome::Corrupt(FrameError::Envelope(e))),
-        };
-        let class_name = raw.metadata.class_name.to_string();
-        let Some(route) = self.routes.get(class_name.as_str()) else {
-            return Ok(FrameOutcome::UnknownType(class_name));
-        };
-        let correlation_id = raw.metadata.correlation_id.map(|t| t.to_string());
-        let response_queue = raw.metadata.response_queue.map(|t| t.to_string());
-        let Some(body) = (route.transcode)(
-            raw.payload,
-            raw.metadata.retry.clone(),
-            correlation_id.as_deref(),
-            response_queue.as_deref(),
-        )?
-        else {
-            return Ok(FrameOutcome::Corrupt(FrameError::Payload));
-        };
-        let message_id = new_message_id();
-        let mut properties = Properties::new()
-            .with_type(class_name)
-            .with_content_type(CONTENT_TYPE_JSON)
-            .with_message_id(message_id.clone())
-            .with_timestamp(now_seconds());
-        properties.correlation_id = correlation_id;
-        properties.reply_to = response_queue;
-        let publication = Publication::new(&self.exchange, &route.routing_key, &body, &properties);
-        match self.transport.publish(publication).await {
-            Ok(()) => Ok(FrameOutcome::Published(message_id)),
-            Err(e) if e.is_unroutable() => {
-                tracing::warn!(routing_key = %route.routing_key, "unroutable message skipped");
-                Ok(FrameOutcome::Unroutable)
-            }
-            Err(e) if e.is_invalid_input() => {
-                tracing::warn!(error = %e, "message refused before sending; skipped");
-                Ok(FrameOutcome::Corrupt(FrameError::Payload))
-            }
-            Err(e) => Err(e),
-        }
+        publish_frame(&*self.transport, &self.exchange, &self.routes, frame).await
     }
 
     /// Reads `reader` to its end, publishing every frame; returns the counters.
@@ -341,6 +309,268 @@ impl<T: Transport> Gateway<T> {
         self.stats.frames += 1;
         self.stats.corrupt += 1;
         tracing::warn!(error = %e, "corrupt frame skipped");
+    }
+}
+
+/// Decodes one frame (COBS bytes, terminator removed) and publishes its JSON envelope.
+async fn publish_frame<T: Transport>(
+    transport: &T,
+    exchange: &str,
+    routes: &Routes,
+    frame: &mut [u8],
+) -> Result<FrameOutcome> {
+    let Ok(len) = cobs::decode_in_place(frame) else {
+        return Ok(FrameOutcome::Corrupt(FrameError::Cobs));
+    };
+    let bytes = frame.get(..len).unwrap_or(&[]);
+    let raw = match decode_postcard_raw(bytes) {
+        Ok(raw) => raw,
+        Err(e) => return Ok(FrameOutcome::Corrupt(FrameError::Envelope(e))),
+    };
+    let class_name = raw.metadata.class_name.to_string();
+    let Some(route) = routes.get(class_name.as_str()) else {
+        return Ok(FrameOutcome::UnknownType(class_name));
+    };
+    let correlation_id = raw.metadata.correlation_id.map(|t| t.to_string());
+    let response_queue = raw.metadata.response_queue.map(|t| t.to_string());
+    let ctx = Context {
+        message_id: None,
+        message_type: route.type_name,
+        attempt: 1,
+        redelivered: false,
+        routing_key: route.meta.clone(),
+        queue: String::new(),
+        correlation_id: correlation_id.clone(),
+        reply_to: response_queue.clone(),
+    };
+    let json = match route.start(raw.payload, ctx) {
+        Ok(transcoded) => match transcoded.await {
+            Ok(json) => json,
+            Err(_) => return Ok(FrameOutcome::Corrupt(FrameError::Payload)),
+        },
+        Err(_) => return Ok(FrameOutcome::Corrupt(FrameError::Payload)),
+    };
+    let body = encode_raw_envelope(
+        &json,
+        route.type_name,
+        raw.metadata.retry.clone(),
+        correlation_id.as_deref(),
+        response_queue.as_deref(),
+    )?;
+    let message_id = new_message_id();
+    let mut properties = Properties::new()
+        .with_type(class_name)
+        .with_content_type(CONTENT_TYPE_JSON)
+        .with_message_id(message_id.clone())
+        .with_timestamp(now_seconds());
+    properties.correlation_id = correlation_id;
+    properties.reply_to = response_queue;
+    let publication = Publication::new(exchange, &route.meta, &body, &properties);
+    match transport.publish(publication).await {
+        Ok(()) => Ok(FrameOutcome::Published(message_id)),
+        Err(e) if e.is_unroutable() => {
+            tracing::warn!(routing_key = %route.meta, "unroutable message skipped");
+            Ok(FrameOutcome::Unroutable)
+        }
+        Err(e) if e.is_invalid_input() => {
+            tracing::warn!(error = %e, "message refused before sending; skipped");
+            Ok(FrameOutcome::Corrupt(FrameError::Payload))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// A gateway consuming frames from a queue, started by [`Gateway::start`].
+#[derive(Debug)]
+pub struct GatewayHandle {
+    stop: Option<oneshot::Sender<()>>,
+    join: tokio::task::JoinHandle<Result<()>>,
+    counters: (Arc<Counters>, Arc<FrameCounters>),
+}
+
+impl GatewayHandle {
+    /// The counters so far.
+    pub fn stats(&self) -> GatewayStats {
+        frame_stats(&self.counters.0, &self.counters.1)
+    }
+
+    /// Stops consuming gracefully (see [`crate::consumer`]) and returns the counters.
+    ///
+    /// # Errors
+    /// The error that ended consumption, if it ended before the shutdown.
+    pub async fn shutdown(mut self) -> Result<GatewayStats> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        match (&mut self.join).await {
+            Ok(outcome) => outcome?,
+            Err(e) => {
+                return Err(
+                    Error::new(ErrorKind::Broker).context(format!("gateway task failed: {e}"))
+                )
+            }
+        }
+        Ok(self.stats())
+    }
+}
+
+#[derive(Debug, Default)]
+struct FrameCounters {
+    published: AtomicU64,
+    corrupt: AtomicU64,
+    unknown_type: AtomicU64,
+    unroutable: AtomicU64,
+    dead_lettered: AtomicU64,
+}
+
+fn frame_stats(c: &Counters, f: &FrameCounters) -> GatewayStats {
+    let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
+    GatewayStats {
+        frames: c.snapshot().received,
+        published: g(&f.published),
+        corrupt: g(&f.corrupt),
+        unknown_type: g(&f.unknown_type),
+        unroutable: g(&f.unroutable),
+        dead_lettered: g(&f.dead_lettered),
+    }
+}
+
+/// The gateway's policy on the runtime: frames in, JSON envelopes out.
+struct FramePolicy {
+    exchange: String,
+    routes: Routes,
+    counters: Arc<FrameCounters>,
+}
+
+impl<T> Gateway<T>
+where
+    T: Transport + 'static,
+    T::Subscription: 'static,
+{
+    /// Consumes frames from `queue` (one frame a message, the zero terminator optional),
+    /// declared with its dead-letter queue, and publishes each as its JSON envelope; runs in
+    /// a task of its own until [`GatewayHandle::shutdown`]. See the module docs.
+    ///
+    /// # Errors
+    /// An invalid configuration, declaration or consume errors.
+    pub async fn start(self, queue: QueueSpec, consumer: ConsumerConfig) -> Result<GatewayHandle> {
+        consumer.validate()?;
+        queue.validate()?;
+        self.transport.declare_exchange(&queue.exchange).await?;
+        self.transport.declare_queue(&queue).await?;
+        let subscription = self
+            .transport
+            .consume(&queue.name, consumer.prefetch)
+            .await?;
+        let counters = Arc::new(FrameCounters::default());
+        let rt = Arc::new(Runtime {
+            transport: self.transport,
+            queue: queue.name.clone(),
+            delivery_limit: queue.delivery_limit.unwrap_or(DEFAULT_DELIVERY_LIMIT),
+            quorum: queue.kind == crate::topology::QueueKind::Quorum,
+            config: consumer,
+            counters: Arc::new(Counters::default()),
+            policy: FramePolicy {
+                exchange: self.exchange,
+                routes: self.routes,
+                counters: Arc::clone(&counters),
+            },
+        });
+        let handle_counters = (Arc::clone(&rt.counters), counters);
+        let (stop, stopped) = oneshot::channel::<()>();
+        let join = tokio::spawn(serve(rt, subscription, async move {
+            let _ = stopped.await;
+        }));
+        Ok(GatewayHandle {
+            stop: Some(stop),
+            join,
+            counters: handle_counters,
+        })
+    }
+}
+
+impl<T: Transport + 'static> Policy<T> for FramePolicy {
+    async fn handle(
+        rt: Arc<Runtime<T, Self>>,
+        delivery: Arc<Delivery>,
+        _redelivered: bool,
+    ) -> Verdict {
+        let p = &rt.policy;
+        let mut frame = delivery.body.clone();
+        if frame.last() == Some(&0) {
+            frame.pop();
+        }
+        let outcome = publish_frame(&*rt.transport, &p.exchange, &p.routes, &mut frame).await;
+        let (reason, error) = match outcome {
+            Ok(FrameOutcome::Published(_)) => {
+                bump(&p.counters.published);
+                return Verdict::Ack;
+            }
+            Ok(FrameOutcome::Corrupt(e)) => {
+                bump(&p.counters.corrupt);
+                (DeadLetterReason::Malformed, format!("corrupt frame: {e}"))
+            }
+            Ok(FrameOutcome::UnknownType(t)) => {
+                bump(&p.counters.unknown_type);
+                (
+                    DeadLetterReason::UnknownType,
+                    format!("no type `{t}` registered"),
+                )
+            }
+            Ok(FrameOutcome::Unroutable) => {
+                bump(&p.counters.unroutable);
+                (
+                    DeadLetterReason::FollowUpRefused,
+                    "the JSON envelope was unroutable (no queue bound)".to_owned(),
+                )
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "publishing a frame failed; requeueing");
+                return requeue(&rt.counters, &delivery).await;
+            }
+        };
+        dead_letter_frame(&rt, &delivery, reason, error).await
+    }
+
+    async fn refuse(
+        rt: Arc<Runtime<T, Self>>,
+        delivery: Arc<Delivery>,
+        refusal: Refusal,
+    ) -> Verdict {
+        let reason = match refusal {
+            Refusal::Oversized { .. } => DeadLetterReason::Oversized,
+            Refusal::DeliveryLimit { .. } => DeadLetterReason::DeliveryLimit,
+        };
+        dead_letter_frame(&rt, &delivery, reason, refusal.to_string()).await
+    }
+}
+
+async fn dead_letter_frame<T: Transport>(
+    rt: &Runtime<T, FramePolicy>,
+    delivery: &Delivery,
+    reason: DeadLetterReason,
+    error: String,
+) -> Verdict {
+    let properties = dead_letter_properties(delivery, &rt.queue, reason, error, 1);
+    match rt
+        .transport
+        .publish_dead_letter(&rt.queue, &delivery.body, &properties)
+        .await
+    {
+        Ok(()) => {
+            bump(&rt.policy.counters.dead_lettered);
+            Verdict::Ack
+        }
+        Err(e) if e.is_invalid_input() => {
+            if let Err(e) = delivery.reject(false).await {
+                tracing::debug!(error = %e, "reject failed; the broker will redeliver");
+            }
+            Verdict::Settled
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "dead-lettering a frame failed; requeueing");
+            requeue(&rt.counters, delivery).await
+        }
     }
 }
 

@@ -185,6 +185,23 @@ impl<O: 'static, M> HandlerTable<O, M> {
         );
     }
 
+    /// Registers a handler that decodes its payload itself (`start`), under `type_name`.
+    pub(crate) fn insert_start(
+        &mut self,
+        type_name: &'static str,
+        meta: M,
+        start: impl Fn(&[u8], Context) -> Result<HandlerFuture<O>, String> + Send + Sync + 'static,
+    ) {
+        self.entries.insert(
+            type_name,
+            Entry {
+                type_name,
+                meta,
+                start: Arc::new(start),
+            },
+        );
+    }
+
     /// Looks up a `className` as read from an envelope (possibly still JSON-escaped, as PHP
     /// writes namespaced class names).
     pub(crate) fn lookup(&self, class_name: &Text<'_>) -> Option<&Entry<O, M>> {

@@ -9,6 +9,7 @@ mod amqp_support;
 mod consume;
 mod dead_letters;
 mod derive;
+mod gateway;
 mod layers;
 mod parity;
 mod routing;
