@@ -11,6 +11,7 @@ mod worker_support;
 
 mod acks;
 mod edges;
+mod follow_ups;
 mod handling;
 mod load;
 mod poison;

@@ -1,0 +1,259 @@
+//! The rule "no handler runs again sooner than its policy says", over every way a
+//! follow-up can fail: the retry copy or the dead letter, refused as invalid or failing for a
+//! passing reason. A transport wrapper around the in-process broker injects the failure; each
+//! row says how often the handler may run, how far apart, and how the message ends.
+
+use crate::worker_support;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use lepus::{
+    Context, Error, ErrorKind, HandlerError, InProcessBroker, InProcessSubscription, Message,
+    NameKind, NameProblem, Properties, Publication, QueueSpec, Registry, RetryPolicy, Transport,
+    Worker, HEADER_REASON,
+};
+use serde::{Deserialize, Serialize};
+use worker_support::*;
+
+/// Fails every time; retried once after 200 ms.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Flaky {
+    reject: bool,
+}
+
+impl Message for Flaky {
+    const TYPE: &'static str = "LepusTestFlaky";
+    const ROUTING_KEY: &'static str = "jobs.flaky";
+    fn retry_policy() -> RetryPolicy {
+        RetryPolicy::repeat(1, [200])
+    }
+}
+
+/// What the wrapper does to one kind of follow-up.
+#[derive(Debug, Clone, Copy)]
+enum Fault {
+    /// Passes every publish through.
+    None,
+    /// Refuses every publish with this error kind.
+    Refuse(ErrorKind),
+    /// Fails the first `n` publishes as not confirmed (nacked), then passes.
+    FailFirst(u32),
+}
+
+impl Fault {
+    fn apply(self, calls: &AtomicU32) -> Option<Error> {
+        let call = calls.fetch_add(1, Ordering::SeqCst);
+        match self {
+            Fault::None => None,
+            Fault::Refuse(kind) => Some(Error::new(kind)),
+            Fault::FailFirst(n) if call < n => Some(Error::new(ErrorKind::Nacked)),
+            Fault::FailFirst(_) => None,
+        }
+    }
+}
+
+/// The in-process broker with faults on the retry copies and on the dead letters.
+struct Faulty {
+    inner: InProcessBroker,
+    retry_copy: Fault,
+    dead_letter: Fault,
+    retry_calls: AtomicU32,
+    dead_calls: AtomicU32,
+}
+
+impl Transport for Faulty {
+    type Subscription = InProcessSubscription;
+
+    async fn declare_exchange(&self, exchange: &str) -> lepus::Result<()> {
+        self.inner.declare_exchange(exchange).await
+    }
+    async fn declare_queue(&self, spec: &QueueSpec) -> lepus::Result<()> {
+        self.inner.declare_queue(spec).await
+    }
+    async fn publish(&self, publication: Publication<'_>) -> lepus::Result<()> {
+        self.inner.publish(publication).await
+    }
+    async fn publish_batch(
+        &self,
+        batch: &[Publication<'_>],
+    ) -> lepus::Result<Vec<lepus::Result<()>>> {
+        self.inner.publish_batch(batch).await
+    }
+    async fn publish_delayed(
+        &self,
+        queue: &str,
+        delay_ms: u32,
+        body: &[u8],
+        properties: &Properties,
+    ) -> lepus::Result<()> {
+        if let Some(e) = self.retry_copy.apply(&self.retry_calls) {
+            return Err(e);
+        }
+        self.inner
+            .publish_delayed(queue, delay_ms, body, properties)
+            .await
+    }
+    async fn publish_dead_letter(
+        &self,
+        queue: &str,
+        body: &[u8],
+        properties: &Properties,
+    ) -> lepus::Result<()> {
+        if let Some(e) = self.dead_letter.apply(&self.dead_calls) {
+            return Err(e);
+        }
+        self.inner
+            .publish_dead_letter(queue, body, properties)
+            .await
+    }
+    async fn consume(&self, queue: &str, prefetch: u16) -> lepus::Result<InProcessSubscription> {
+        self.inner.consume(queue, prefetch).await
+    }
+    async fn delete_queue(&self, queue: &str) -> lepus::Result<()> {
+        self.inner.delete_queue(queue).await
+    }
+    async fn delete_exchange(&self, exchange: &str) -> lepus::Result<()> {
+        self.inner.delete_exchange(exchange).await
+    }
+}
+
+struct Row {
+    what: &'static str,
+    /// The handler rejects (dead letter at once) instead of failing transiently.
+    reject: bool,
+    retry_copy: Fault,
+    dead_letter: Fault,
+    /// Handler runs allowed in all.
+    runs: usize,
+    /// The reason on the dead letter (`None`: the queue's own dead-lettering, no headers).
+    reason: Option<&'static str>,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_handler_runs_again_sooner_than_its_policy() {
+    let too_large = ErrorKind::PayloadTooLarge {
+        size: 200 << 20,
+        limit: 128 << 20,
+    };
+    let bad_name = ErrorKind::InvalidName {
+        what: NameKind::Queue,
+        problem: NameProblem::Empty,
+    };
+    let rows = [
+        Row {
+            what: "no fault",
+            reject: false,
+            retry_copy: Fault::None,
+            dead_letter: Fault::None,
+            runs: 2,
+            reason: Some("retries-exhausted"),
+        },
+        Row {
+            what: "retry copy refused as too large",
+            reject: false,
+            retry_copy: Fault::Refuse(too_large),
+            dead_letter: Fault::None,
+            runs: 1,
+            reason: Some("follow-up-refused"),
+        },
+        Row {
+            what: "retry copy refused for an invalid name",
+            reject: false,
+            retry_copy: Fault::Refuse(bad_name),
+            dead_letter: Fault::None,
+            runs: 1,
+            reason: Some("follow-up-refused"),
+        },
+        Row {
+            what: "retry copy not confirmed twice",
+            reject: false,
+            retry_copy: Fault::FailFirst(2),
+            dead_letter: Fault::None,
+            runs: 2,
+            reason: Some("retries-exhausted"),
+        },
+        Row {
+            what: "dead letter not confirmed twice",
+            reject: true,
+            retry_copy: Fault::None,
+            dead_letter: Fault::FailFirst(2),
+            runs: 1,
+            reason: Some("rejected"),
+        },
+        Row {
+            what: "dead letter refused as too large",
+            reject: true,
+            retry_copy: Fault::None,
+            dead_letter: Fault::Refuse(too_large),
+            runs: 1,
+            reason: None,
+        },
+        Row {
+            what: "retry copy refused, then its dead letter not confirmed",
+            reject: false,
+            retry_copy: Fault::Refuse(too_large),
+            dead_letter: Fault::FailFirst(1),
+            runs: 1,
+            reason: Some("follow-up-refused"),
+        },
+    ];
+    for (i, row) in rows.iter().enumerate() {
+        let t = Arc::new(Faulty {
+            inner: InProcessBroker::new(),
+            retry_copy: row.retry_copy,
+            dead_letter: row.dead_letter,
+            retry_calls: AtomicU32::new(0),
+            dead_calls: AtomicU32::new(0),
+        });
+        let runs: Arc<Mutex<Vec<Instant>>> = Arc::default();
+        let seen = Arc::clone(&runs);
+        let registry = Registry::new().with(move |m: Flaky, _ctx: Context| {
+            let seen = Arc::clone(&seen);
+            async move {
+                seen.lock().unwrap().push(Instant::now());
+                if m.reject {
+                    Err(HandlerError::rejected("never"))
+                } else {
+                    Err(HandlerError::transient("later"))
+                }
+            }
+        });
+        let name = format!("follow-ups-{i}");
+        let worker = Worker::new(Arc::clone(&t), config(&name), registry);
+        let spec = worker.queue_spec();
+        let handle = worker.start().await.unwrap();
+        let body = format!(
+            r#"{{"payload":{{"reject":{}}},"metadata":{{"className":"LepusTestFlaky"}}}}"#,
+            row.reject
+        );
+        publish_raw(
+            &t.inner,
+            &spec.exchange,
+            body.as_bytes(),
+            &Properties::default(),
+        )
+        .await;
+        let dead = dead_letters(&t.inner, &spec.name, 1, 5_000).await;
+        // Anything that would run the handler again sooner would do so within this wait.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        handle.shutdown().await.unwrap();
+        let runs = runs.lock().unwrap().clone();
+        assert_eq!(runs.len(), row.runs, "{}: handler runs", row.what);
+        for pair in runs.windows(2) {
+            assert!(
+                pair[1] - pair[0] >= Duration::from_millis(200),
+                "{}: ran again after {:?}, sooner than the 200 ms its policy says",
+                row.what,
+                pair[1] - pair[0]
+            );
+        }
+        assert_eq!(dead.len(), 1, "{}: one dead letter", row.what);
+        assert_eq!(
+            header_str(&dead[0], HEADER_REASON),
+            row.reason,
+            "{}",
+            row.what
+        );
+    }
+}
