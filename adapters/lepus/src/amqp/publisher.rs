@@ -14,10 +14,10 @@ use lapin::{BasicProperties, Channel, Connection, PublisherConfirm};
 use tokio::sync::oneshot;
 use tracing::Instrument;
 
+use crate::amqp::channels::OpenChannels;
 use crate::amqp::confirms::ConfirmTracker;
 use crate::amqp::properties::{short_name, to_amqp};
 use crate::error::{Error, ErrorKind, NameKind, Result};
-use crate::amqp::channels::OpenChannels;
 use crate::names::{check_payload, check_routing_key, check_target_exchange};
 use crate::publisher::{new_message_id, now_seconds};
 use crate::transport::Publication;

@@ -75,13 +75,13 @@ pub(crate) async fn open(
         )
         .await
         .map_err(|e| Error::from_lapin(e).context(format!("consume replies from {reply_to:?}")))?;
-    let publisher =
-        Publisher::on_channel(
-            Arc::clone(connection),
-            Arc::clone(&session.channels),
-            Arc::clone(&channel),
-            max_payload,
-        ).await?;
+    let publisher = Publisher::on_channel(
+        Arc::clone(connection),
+        Arc::clone(&session.channels),
+        Arc::clone(&channel),
+        max_payload,
+    )
+    .await?;
     tracing::debug!(reply_to, "RPC reply channel open");
     Ok((
         AmqpRequestSender {

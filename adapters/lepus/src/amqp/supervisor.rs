@@ -238,9 +238,7 @@ impl Supervisor {
         if exchanges.is_empty() && queues.is_empty() {
             return Ok(());
         }
-        let channel = session
-            .open_channel("declare the topology again")
-            .await?;
+        let channel = session.open_channel("declare the topology again").await?;
         for exchange in &exchanges {
             topology::declare_exchange(&channel, exchange).await?;
         }
@@ -267,8 +265,12 @@ async fn open_session(
     watch_connection(&connection, Arc::downgrade(blocked), closed_tx);
     let channels = Arc::new(OpenChannels::default());
     let publisher = Arc::new(
-        Publisher::open_in(Arc::clone(&connection), Arc::clone(&channels), config.max_payload)
-            .await?,
+        Publisher::open_in(
+            Arc::clone(&connection),
+            Arc::clone(&channels),
+            config.max_payload,
+        )
+        .await?,
     );
     Ok(Session {
         connection,
@@ -338,7 +340,10 @@ async fn close_session(session: &Session, timeout: Duration) -> Result<()> {
     if !connection.status().connected() {
         return Ok(());
     }
-    session.channels.close_all(CHANNELS_CLOSE.min(timeout)).await;
+    session
+        .channels
+        .close_all(CHANNELS_CLOSE.min(timeout))
+        .await;
     match tokio::time::timeout(timeout, connection.close(200, "bye".into())).await {
         Ok(closed) => closed.map_err(|e| Error::from_lapin(e).context("close connection")),
         Err(_) => Err(Error::new(ErrorKind::Timeout).context("close connection: no close-ok")),

@@ -101,7 +101,12 @@ async fn close_right_after_dropping_a_subscription_is_clean() {
     let properties = Properties::default();
     for _ in 0..20 {
         admin
-            .publish(Publication::new(&spec.exchange, "drop.x", b"{}", &properties))
+            .publish(Publication::new(
+                &spec.exchange,
+                "drop.x",
+                b"{}",
+                &properties,
+            ))
             .await
             .unwrap();
     }
