@@ -1,8 +1,9 @@
 //! The one error type of the std side: [`Error`] wraps an [`ErrorKind`] and answers questions
 //! about it ([`Error::is_retryable`], [`Error::is_invalid_input`], ...).
 //!
-//! The kind is a small `Copy` enum, so callers match on it cheaply; the broker's own error,
-//! when there is one, travels as [`std::error::Error::source`].
+//! The kind is a small `Copy` enum, so callers match on it cheaply; the broker client's own
+//! error, when there is one, travels as [`std::error::Error::source`] (no conversion from a
+//! client's error type is public: the client is an implementation detail).
 
 use core::fmt;
 
@@ -130,6 +131,12 @@ pub enum ErrorKind {
         /// What is full.
         what: &'static str,
     },
+    /// The operation needs a cargo feature of `lepus` that this build left out (e.g.
+    /// RabbitMQ without `amqp`); nothing was attempted.
+    FeatureDisabled {
+        /// The feature to enable.
+        feature: &'static str,
+    },
 }
 
 /// The error of every fallible operation of this crate.
@@ -137,7 +144,7 @@ pub enum ErrorKind {
 pub struct Error {
     kind: ErrorKind,
     context: Option<Box<str>>,
-    source: Option<Box<lapin::Error>>,
+    source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
 }
 
 /// `Result` with this crate's [`Error`].
@@ -157,6 +164,18 @@ impl Error {
     #[must_use]
     pub fn context(mut self, context: impl Into<Box<str>>) -> Self {
         self.context = Some(context.into());
+        self
+    }
+
+    /// Adds the underlying error (for example that of the client a transport implemented
+    /// outside this crate uses), shown by `Display` and returned by
+    /// [`std::error::Error::source`].
+    #[must_use]
+    pub fn with_source(
+        mut self,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        self.source = Some(source.into());
         self
     }
 
@@ -205,6 +224,7 @@ impl Error {
     }
 
     /// Wraps an error of the AMQP client under a kind chosen by the caller.
+    #[cfg(feature = "amqp")]
     pub(crate) fn with_lapin(kind: ErrorKind, source: lapin::Error) -> Self {
         Error {
             kind,
@@ -214,6 +234,7 @@ impl Error {
     }
 
     /// Wraps an error of the AMQP client, classifying it.
+    #[cfg(feature = "amqp")]
     pub(crate) fn from_lapin(error: lapin::Error) -> Self {
         use lapin::ErrorKind as L;
         let kind = match error.kind() {
@@ -238,12 +259,6 @@ impl Error {
 impl From<ErrorKind> for Error {
     fn from(kind: ErrorKind) -> Self {
         Error::new(kind)
-    }
-}
-
-impl From<lapin::Error> for Error {
-    fn from(error: lapin::Error) -> Self {
-        Error::from_lapin(error)
     }
 }
 
@@ -274,6 +289,9 @@ impl fmt::Display for ErrorKind {
             ErrorKind::Closed => f.write_str("the transport was closed by its owner"),
             ErrorKind::Broker => f.write_str("AMQP client error"),
             ErrorKind::CapacityExceeded { what } => write!(f, "capacity exceeded: {what} full"),
+            ErrorKind::FeatureDisabled { feature } => {
+                write!(f, "this build of lepus lacks the `{feature}` feature")
+            }
         }
     }
 }

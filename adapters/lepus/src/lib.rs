@@ -4,8 +4,11 @@
 //! core ([`core`]) and a broker.
 //!
 //! - [`Transport`]: declare topology, publish with confirms (single, pipelined, batch, into a
-//!   wait queue, into a dead-letter queue), consume with a prefetch, delete.
-//! - [`AmqpTransport`]: RabbitMQ through `lapin` 4 on tokio, connected from `AMQP_ADDR`.
+//!   wait queue, into a dead-letter queue), consume with a prefetch, delete. Implementable
+//!   outside this crate: build [`Delivery`]s with [`Delivery::new`] and settle them through
+//!   your own [`Acknowledge`].
+//! - [`AmqpTransport`]: RabbitMQ through `lapin` 4 on tokio, connected from `AMQP_ADDR`
+//!   (feature `amqp`, on by default).
 //! - [`InProcessBroker`]: the same semantics inside the process, no network; the default.
 //! - [`Broker`] and [`connect`]: RabbitMQ when `AMQP_ADDR` is set, the in-process broker
 //!   otherwise; one line or one variable switches.
@@ -17,6 +20,10 @@
 //!   the write model and the read model, generic over any [`Transport`].
 //! - [`rpc`]: [`RpcClient`] and [`RpcServer`], request/response and scatter-gather over any
 //!   [`ReplyTransport`] (direct reply-to by default).
+//!
+//! Features: `amqp` (default: RabbitMQ through lapin; without it only the in-process broker
+//! is built), `rustls` (`amqps://`), `testing` (the `testing` module: broker-or-skip helpers
+//! for tests).
 //!
 //! Guarantees: no `unsafe`; invalid names, oversized bodies and over-long properties are
 //! errors before anything is sent (the AMQP codec would panic on them); a publish returns only
@@ -36,6 +43,7 @@ pub mod __derive {
     pub use serde::Serialize;
 }
 
+#[cfg(feature = "amqp")]
 pub mod amqp;
 mod broker;
 mod catch_unwind;
@@ -51,16 +59,18 @@ mod registry;
 mod reply;
 pub mod rpc;
 mod signal;
+#[cfg(feature = "testing")]
 pub mod testing;
 pub mod topology;
 mod transport;
 mod worker;
 
+#[cfg(feature = "amqp")]
 pub use amqp::{AmqpConfig, AmqpSubscription, AmqpTransport, DEFAULT_ADDR};
 pub use broker::{
     connect, connect_to, Broker, BrokerReplyReceiver, BrokerRequestSender, BrokerSubscription,
 };
-pub use delivery::Delivery;
+pub use delivery::{Acknowledge, Delivery, SettleFuture, Settlement};
 pub use error::{Error, ErrorKind, NameKind, NameProblem, Result};
 pub use inprocess::{InProcessBroker, InProcessSubscription};
 /// `#[derive(Message)]`: implements the [trait](trait@Message) from

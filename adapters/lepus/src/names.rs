@@ -19,6 +19,11 @@ use crate::error::{Error, NameKind, NameProblem, Result};
 /// Longest AMQP short string, in bytes.
 pub const MAX_SHORT_STRING: usize = 255;
 
+/// Default body size limit of every transport and of the worker: 1 MiB, well under
+/// RabbitMQ's `max_message_size` (128 MiB by default since 3.8; large bodies belong in object
+/// storage).
+pub const DEFAULT_MAX_PAYLOAD: usize = 1024 * 1024;
+
 fn check_len(what: NameKind, s: &str) -> Result<()> {
     if s.len() > MAX_SHORT_STRING {
         return Err(Error::invalid_name(

@@ -64,6 +64,22 @@ pub trait ReplyReceiver: Send + 'static {
 }
 
 /// A transport that can carry RPC replies back to a requester.
+///
+/// An implementation must:
+/// - start consuming before [`ReplyTransport::reply_channel`] returns, so that no reply to a
+///   request published through the sender is missed;
+/// - route a reply published (through [`Transport::publish`], on the default exchange `""`)
+///   with the routing key [`RequestSender::reply_to`] to that sender's receiver, whether or
+///   not it is mandatory: servers send replies to direct reply-to addresses
+///   ([`DIRECT_REPLY_TO`]`.*`) [not mandatory](Publication::not_mandatory), and to other
+///   addresses mandatory, where [`crate::ErrorKind::Unroutable`] tells them the requester is
+///   gone;
+/// - publish requests as [`Transport::publish`] does (confirmed, mandatory: a request no
+///   server queue receives is [`crate::ErrorKind::Unroutable`], which the client reports at
+///   once instead of waiting for its timeout);
+/// - end the receiver (`None`) once no further reply can arrive; [`crate::RpcClient`] then
+///   opens a new reply channel. Replies are not acknowledged; a reply may be lost with its
+///   channel (at-most-once).
 pub trait ReplyTransport: Transport {
     /// The requester half.
     type Sender: RequestSender;

@@ -125,7 +125,7 @@ impl WorkerConfig {
             prefetch: 64,
             concurrency: 16,
             retry_delays_ms: Vec::new(),
-            max_body: crate::amqp::DEFAULT_MAX_PAYLOAD,
+            max_body: crate::names::DEFAULT_MAX_PAYLOAD,
             shutdown_timeout: Duration::from_secs(30),
             delivery_limit: DEFAULT_DELIVERY_LIMIT,
             handler_timeout: None,

@@ -5,9 +5,7 @@ use std::time::Duration;
 /// Broker address used when `AMQP_ADDR` is not set.
 pub const DEFAULT_ADDR: &str = "amqp://127.0.0.1:5672/%2f";
 
-/// Default body size limit: 1 MiB, well under RabbitMQ's `max_message_size`
-/// (128 MiB by default since 3.8; large bodies belong in object storage).
-pub const DEFAULT_MAX_PAYLOAD: usize = 1024 * 1024;
+use crate::names::DEFAULT_MAX_PAYLOAD;
 
 /// Configuration of [`crate::AmqpTransport`].
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -57,7 +57,7 @@ impl QueueBrowser {
             .map_err(|e| Error::from_lapin(e).context(format!("basic.get from {queue:?}")))?;
         Ok(got.map(|m| {
             let d = m.delivery;
-            let delivery = Delivery::new(
+            let delivery = Delivery::received(
                 d.data,
                 from_amqp(&d.properties),
                 d.redelivered,

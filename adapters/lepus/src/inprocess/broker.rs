@@ -5,13 +5,13 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use lepus_core::exchange::ExchangeKind;
 use tokio::sync::mpsc;
 
-use crate::amqp::DEFAULT_MAX_PAYLOAD;
 use crate::delivery::Delivery;
 use crate::error::Result;
 use crate::inprocess::exchange::QueueId;
 use crate::inprocess::queue::{DeadLetterTarget, QueueArgs, Stored};
 use crate::inprocess::state::{Clock, State};
 use crate::inprocess::subscription::{delivery, Acker, InProcessSubscription};
+use crate::names::DEFAULT_MAX_PAYLOAD;
 use crate::names::{
     check_binding_pattern, check_exchange_name, check_payload, check_queue_name, check_routing_key,
     check_target_exchange,
@@ -123,7 +123,7 @@ impl Default for InProcessBroker {
 
 impl InProcessBroker {
     /// An empty broker with the default body size limit
-    /// ([`crate::amqp::DEFAULT_MAX_PAYLOAD`], as the RabbitMQ transport).
+    /// ([`crate::names::DEFAULT_MAX_PAYLOAD`], as the RabbitMQ transport).
     pub fn new() -> Self {
         InProcessBroker::with_max_payload(DEFAULT_MAX_PAYLOAD)
     }
