@@ -50,19 +50,18 @@ pub async fn connect() -> Result<Broker> {
 
 /// Connects to RabbitMQ at `addr`, or starts an in-process broker for `None` or `""`.
 ///
-/// Without the `amqp` feature an address is [`ErrorKind::FeatureDisabled`](crate::ErrorKind).
+/// Without the `amqp` feature an address is [`crate::ErrorKind::FeatureDisabled`].
 pub async fn connect_to(addr: Option<&str>) -> Result<Broker> {
     match addr {
         #[cfg(feature = "amqp")]
         Some(addr) if !addr.trim().is_empty() => Broker::amqp(AmqpConfig::new(addr)).await,
         #[cfg(not(feature = "amqp"))]
         Some(addr) if !addr.trim().is_empty() => {
-            Err(
-                Error::new(ErrorKind::FeatureDisabled { feature: "amqp" }).context(format!(
-                    "RabbitMQ at {addr:?} asked for (AMQP_ADDR), but lepus was built without it; \
-             enable the `amqp` feature, or unset AMQP_ADDR for the in-process broker"
-                )),
-            )
+            let error = Error::new(ErrorKind::FeatureDisabled { feature: "amqp" });
+            Err(error.context(
+                "a RabbitMQ address was given (AMQP_ADDR), but RabbitMQ support is not built \
+                 in: enable lepus's `amqp` feature, or unset AMQP_ADDR for the in-process broker",
+            ))
         }
         _ => Ok(Broker::in_process()),
     }
@@ -331,5 +330,38 @@ impl ReplyTransport for Broker {
                 ))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn no_address_is_the_in_process_broker() {
+        for addr in [None, Some(""), Some("  ")] {
+            let broker = connect_to(addr).await.unwrap();
+            assert_eq!(broker.name(), "in-process");
+            assert!(broker.as_in_process().is_some());
+        }
+    }
+
+    /// Without the `amqp` feature, asking for RabbitMQ is an error that says what to do.
+    #[cfg(not(feature = "amqp"))]
+    #[tokio::test]
+    async fn an_address_without_amqp_is_feature_disabled() {
+        let err = connect_to(Some("amqp://guest:guest@127.0.0.1:5672/%2f"))
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(err.kind(), ErrorKind::FeatureDisabled { feature: "amqp" });
+        assert!(!err.is_retryable());
+        let text = err.to_string();
+        assert!(text.contains("`amqp` feature"), "{text}");
+        assert!(text.contains("AMQP_ADDR"), "{text}");
+        assert!(
+            !text.contains("guest"),
+            "no credentials in the message: {text}"
+        );
     }
 }

@@ -338,6 +338,18 @@ mod tests {
     }
 
     #[test]
+    fn with_source_keeps_the_underlying_error() {
+        use std::error::Error as _;
+        let io = std::io::Error::new(std::io::ErrorKind::BrokenPipe, "socket gone");
+        let e = Error::new(ErrorKind::ConnectionLost).with_source(io);
+        assert_eq!(e.to_string(), "connection to the broker lost: socket gone");
+        assert_eq!(
+            e.source().map(|s| s.to_string()).as_deref(),
+            Some("socket gone")
+        );
+    }
+
+    #[test]
     fn stays_small() {
         // Returned on every path: keep `Result<T, Error>` cheap to move.
         assert!(core::mem::size_of::<Error>() <= 80);
