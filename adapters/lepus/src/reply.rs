@@ -38,12 +38,22 @@ pub enum ReplyMode {
 }
 
 /// A reply as received: body and properties (already settled: reply consumers do not ack).
+/// Built with [`ReplyMessage::new`] (fields may be added).
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct ReplyMessage {
     /// The body bytes.
     pub body: Vec<u8>,
     /// Properties and headers (`correlation_id` names the request).
     pub properties: Properties,
+}
+
+impl ReplyMessage {
+    /// A reply of `body` with `properties`, for a [`ReplyReceiver`] implemented outside this
+    /// crate.
+    pub fn new(body: Vec<u8>, properties: Properties) -> Self {
+        ReplyMessage { body, properties }
+    }
 }
 
 /// Publishes requests whose replies come back to the paired [`ReplyReceiver`].

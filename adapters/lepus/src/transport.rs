@@ -17,8 +17,9 @@ pub const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 /// Longest wait between two attempts to reach the broker again.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
-/// One message to publish.
+/// One message to publish: built with [`Publication::new`] (fields may be added).
 #[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
 pub struct Publication<'a> {
     /// Target exchange (`""` is the default exchange, which routes by queue name).
     pub exchange: &'a str,

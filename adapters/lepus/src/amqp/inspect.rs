@@ -21,6 +21,7 @@ const NOT_FOUND: u16 = 404;
 
 /// What a passive declare tells about a queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct QueueStatus {
     /// Messages ready for delivery (not counting unacknowledged ones).
     pub messages: u32,
