@@ -19,7 +19,7 @@
 #[cfg(test)]
 mod tests;
 
-use crate::headers::{matches_mode, Field, HeadersError, XMatch};
+use crate::headers::{matches_mode, FieldPair, HeadersError, XMatch};
 use crate::router::{BindError, RouteError, TopicRouter};
 use crate::topic::{validate_routing_key, TopicError};
 
@@ -37,14 +37,14 @@ pub enum ExchangeKind {
     Headers,
 }
 
-/// A message as an exchange sees it.
+/// What an exchange routes a message by: its routing key and its headers.
 #[derive(Debug, Clone, Copy, PartialEq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub struct Message<'m> {
+pub struct Routing<'m> {
     /// The routing key (at most 255 bytes).
     pub routing_key: &'m str,
     /// The message headers (`application_headers`).
-    pub headers: &'m [Field<'m>],
+    pub headers: &'m [FieldPair<'m>],
 }
 
 /// Why [`Exchange::bind`] failed. The exchange is unchanged.
@@ -78,7 +78,7 @@ impl core::error::Error for ExchangeError {}
 #[derive(Debug, Clone, Copy)]
 struct TableBinding<'a, D> {
     key: &'a str,
-    args: &'a [Field<'a>],
+    args: &'a [FieldPair<'a>],
     mode: XMatch,
     dest: D,
 }
@@ -95,14 +95,14 @@ enum Bindings<'a, D, const B: usize, const N: usize, const E: usize, const W: us
 /// [`crate::router`]); other kinds leave them at their defaults.
 ///
 /// ```
-/// use lepus_core::exchange::{Exchange, ExchangeKind, Message};
-/// use lepus_core::headers::HeaderValue;
-/// let args = [("x-match", HeaderValue::Str("any")), ("format", HeaderValue::Str("pdf"))];
+/// use lepus_core::exchange::{Exchange, ExchangeKind, Routing};
+/// use lepus_core::headers::FieldValue;
+/// let args = [("x-match", FieldValue::Str("any")), ("format", FieldValue::Str("pdf"))];
 /// let mut ex: Exchange<'_, u8, 8> = Exchange::new(ExchangeKind::Headers);
 /// ex.bind("", &args, 1).unwrap();
-/// let headers = [("format", HeaderValue::Str("pdf"))];
+/// let headers = [("format", FieldValue::Str("pdf"))];
 /// let mut out = [0u8; 4];
-/// let n = ex.route(&Message { routing_key: "", headers: &headers }, &mut out).unwrap();
+/// let n = ex.route(&Routing { routing_key: "", headers: &headers }, &mut out).unwrap();
 /// assert_eq!(&out[..n], &[1]);
 /// ```
 #[derive(Debug, Clone)]
@@ -156,7 +156,7 @@ where
     pub fn bind(
         &mut self,
         key: &'a str,
-        args: &'a [Field<'a>],
+        args: &'a [FieldPair<'a>],
         dest: D,
     ) -> Result<(), ExchangeError> {
         if validate_routing_key(key).is_err() {
@@ -185,7 +185,7 @@ where
     }
 
     /// Removes the binding `(key, args, dest)`; returns whether it existed.
-    pub fn unbind(&mut self, key: &str, args: &[Field<'_>], dest: D) -> bool {
+    pub fn unbind(&mut self, key: &str, args: &[FieldPair<'_>], dest: D) -> bool {
         match &mut self.bindings {
             Bindings::Topic(router) => router.unbind(key, dest),
             Bindings::Table(table) => match table.iter().position(|b| same(b, key, args, dest)) {
@@ -200,7 +200,7 @@ where
 
     /// Writes each destination that should receive `message` into `out`, once, and returns
     /// how many (in no particular order). Never panics, never allocates.
-    pub fn route(&mut self, message: &Message<'_>, out: &mut [D]) -> Result<usize, RouteError> {
+    pub fn route(&mut self, message: &Routing<'_>, out: &mut [D]) -> Result<usize, RouteError> {
         if validate_routing_key(message.routing_key) == Err(TopicError::RoutingKeyTooLong) {
             return Err(RouteError::RoutingKeyTooLong);
         }
@@ -229,6 +229,6 @@ where
     }
 }
 
-fn same<D: Eq>(b: &TableBinding<'_, D>, key: &str, args: &[Field<'_>], dest: D) -> bool {
+fn same<D: Eq>(b: &TableBinding<'_, D>, key: &str, args: &[FieldPair<'_>], dest: D) -> bool {
     b.dest == dest && b.key == key && b.args == args
 }

@@ -4,12 +4,12 @@
 //! [docs](https://www.rabbitmq.com/docs/exchanges#headers)):
 //!
 //! - the binding argument `x-match` selects the mode: `all` (the default), `any`,
-//!   `all-with-x` or `any-with-x`; it is a long string (a [`HeaderValue::Str`]); any other
+//!   `all-with-x` or `any-with-x`; it is a long string (a [`FieldValue::Str`]); any other
 //!   value is refused by [`XMatch::from_args`] (RabbitMQ refuses the binding) and read as
 //!   `all` by [`matches()`] (RabbitMQ's legacy reading);
 //! - binding arguments whose name starts with `x-` are ignored, except in the `-with-x`
 //!   modes (`x-match` itself is always ignored);
-//! - an argument with a [`HeaderValue::Void`] value only asks for a header of that name;
+//! - an argument with a [`FieldValue::Void`] value only asks for a header of that name;
 //!   any other argument asks for a header of that name with an equal value;
 //! - `all` matches when every remaining argument is satisfied (so with none it matches
 //!   every message), `any` when at least one is (so with none it matches nothing).
@@ -25,10 +25,11 @@
 #[cfg(test)]
 mod tests;
 
-/// A value of an AMQP field table (the subset that headers bindings use).
+/// A value of an AMQP field table (AMQP's `field-value`; the subset that headers bindings
+/// use).
 #[derive(Debug, Clone, Copy, PartialEq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub enum HeaderValue<'a> {
+pub enum FieldValue<'a> {
     /// No value (`V`): as a binding argument, a presence check.
     Void,
     /// A boolean (`t`).
@@ -45,28 +46,28 @@ pub enum HeaderValue<'a> {
     Bytes(&'a [u8]),
 }
 
-/// A named field: a binding argument or a message header.
-pub type Field<'a> = (&'a str, HeaderValue<'a>);
+/// A named field (AMQP's `field-value-pair`): a binding argument or a message header.
+pub type FieldPair<'a> = (&'a str, FieldValue<'a>);
 
 enum Num {
     Int(i128),
     Float(f64),
 }
 
-impl HeaderValue<'_> {
+impl FieldValue<'_> {
     fn num(&self) -> Option<Num> {
         match *self {
-            HeaderValue::Int(i) => Some(Num::Int(i128::from(i))),
-            HeaderValue::UInt(u) => Some(Num::Int(i128::from(u))),
-            HeaderValue::Float(f) => Some(Num::Float(f)),
+            FieldValue::Int(i) => Some(Num::Int(i128::from(i))),
+            FieldValue::UInt(u) => Some(Num::Int(i128::from(u))),
+            FieldValue::Float(f) => Some(Num::Float(f)),
             _ => None,
         }
     }
 
     fn bytes(&self) -> Option<&[u8]> {
         match *self {
-            HeaderValue::Str(s) => Some(s.as_bytes()),
-            HeaderValue::Bytes(b) => Some(b),
+            FieldValue::Str(s) => Some(s.as_bytes()),
+            FieldValue::Bytes(b) => Some(b),
             _ => None,
         }
     }
@@ -74,7 +75,7 @@ impl HeaderValue<'_> {
     /// Equality as the broker compares a binding value with a header value (Erlang `==` on
     /// the decoded values): numbers by value across widths, signedness and floats; strings
     /// and byte arrays by bytes; booleans with booleans; void with void.
-    pub fn broker_eq(&self, other: &HeaderValue<'_>) -> bool {
+    pub fn broker_eq(&self, other: &FieldValue<'_>) -> bool {
         if let (Some(a), Some(b)) = (self.num(), other.num()) {
             return match (a, b) {
                 (Num::Int(x), Num::Int(y)) => x == y,
@@ -91,8 +92,8 @@ impl HeaderValue<'_> {
             return a == b;
         }
         match (self, other) {
-            (HeaderValue::Bool(a), HeaderValue::Bool(b)) => a == b,
-            (HeaderValue::Void, HeaderValue::Void) => true,
+            (FieldValue::Bool(a), FieldValue::Bool(b)) => a == b,
+            (FieldValue::Void, FieldValue::Void) => true,
             _ => false,
         }
     }
@@ -137,20 +138,20 @@ impl core::error::Error for HeadersError {}
 
 impl XMatch {
     /// Parses an `x-match` value.
-    pub fn parse(value: &HeaderValue<'_>) -> Result<XMatch, HeadersError> {
+    pub fn parse(value: &FieldValue<'_>) -> Result<XMatch, HeadersError> {
         match value {
-            HeaderValue::Str("all") => Ok(XMatch::All),
-            HeaderValue::Str("any") => Ok(XMatch::Any),
-            HeaderValue::Str("all-with-x") => Ok(XMatch::AllWithX),
-            HeaderValue::Str("any-with-x") => Ok(XMatch::AnyWithX),
-            HeaderValue::Str(_) => Err(HeadersError::XMatchUnknown),
+            FieldValue::Str("all") => Ok(XMatch::All),
+            FieldValue::Str("any") => Ok(XMatch::Any),
+            FieldValue::Str("all-with-x") => Ok(XMatch::AllWithX),
+            FieldValue::Str("any-with-x") => Ok(XMatch::AnyWithX),
+            FieldValue::Str(_) => Err(HeadersError::XMatchUnknown),
             _ => Err(HeadersError::XMatchNotString),
         }
     }
 
     /// The mode of binding arguments `args`: the first `x-match` argument, `all` if there is
     /// none. Errors as RabbitMQ refuses such a binding.
-    pub fn from_args(args: &[Field<'_>]) -> Result<XMatch, HeadersError> {
+    pub fn from_args(args: &[FieldPair<'_>]) -> Result<XMatch, HeadersError> {
         match args.iter().find(|(name, _)| *name == "x-match") {
             Some((_, value)) => XMatch::parse(value),
             None => Ok(XMatch::All),
@@ -159,7 +160,7 @@ impl XMatch {
 
     /// The mode RabbitMQ's router reads from `args`: like [`XMatch::from_args`], but an
     /// invalid `x-match` reads as `all`.
-    pub fn from_args_lenient(args: &[Field<'_>]) -> XMatch {
+    pub fn from_args_lenient(args: &[FieldPair<'_>]) -> XMatch {
         XMatch::from_args(args).unwrap_or(XMatch::All)
     }
 
@@ -176,7 +177,7 @@ impl XMatch {
 /// [module documentation](self)); the mode is read from `args` as the broker reads it.
 ///
 /// ```
-/// use lepus_core::headers::{matches, HeaderValue as V};
+/// use lepus_core::headers::{matches, FieldValue as V};
 /// let args = [("x-match", V::Str("any")), ("format", V::Str("pdf")), ("type", V::Void)];
 /// assert!(matches(&args, &[("type", V::Int(1))]));
 /// assert!(!matches(&args, &[("format", V::Str("zip"))]));
@@ -185,12 +186,12 @@ impl XMatch {
 /// ```
 ///
 /// Never panics, never allocates; O(args x (args + headers)).
-pub fn matches(args: &[Field<'_>], headers: &[Field<'_>]) -> bool {
+pub fn matches(args: &[FieldPair<'_>], headers: &[FieldPair<'_>]) -> bool {
     matches_mode(XMatch::from_args_lenient(args), args, headers)
 }
 
 /// [`matches()`] with the mode already parsed (e.g. by [`XMatch::from_args`] at bind time).
-pub fn matches_mode(mode: XMatch, args: &[Field<'_>], headers: &[Field<'_>]) -> bool {
+pub fn matches_mode(mode: XMatch, args: &[FieldPair<'_>], headers: &[FieldPair<'_>]) -> bool {
     let mut all = true;
     let mut any = false;
     for (i, (name, want)) in args.iter().enumerate() {
@@ -207,7 +208,7 @@ pub fn matches_mode(mode: XMatch, args: &[Field<'_>], headers: &[Field<'_>]) -> 
         let found = headers.iter().filter(|(n, _)| n == name).nth(r);
         let ok = match found {
             None => false,
-            Some(_) if *want == HeaderValue::Void => true,
+            Some(_) if *want == FieldValue::Void => true,
             Some((_, have)) => want.broker_eq(have),
         };
         if ok {

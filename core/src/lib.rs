@@ -10,7 +10,8 @@
 //! - [`topic`]: AMQP topic matching with RabbitMQ's exact semantics, and a trie router.
 //! - [`exchange`]: direct, fanout, topic and headers exchange routing.
 //! - [`ack`]: when a batched `basic.ack` with `multiple` is safe (at-least-once kept).
-//! - [`rpc`]: the table of pending RPC requests (correlation ids, deadlines, scatter-gather).
+//! - [`correlation`]: the RPC correlation table: pending requests by correlation id,
+//!   deadlines, scatter-gather.
 //!
 //! Guarantees: `#![no_std]`, no `alloc`, no `unsafe`. No function panics on any input; a
 //! value that does not fit a fixed capacity is an error that names what is full. The crate
@@ -20,26 +21,26 @@
 #![warn(missing_docs)]
 
 pub mod ack;
+pub mod correlation;
 pub mod envelope;
 pub mod exchange;
 pub mod headers;
 pub mod redelivery;
 pub mod retry;
 pub mod router;
-pub mod rpc;
 pub mod topic;
 
 pub use ack::{AckError, AckPolicy, AckWindow};
+pub use correlation::{PendingArray, PendingRequests};
 pub use envelope::{
     decode_json, decode_json_raw, decode_json_raw_with, decode_json_with, decode_json_with_scratch,
     decode_postcard, decode_postcard_cobs, decode_postcard_raw, encode_json, encode_json_raw,
     encode_postcard, encode_postcard_cobs, encode_postcard_raw, rewrite_json, rewrite_json_with,
     DecodeLimits, Envelope, Metadata, MetadataEdits, RawEnvelope, Text,
 };
-pub use exchange::{Exchange, ExchangeError, ExchangeKind, Message};
-pub use headers::{HeaderValue, HeadersError, XMatch};
+pub use exchange::{Exchange, ExchangeError, ExchangeKind, Routing};
+pub use headers::{FieldValue, HeadersError, XMatch};
 pub use redelivery::{DeliveryInfo, Redelivery};
 pub use retry::{decide, DeadLetterReason, Decision, Outcome, RetryMetadata};
 pub use router::{BindError, RouteError, TopicRouter};
-pub use rpc::{PendingArray, PendingRequests};
 pub use topic::TopicError;

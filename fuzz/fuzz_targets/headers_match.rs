@@ -3,7 +3,7 @@
 //! merge, with Erlang `==` on values modelled independently.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use lepus_core::headers::{matches, Field, HeaderValue as V, XMatch};
+use lepus_core::headers::{matches, FieldPair, FieldValue as V, XMatch};
 
 const NAMES: [&str; 6] = ["a", "b", "x-a", "x-match", "A", ""];
 const STRS: [&str; 4] = ["all", "any", "all-with-x", "any-with-x"];
@@ -21,7 +21,7 @@ fn value(b: u8, c: u8) -> V<'static> {
     }
 }
 
-fn table(bytes: &mut impl Iterator<Item = u8>, n: u8) -> Vec<Field<'static>> {
+fn table(bytes: &mut impl Iterator<Item = u8>, n: u8) -> Vec<FieldPair<'static>> {
     (0..n % 6)
         .map(|_| {
             let (a, b, c) = (bytes.next().unwrap_or(0), bytes.next().unwrap_or(0), bytes.next().unwrap_or(0));
@@ -64,7 +64,7 @@ fn erlang_eq(a: &V, b: &V) -> bool {
     }
 }
 
-fn reference(args: &[Field], headers: &[Field]) -> bool {
+fn reference(args: &[FieldPair], headers: &[FieldPair]) -> bool {
     let kind = match args.iter().find(|f| f.0 == "x-match").map(|f| f.1) {
         Some(V::Str("any")) => "any",
         Some(V::Str("all-with-x")) => "all_with_x",
@@ -72,8 +72,8 @@ fn reference(args: &[Field], headers: &[Field]) -> bool {
         _ => "all",
     };
     let with_x = kind.ends_with("with_x");
-    let mut p: Vec<Field> = args.to_vec();
-    let mut d: Vec<Field> = headers.to_vec();
+    let mut p: Vec<FieldPair> = args.to_vec();
+    let mut d: Vec<FieldPair> = headers.to_vec();
     p.sort_by(|x, y| x.0.as_bytes().cmp(y.0.as_bytes()));
     d.sort_by(|x, y| x.0.as_bytes().cmp(y.0.as_bytes()));
     let (mut all, mut any) = (true, false);

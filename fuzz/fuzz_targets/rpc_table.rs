@@ -7,7 +7,7 @@ use std::collections::{HashMap, VecDeque};
 
 use libfuzzer_sys::arbitrary::{Result, Unstructured};
 use libfuzzer_sys::fuzz_target;
-use lepus_core::rpc::{
+use lepus_core::correlation::{
     Finished, GroupError, GroupProgress, PendingRequests, RegisterError, ReplyError, Slot,
 };
 

@@ -43,11 +43,11 @@ fn check(ok: bool, what: &str) -> bool {
 fn run() -> bool {
     use lepus_core::ack::{AckPolicy, AckWindow};
     use lepus_core::envelope::{self, Envelope, Metadata};
-    use lepus_core::exchange::{Exchange, ExchangeKind, Message};
-    use lepus_core::headers::HeaderValue;
+    use lepus_core::exchange::{Exchange, ExchangeKind, Routing};
+    use lepus_core::headers::FieldValue;
     use lepus_core::retry::{self, Decision, Outcome, Strategy};
     use lepus_core::router::TopicRouter;
-    use lepus_core::rpc::PendingArray;
+    use lepus_core::correlation::PendingArray;
     use lepus_core::topic;
 
     let mut ok = true;
@@ -118,12 +118,12 @@ fn run() -> bool {
     let routed = router.route("sensor.7.voltage", &mut out).unwrap_or(0);
     ok &= check(bound && routed == 2, "topic router");
     let args = [
-        ("x-match", HeaderValue::Str("all")),
-        ("unit", HeaderValue::Str("mV")),
+        ("x-match", FieldValue::Str("all")),
+        ("unit", FieldValue::Str("mV")),
     ];
     let mut by_headers: Exchange<'_, u8, 4> = Exchange::new(ExchangeKind::Headers);
-    let headers = [("unit", HeaderValue::Str("mV"))];
-    let message = Message {
+    let headers = [("unit", FieldValue::Str("mV"))];
+    let message = Routing {
         routing_key: "",
         headers: &headers,
     };
@@ -131,7 +131,7 @@ fn run() -> bool {
         by_headers.bind("", &args, 3).is_ok() && by_headers.route(&message, &mut out) == Ok(1);
     ok &= check(routed, "headers exchange");
 
-    // rpc: one request registered and completed.
+    // correlation: one request registered and completed.
     let mut pending: PendingArray<u8, 8> = PendingArray::new();
     let registered = pending.register(0x1234, 1_000, 9).is_ok();
     let completed = matches!(pending.complete(0x1234, 10), Ok(f) if f.value == 9);
@@ -163,7 +163,7 @@ fn run() -> bool {
 #[unsafe(no_mangle)]
 pub extern "C" fn main(_argc: i32, _argv: *const *const u8) -> i32 {
     if run() {
-        print("lepus-core no_std check: ok (envelope, retry, topic, router, exchange, headers, rpc, ack, redelivery)\n");
+        print("lepus-core no_std check: ok (envelope, retry, topic, router, exchange, headers, correlation, ack, redelivery)\n");
         0
     } else {
         1

@@ -4,8 +4,8 @@
 //! `tests/conformance/generate.py` (bind, publish, record which queue received what).
 //! Core must agree with every one of them.
 
-use lepus_core::exchange::{Exchange, ExchangeKind, Message};
-use lepus_core::headers::{self, Field, HeaderValue};
+use lepus_core::exchange::{Exchange, ExchangeKind, Routing};
+use lepus_core::headers::{self, FieldPair, FieldValue};
 use lepus_core::router::TopicRouter;
 use lepus_core::topic;
 use serde_json::Value;
@@ -74,7 +74,7 @@ fn topic_router_and_exchange_agree_with_broker() {
                     "router: {:?} vs {key:?}",
                     v["pattern"]
                 );
-                let msg = Message {
+                let msg = Routing {
                     routing_key: key,
                     headers: &[],
                 };
@@ -110,18 +110,18 @@ fn table(v: &Value) -> Vec<(String, String, Value)> {
         .collect()
 }
 
-fn fields(t: &[(String, String, Value)]) -> Vec<Field<'_>> {
+fn fields(t: &[(String, String, Value)]) -> Vec<FieldPair<'_>> {
     t.iter()
         .map(|(name, tag, value)| {
             let hv = match tag.as_str() {
-                "V" => HeaderValue::Void,
-                "t" => HeaderValue::Bool(value.as_bool().unwrap()),
-                "b" | "s" | "I" | "l" => HeaderValue::Int(value.as_i64().unwrap()),
-                "B" | "u" | "i" | "T" => HeaderValue::UInt(value.as_u64().unwrap()),
-                "f" => HeaderValue::Float(f64::from(value.as_f64().unwrap() as f32)),
-                "d" => HeaderValue::Float(value.as_f64().unwrap()),
-                "S" => HeaderValue::Str(value.as_str().unwrap()),
-                "x" => HeaderValue::Bytes(value.as_str().unwrap().as_bytes()),
+                "V" => FieldValue::Void,
+                "t" => FieldValue::Bool(value.as_bool().unwrap()),
+                "b" | "s" | "I" | "l" => FieldValue::Int(value.as_i64().unwrap()),
+                "B" | "u" | "i" | "T" => FieldValue::UInt(value.as_u64().unwrap()),
+                "f" => FieldValue::Float(f64::from(value.as_f64().unwrap() as f32)),
+                "d" => FieldValue::Float(value.as_f64().unwrap()),
+                "S" => FieldValue::Str(value.as_str().unwrap()),
+                "x" => FieldValue::Bytes(value.as_str().unwrap().as_bytes()),
                 other => panic!("unknown tag {other}"),
             };
             (name.as_str(), hv)
@@ -148,7 +148,7 @@ fn headers_match_agrees_with_broker() {
         let mut out = [0u8; 2];
         let n = exchange
             .route(
-                &Message {
+                &Routing {
                     routing_key: "",
                     headers: &hdrs,
                 },

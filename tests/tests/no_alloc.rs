@@ -8,16 +8,16 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
+use lepus_core::correlation::{PendingArray, Slot};
 use lepus_core::envelope::{
     decode_json, decode_json_raw, decode_json_raw_with, decode_json_with, decode_postcard,
     decode_postcard_cobs, encode_json, encode_postcard, encode_postcard_cobs, rewrite_json_retry,
     rewrite_json_with, DecodeError, DecodeLimits, Envelope, Metadata, MetadataEdits,
 };
-use lepus_core::exchange::{Exchange, ExchangeKind, Message};
-use lepus_core::headers::{self, HeaderValue};
+use lepus_core::exchange::{Exchange, ExchangeKind, Routing};
+use lepus_core::headers::{self, FieldValue};
 use lepus_core::retry::{decide, Backoff, Outcome, RetryMetadata, Strategy};
 use lepus_core::router::TopicRouter;
-use lepus_core::rpc::{PendingArray, Slot};
 use lepus_core::topic;
 
 struct CountingAllocator;
@@ -108,12 +108,12 @@ fn topic_matching_and_routing_do_not_allocate() {
 #[test]
 fn exchange_and_headers_routing_do_not_allocate() {
     let args = [
-        ("x-match", HeaderValue::Str("any")),
-        ("format", HeaderValue::Str("pdf")),
+        ("x-match", FieldValue::Str("any")),
+        ("format", FieldValue::Str("pdf")),
     ];
     let headers_in = [
-        ("format", HeaderValue::Str("pdf")),
-        ("size", HeaderValue::Int(3)),
+        ("format", FieldValue::Str("pdf")),
+        ("size", FieldValue::Int(3)),
     ];
     let mut fanout: Exchange<'_, u8, 4> = Exchange::new(ExchangeKind::Fanout);
     let mut direct: Exchange<'_, u8, 4> = Exchange::new(ExchangeKind::Direct);
@@ -124,7 +124,7 @@ fn exchange_and_headers_routing_do_not_allocate() {
         fanout.bind("", &[], 2).unwrap();
         direct.bind("invoice.created", &[], 3).unwrap();
         by_headers.bind("", &args, 4).unwrap();
-        let message = Message {
+        let message = Routing {
             routing_key: "invoice.created",
             headers: &headers_in,
         };

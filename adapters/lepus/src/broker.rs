@@ -1,6 +1,10 @@
 //! The runtime choice between transports: [`Broker`] is RabbitMQ or the in-process broker,
 //! chosen by [`connect`] from `AMQP_ADDR`, and implements [`Transport`] either way.
 //!
+//! Without the `amqp` feature only the in-process broker is compiled in: code that does not
+//! name RabbitMQ's types builds the same, and asking for RabbitMQ (`AMQP_ADDR` set) is an
+//! [`crate::ErrorKind::FeatureDisabled`] error at run time.
+//!
 //! ```no_run
 //! # async fn demo() -> lepus::Result<()> {
 //! use lepus::Transport;
@@ -13,21 +17,27 @@
 //! # Ok(()) }
 //! ```
 
+#[cfg(feature = "amqp")]
 use crate::amqp::{AmqpConfig, AmqpSubscription, AmqpTransport};
 use crate::delivery::Delivery;
 use crate::error::Result;
+#[cfg(not(feature = "amqp"))]
+use crate::error::{Error, ErrorKind};
 use crate::inprocess::{InProcessBroker, InProcessSubscription};
 use crate::properties::Properties;
 use crate::reply::{ReplyReceiver, ReplyTransport, RequestSender};
 use crate::topology::QueueSpec;
 use crate::transport::{Publication, Subscription, Transport};
 
-/// A transport chosen at run time: the same program runs on either.
+/// A transport chosen at run time: the same program runs on either. More transports may
+/// come, hence `#[non_exhaustive]`.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum Broker {
     /// The in-process broker.
     InProcess(InProcessBroker),
-    /// RabbitMQ (boxed: it is much larger than a broker handle).
+    /// RabbitMQ (boxed: it is much larger than a broker handle). With the `amqp` feature.
+    #[cfg(feature = "amqp")]
     Amqp(Box<AmqpTransport>),
 }
 
@@ -39,9 +49,20 @@ pub async fn connect() -> Result<Broker> {
 }
 
 /// Connects to RabbitMQ at `addr`, or starts an in-process broker for `None` or `""`.
+///
+/// Without the `amqp` feature an address is [`crate::ErrorKind::FeatureDisabled`].
 pub async fn connect_to(addr: Option<&str>) -> Result<Broker> {
     match addr {
+        #[cfg(feature = "amqp")]
         Some(addr) if !addr.trim().is_empty() => Broker::amqp(AmqpConfig::new(addr)).await,
+        #[cfg(not(feature = "amqp"))]
+        Some(addr) if !addr.trim().is_empty() => {
+            let error = Error::new(ErrorKind::FeatureDisabled { feature: "amqp" });
+            Err(error.context(
+                "a RabbitMQ address was given (AMQP_ADDR), but RabbitMQ support is not built \
+                 in: enable lepus's `amqp` feature, or unset AMQP_ADDR for the in-process broker",
+            ))
+        }
         _ => Ok(Broker::in_process()),
     }
 }
@@ -53,6 +74,7 @@ impl Broker {
     }
 
     /// Connects to RabbitMQ with `config`.
+    #[cfg(feature = "amqp")]
     pub async fn amqp(config: AmqpConfig) -> Result<Self> {
         Ok(Broker::Amqp(Box::new(
             AmqpTransport::connect(config).await?,
@@ -63,14 +85,17 @@ impl Broker {
     pub fn as_in_process(&self) -> Option<&InProcessBroker> {
         match self {
             Broker::InProcess(b) => Some(b),
+            #[cfg(feature = "amqp")]
             Broker::Amqp(_) => None,
         }
     }
 
     /// The RabbitMQ transport, if that is the choice.
+    #[cfg(feature = "amqp")]
     pub fn as_amqp(&self) -> Option<&AmqpTransport> {
         match self {
             Broker::InProcess(_) => None,
+            #[cfg(feature = "amqp")]
             Broker::Amqp(t) => Some(t),
         }
     }
@@ -80,6 +105,7 @@ impl Broker {
     pub async fn close(&self) -> Result<()> {
         match self {
             Broker::InProcess(_) => Ok(()),
+            #[cfg(feature = "amqp")]
             Broker::Amqp(t) => t.close().await,
         }
     }
@@ -88,6 +114,7 @@ impl Broker {
     pub fn name(&self) -> &'static str {
         match self {
             Broker::InProcess(_) => "in-process",
+            #[cfg(feature = "amqp")]
             Broker::Amqp(_) => "rabbitmq",
         }
     }
@@ -99,6 +126,7 @@ impl From<InProcessBroker> for Broker {
     }
 }
 
+#[cfg(feature = "amqp")]
 impl From<AmqpTransport> for Broker {
     fn from(t: AmqpTransport) -> Self {
         Broker::Amqp(Box::new(t))
@@ -107,10 +135,12 @@ impl From<AmqpTransport> for Broker {
 
 /// The subscription of a [`Broker`].
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum BrokerSubscription {
     /// From the in-process broker.
     InProcess(InProcessSubscription),
     /// From RabbitMQ (boxed: it is much larger).
+    #[cfg(feature = "amqp")]
     Amqp(Box<AmqpSubscription>),
 }
 
@@ -118,6 +148,7 @@ impl Subscription for BrokerSubscription {
     async fn next(&mut self) -> Option<Result<Delivery>> {
         match self {
             BrokerSubscription::InProcess(s) => s.next().await,
+            #[cfg(feature = "amqp")]
             BrokerSubscription::Amqp(s) => s.next().await,
         }
     }
@@ -125,6 +156,7 @@ impl Subscription for BrokerSubscription {
     async fn cancel(&mut self) -> Result<()> {
         match self {
             BrokerSubscription::InProcess(s) => s.cancel().await,
+            #[cfg(feature = "amqp")]
             BrokerSubscription::Amqp(s) => s.cancel().await,
         }
     }
@@ -136,6 +168,7 @@ impl Transport for Broker {
     async fn declare_exchange(&self, exchange: &str) -> Result<()> {
         match self {
             Broker::InProcess(b) => b.declare_exchange(exchange).await,
+            #[cfg(feature = "amqp")]
             Broker::Amqp(t) => t.declare_exchange(exchange).await,
         }
     }
@@ -143,6 +176,7 @@ impl Transport for Broker {
     async fn declare_queue(&self, spec: &QueueSpec) -> Result<()> {
         match self {
             Broker::InProcess(b) => b.declare_queue(spec).await,
+            #[cfg(feature = "amqp")]
             Broker::Amqp(t) => t.declare_queue(spec).await,
         }
     }
@@ -150,6 +184,7 @@ impl Transport for Broker {
     async fn publish(&self, publication: Publication<'_>) -> Result<()> {
         match self {
             Broker::InProcess(b) => b.publish(publication).await,
+            #[cfg(feature = "amqp")]
             Broker::Amqp(t) => t.publish(publication).await,
         }
     }
@@ -157,6 +192,7 @@ impl Transport for Broker {
     async fn publish_batch(&self, batch: &[Publication<'_>]) -> Result<Vec<Result<()>>> {
         match self {
             Broker::InProcess(b) => b.publish_batch(batch).await,
+            #[cfg(feature = "amqp")]
             Broker::Amqp(t) => t.publish_batch(batch).await,
         }
     }
@@ -170,6 +206,7 @@ impl Transport for Broker {
     ) -> Result<()> {
         match self {
             Broker::InProcess(b) => b.publish_delayed(queue, delay_ms, body, properties).await,
+            #[cfg(feature = "amqp")]
             Broker::Amqp(t) => t.publish_delayed(queue, delay_ms, body, properties).await,
         }
     }
@@ -182,6 +219,7 @@ impl Transport for Broker {
     ) -> Result<()> {
         match self {
             Broker::InProcess(b) => b.publish_dead_letter(queue, body, properties).await,
+            #[cfg(feature = "amqp")]
             Broker::Amqp(t) => t.publish_dead_letter(queue, body, properties).await,
         }
     }
@@ -192,6 +230,7 @@ impl Transport for Broker {
                 .consume(queue, prefetch)
                 .await
                 .map(BrokerSubscription::InProcess),
+            #[cfg(feature = "amqp")]
             Broker::Amqp(t) => t
                 .consume(queue, prefetch)
                 .await
@@ -202,6 +241,7 @@ impl Transport for Broker {
     async fn delete_queue(&self, queue: &str) -> Result<()> {
         match self {
             Broker::InProcess(b) => b.delete_queue(queue).await,
+            #[cfg(feature = "amqp")]
             Broker::Amqp(t) => t.delete_queue(queue).await,
         }
     }
@@ -209,6 +249,7 @@ impl Transport for Broker {
     async fn delete_exchange(&self, exchange: &str) -> Result<()> {
         match self {
             Broker::InProcess(b) => b.delete_exchange(exchange).await,
+            #[cfg(feature = "amqp")]
             Broker::Amqp(t) => t.delete_exchange(exchange).await,
         }
     }
@@ -216,19 +257,23 @@ impl Transport for Broker {
 
 /// The RPC requester half of a [`Broker`]'s reply channel.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum BrokerRequestSender {
     /// On the in-process broker.
     InProcess(crate::inprocess::InProcessRequestSender),
     /// On RabbitMQ (boxed: it is much larger).
+    #[cfg(feature = "amqp")]
     Amqp(Box<crate::amqp::AmqpRequestSender>),
 }
 
 /// The RPC reply half of a [`Broker`]'s reply channel.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum BrokerReplyReceiver {
     /// On the in-process broker.
     InProcess(crate::inprocess::InProcessReplyReceiver),
     /// On RabbitMQ (boxed: it is much larger).
+    #[cfg(feature = "amqp")]
     Amqp(Box<crate::amqp::AmqpReplyReceiver>),
 }
 
@@ -236,6 +281,7 @@ impl RequestSender for BrokerRequestSender {
     fn reply_to(&self) -> &str {
         match self {
             BrokerRequestSender::InProcess(s) => s.reply_to(),
+            #[cfg(feature = "amqp")]
             BrokerRequestSender::Amqp(s) => s.reply_to(),
         }
     }
@@ -243,6 +289,7 @@ impl RequestSender for BrokerRequestSender {
     async fn publish(&self, publication: Publication<'_>) -> Result<()> {
         match self {
             BrokerRequestSender::InProcess(s) => s.publish(publication).await,
+            #[cfg(feature = "amqp")]
             BrokerRequestSender::Amqp(s) => s.publish(publication).await,
         }
     }
@@ -252,6 +299,7 @@ impl ReplyReceiver for BrokerReplyReceiver {
     async fn next(&mut self) -> Option<crate::reply::ReplyMessage> {
         match self {
             BrokerReplyReceiver::InProcess(r) => r.next().await,
+            #[cfg(feature = "amqp")]
             BrokerReplyReceiver::Amqp(r) => r.next().await,
         }
     }
@@ -273,6 +321,7 @@ impl ReplyTransport for Broker {
                     BrokerReplyReceiver::InProcess(r),
                 ))
             }
+            #[cfg(feature = "amqp")]
             Broker::Amqp(t) => {
                 let (s, r) = t.reply_channel(mode).await?;
                 Ok((
@@ -281,5 +330,38 @@ impl ReplyTransport for Broker {
                 ))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn no_address_is_the_in_process_broker() {
+        for addr in [None, Some(""), Some("  ")] {
+            let broker = connect_to(addr).await.unwrap();
+            assert_eq!(broker.name(), "in-process");
+            assert!(broker.as_in_process().is_some());
+        }
+    }
+
+    /// Without the `amqp` feature, asking for RabbitMQ is an error that says what to do.
+    #[cfg(not(feature = "amqp"))]
+    #[tokio::test]
+    async fn an_address_without_amqp_is_feature_disabled() {
+        let err = connect_to(Some("amqp://guest:guest@127.0.0.1:5672/%2f"))
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(err.kind(), ErrorKind::FeatureDisabled { feature: "amqp" });
+        assert!(!err.is_retryable());
+        let text = err.to_string();
+        assert!(text.contains("`amqp` feature"), "{text}");
+        assert!(text.contains("AMQP_ADDR"), "{text}");
+        assert!(
+            !text.contains("guest"),
+            "no credentials in the message: {text}"
+        );
     }
 }

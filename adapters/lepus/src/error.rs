@@ -1,8 +1,9 @@
 //! The one error type of the std side: [`Error`] wraps an [`ErrorKind`] and answers questions
 //! about it ([`Error::is_retryable`], [`Error::is_invalid_input`], ...).
 //!
-//! The kind is a small `Copy` enum, so callers match on it cheaply; the broker's own error,
-//! when there is one, travels as [`std::error::Error::source`].
+//! The kind is a small `Copy` enum, so callers match on it cheaply; the broker client's own
+//! error, when there is one, travels as [`std::error::Error::source`] (no conversion from a
+//! client's error type is public: the client is an implementation detail).
 
 use core::fmt;
 
@@ -141,6 +142,12 @@ pub enum ErrorKind {
         /// The setting.
         setting: &'static str,
     },
+    /// The operation needs a cargo feature of `lepus` that this build left out (e.g.
+    /// RabbitMQ without `amqp`); nothing was attempted.
+    FeatureDisabled {
+        /// The feature to enable.
+        feature: &'static str,
+    },
 }
 
 /// The error of every fallible operation of this crate.
@@ -148,7 +155,7 @@ pub enum ErrorKind {
 pub struct Error {
     kind: ErrorKind,
     context: Option<Box<str>>,
-    source: Option<Box<lapin::Error>>,
+    source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
 }
 
 /// `Result` with this crate's [`Error`].
@@ -168,6 +175,18 @@ impl Error {
     #[must_use]
     pub fn context(mut self, context: impl Into<Box<str>>) -> Self {
         self.context = Some(context.into());
+        self
+    }
+
+    /// Adds the underlying error (for example that of the client a transport implemented
+    /// outside this crate uses), shown by `Display` and returned by
+    /// [`std::error::Error::source`].
+    #[must_use]
+    pub fn with_source(
+        mut self,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        self.source = Some(source.into());
         self
     }
 
@@ -221,6 +240,7 @@ impl Error {
     }
 
     /// Wraps an error of the AMQP client under a kind chosen by the caller.
+    #[cfg(feature = "amqp")]
     pub(crate) fn with_lapin(kind: ErrorKind, source: lapin::Error) -> Self {
         Error {
             kind,
@@ -230,6 +250,7 @@ impl Error {
     }
 
     /// Wraps an error of the AMQP client, classifying it.
+    #[cfg(feature = "amqp")]
     pub(crate) fn from_lapin(error: lapin::Error) -> Self {
         use lapin::ErrorKind as L;
         let kind = match error.kind() {
@@ -254,12 +275,6 @@ impl Error {
 impl From<ErrorKind> for Error {
     fn from(kind: ErrorKind) -> Self {
         Error::new(kind)
-    }
-}
-
-impl From<lapin::Error> for Error {
-    fn from(error: lapin::Error) -> Self {
-        Error::from_lapin(error)
     }
 }
 
@@ -292,6 +307,9 @@ impl fmt::Display for ErrorKind {
             ErrorKind::Broker => f.write_str("AMQP client error"),
             ErrorKind::CapacityExceeded { what } => write!(f, "capacity exceeded: {what} full"),
             ErrorKind::InvalidConfig { setting } => write!(f, "invalid configuration: {setting}"),
+            ErrorKind::FeatureDisabled { feature } => {
+                write!(f, "this build of lepus lacks the `{feature}` feature")
+            }
         }
     }
 }
@@ -334,6 +352,18 @@ mod tests {
         assert_eq!(
             e.to_string(),
             "publish: message body of 10 bytes exceeds the limit of 5 bytes"
+        );
+    }
+
+    #[test]
+    fn with_source_keeps_the_underlying_error() {
+        use std::error::Error as _;
+        let io = std::io::Error::new(std::io::ErrorKind::BrokenPipe, "socket gone");
+        let e = Error::new(ErrorKind::ConnectionLost).with_source(io);
+        assert_eq!(e.to_string(), "connection to the broker lost: socket gone");
+        assert_eq!(
+            e.source().map(|s| s.to_string()).as_deref(),
+            Some("socket gone")
         );
     }
 

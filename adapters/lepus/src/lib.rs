@@ -4,8 +4,11 @@
 //! core ([`core`]) and a broker.
 //!
 //! - [`Transport`]: declare topology, publish with confirms (single, pipelined, batch, into a
-//!   wait queue, into a dead-letter queue), consume with a prefetch, delete.
-//! - [`AmqpTransport`]: RabbitMQ through `lapin` 4 on tokio, connected from `AMQP_ADDR`.
+//!   wait queue, into a dead-letter queue), consume with a prefetch, delete. Implementable
+//!   outside this crate: build [`Delivery`]s with [`Delivery::new`] and settle them through
+//!   your own [`Acknowledge`].
+//! - [`AmqpTransport`]: RabbitMQ through `lapin` 4 on tokio, connected from `AMQP_ADDR`
+//!   (feature `amqp`, on by default).
 //! - [`InProcessBroker`]: the same semantics inside the process, no network; the default.
 //! - [`Broker`] and [`connect`]: RabbitMQ when `AMQP_ADDR` is set, the in-process broker
 //!   otherwise; one line or one variable switches.
@@ -20,11 +23,17 @@
 //! - [`serde`]: `deserialize_with` helpers for payload numbers that PHP sends as
 //!   strings (`{"userId":"7"}`).
 //!
+//! Features: `amqp` (default: RabbitMQ through lapin; without it only the in-process broker
+//! is built), `rustls` (`amqps://`), `testing` (the `testing` module: broker-or-skip helpers
+//! for tests).
+//!
 //! Guarantees: no `unsafe`; invalid names, oversized bodies and over-long properties are
 //! errors before anything is sent (the AMQP codec would panic on them); a publish returns only
 //! once the broker confirmed it; acknowledgements that had no effect are errors.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
+// Without `amqp` the docs still name the RabbitMQ types; those links render as plain text.
+#![cfg_attr(not(feature = "amqp"), allow(rustdoc::broken_intra_doc_links))]
 
 pub use lepus_core as core;
 
@@ -39,6 +48,7 @@ pub mod __derive {
     pub use ::serde::Serialize;
 }
 
+#[cfg(feature = "amqp")]
 pub mod amqp;
 mod broker;
 mod catch_unwind;
@@ -58,17 +68,19 @@ mod reply;
 pub mod rpc;
 pub mod serde;
 mod signal;
+#[cfg(feature = "testing")]
 pub mod testing;
 pub mod topology;
 mod transport;
 mod worker;
 
+#[cfg(feature = "amqp")]
 pub use amqp::{AmqpConfig, AmqpSubscription, AmqpTransport, DEFAULT_ADDR};
 pub use broker::{
     connect, connect_to, Broker, BrokerReplyReceiver, BrokerRequestSender, BrokerSubscription,
 };
 pub use consumer::{ConsumerConfig, ConsumerStats};
-pub use delivery::Delivery;
+pub use delivery::{Acknowledge, Delivery, SettleFuture, Settlement};
 pub use error::{Error, ErrorKind, NameKind, NameProblem, Result};
 pub use handlers::{Context, HandlerError, HandlerErrorKind};
 pub use inprocess::{InProcessBroker, InProcessSubscription};

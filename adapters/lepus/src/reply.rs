@@ -38,12 +38,22 @@ pub enum ReplyMode {
 }
 
 /// A reply as received: body and properties (already settled: reply consumers do not ack).
+/// Built with [`ReplyMessage::new`] (fields may be added).
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct ReplyMessage {
     /// The body bytes.
     pub body: Vec<u8>,
     /// Properties and headers (`correlation_id` names the request).
     pub properties: Properties,
+}
+
+impl ReplyMessage {
+    /// A reply of `body` with `properties`, for a [`ReplyReceiver`] implemented outside this
+    /// crate.
+    pub fn new(body: Vec<u8>, properties: Properties) -> Self {
+        ReplyMessage { body, properties }
+    }
 }
 
 /// Publishes requests whose replies come back to the paired [`ReplyReceiver`].
@@ -64,6 +74,22 @@ pub trait ReplyReceiver: Send + 'static {
 }
 
 /// A transport that can carry RPC replies back to a requester.
+///
+/// An implementation must:
+/// - start consuming before [`ReplyTransport::reply_channel`] returns, so that no reply to a
+///   request published through the sender is missed;
+/// - route a reply published (through [`Transport::publish`], on the default exchange `""`)
+///   with the routing key [`RequestSender::reply_to`] to that sender's receiver, whether or
+///   not it is mandatory: servers send replies to direct reply-to addresses
+///   ([`DIRECT_REPLY_TO`]`.*`) [not mandatory](Publication::not_mandatory), and to other
+///   addresses mandatory, where [`crate::ErrorKind::Unroutable`] tells them the requester is
+///   gone;
+/// - publish requests as [`Transport::publish`] does (confirmed, mandatory: a request no
+///   server queue receives is [`crate::ErrorKind::Unroutable`], which the client reports at
+///   once instead of waiting for its timeout);
+/// - end the receiver (`None`) once no further reply can arrive; [`crate::RpcClient`] then
+///   opens a new reply channel. Replies are not acknowledged; a reply may be lost with its
+///   channel (at-most-once).
 pub trait ReplyTransport: Transport {
     /// The requester half.
     type Sender: RequestSender;

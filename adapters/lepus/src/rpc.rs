@@ -17,7 +17,7 @@
 //! carries the header [`HEADER_RPC_ERROR`] (its [`RemoteErrorKind`]) and the envelope
 //! `{"payload":{"error":"...","kind":"..."},"metadata":{"className":"LepusRpcError"}}`.
 //!
-//! Correlation is core's [`PendingRequests`](crate::core::rpc::PendingRequests) table: ids
+//! Correlation is core's [`PendingRequests`](crate::core::correlation::PendingRequests) table: ids
 //! are random 128-bit numbers ([`new_correlation_id`]), written as 32 lowercase hex digits.
 //! Unknown, duplicate, late and malformed replies are dropped and counted
 //! ([`RpcCounters`]), never handed to another caller.

@@ -3,6 +3,9 @@
 //! `CI=true` or `LEPUS_REQUIRE_BROKER=1`) or skip with a loud notice (on a laptop without a
 //! broker). Handler tests that need no broker use [`crate::InProcessBroker`] instead.
 //!
+//! Only with the `testing` feature (enable it in your `[dev-dependencies]`); [`connect`] and
+//! [`connect_with`] also need `amqp`.
+//!
 //! ```no_run
 //! # async fn t() {
 //! let Some(transport) = lepus::testing::connect("my_handler_on_rabbitmq").await else {
@@ -14,6 +17,7 @@
 
 use std::io::Write;
 
+#[cfg(feature = "amqp")]
 use crate::amqp::{AmqpConfig, AmqpTransport};
 
 /// True when an unreachable broker must fail the test run (`CI=true` or
@@ -29,6 +33,7 @@ pub fn broker_required() -> bool {
 ///
 /// # Panics
 /// When the broker is unreachable and required: that is how a test fails.
+#[cfg(feature = "amqp")]
 pub async fn connect_with(test: &str, config: AmqpConfig) -> Option<AmqpTransport> {
     match AmqpTransport::connect(config).await {
         Ok(transport) => Some(transport),
@@ -46,6 +51,7 @@ pub async fn connect_with(test: &str, config: AmqpConfig) -> Option<AmqpTranspor
 ///
 /// # Panics
 /// When the broker is unreachable and required.
+#[cfg(feature = "amqp")]
 pub async fn connect(test: &str) -> Option<AmqpTransport> {
     connect_with(test, AmqpConfig::from_env()).await
 }

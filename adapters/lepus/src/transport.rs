@@ -4,14 +4,22 @@
 //! decision is made here.
 
 use core::future::Future;
+use core::time::Duration;
 
 use crate::delivery::Delivery;
 use crate::error::Result;
 use crate::properties::Properties;
 use crate::topology::QueueSpec;
 
-/// One message to publish.
+/// First wait between two attempts to reach the broker again (a connection, an RPC reply
+/// channel); the wait doubles up to [`MAX_BACKOFF`].
+pub const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+/// Longest wait between two attempts to reach the broker again.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// One message to publish: built with [`Publication::new`] (fields may be added).
 #[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
 pub struct Publication<'a> {
     /// Target exchange (`""` is the default exchange, which routes by queue name).
     pub exchange: &'a str,
@@ -81,6 +89,33 @@ impl<'a> Publication<'a> {
 /// responsibility for the message: an unroutable message is
 /// [`crate::ErrorKind::Unroutable`], a refused one [`crate::ErrorKind::Nacked`]. Names, sizes
 /// and properties are validated first; invalid input is an error and nothing is sent.
+///
+/// # Implementing it
+///
+/// [`crate::AmqpTransport`], [`crate::InProcessBroker`] and [`crate::Broker`] implement it;
+/// so can a type outside this crate (a wrapper that injects faults or counts, another broker
+/// client). [`crate::Worker`], [`crate::Publisher`], [`crate::RpcServer`] and the gateway
+/// rely on the following; an implementation must keep all of it:
+///
+/// - **Confirms.** `Ok` from a publish means the broker stored (or delivered) the message:
+///   the worker acknowledges a delivery only after its follow-up publish (retry, dead
+///   letter) returned `Ok`, so an early `Ok` loses messages. A message that may not have
+///   been stored is an error, ideally a retryable one ([`crate::Error::is_retryable`]:
+///   [`crate::ErrorKind::Nacked`], [`crate::ErrorKind::ConnectionLost`], ...).
+/// - **Mandatory.** A [`Publication::mandatory`] message that no queue receives is
+///   [`crate::ErrorKind::Unroutable`] (`reply_code` 312), not `Ok`; a message that is not
+///   mandatory is `Ok` once the broker took it, routed or not.
+/// - **Invalid input.** A name, size or property the transport cannot carry is an error for
+///   which [`crate::Error::is_invalid_input`] is true, and nothing is sent (the worker then
+///   lets the queue dead-letter the message instead of retrying forever).
+/// - **Topology.** [`Transport::declare_queue`] builds the layout of [`crate::topology`]:
+///   the queue dead-letters rejected messages to `<queue>.dead`, and each wait queue
+///   `<queue>.wait.<ms>` sends its messages back to `<queue>` after `<ms>`. Declarations and
+///   deletions are idempotent.
+/// - **Concurrency and cancellation.** Every method takes `&self` and may run concurrently
+///   with the others (publishes pipeline). Their futures may be dropped before they finish
+///   (the worker bounds its shutdown with a timeout): a dropped publish may or may not have
+///   been sent, and must leave the transport usable.
 pub trait Transport: Send + Sync {
     /// What [`Transport::consume`] returns.
     type Subscription: Subscription;
@@ -137,14 +172,31 @@ pub trait Transport: Send + Sync {
 }
 
 /// A stream of deliveries from one queue.
+///
+/// An implementation must:
+/// - hold at most `prefetch` (the argument of [`Transport::consume`]) deliveries unsettled
+///   at a time;
+/// - give each delivery a [`Delivery::delivery_tag`] greater than the previous one of the
+///   same [`Delivery::generation`] (a new generation when tags start again, e.g. on a new
+///   channel), and settle [`crate::Settlement::AckMultiple`] on a tag as an ack of that
+///   delivery and every earlier unsettled one of its generation (the worker batches acks
+///   that way);
+/// - set [`Delivery::redelivered`] when the message was delivered before;
+/// - give every unsettled delivery back to the queue when the subscription ends or is
+///   dropped (at-least-once), marked redelivered.
+///
+/// Deliveries of a transport outside this crate are built with [`Delivery::new`] and
+/// settled through its own [`crate::Acknowledge`].
 pub trait Subscription: Send {
     /// The next delivery; `None` once the subscription was cancelled or its channel closed.
+    /// `Some(Err(..))` is final too: consumers stop reading (recover inside `next` from what
+    /// can be recovered, as [`crate::AmqpSubscription`] does after a lost connection).
     ///
     /// Must be cancel-safe: the worker polls it in a `select!`, and a dropped `next` future
     /// must not lose a delivery.
     fn next(&mut self) -> impl Future<Output = Option<Result<Delivery>>> + Send;
 
-    /// Stops the flow of deliveries. Unsettled deliveries are redelivered by the broker
-    /// when the subscription is dropped.
+    /// Stops the flow of deliveries; deliveries already received can still be settled.
+    /// Unsettled deliveries are redelivered by the broker when the subscription is dropped.
     fn cancel(&mut self) -> impl Future<Output = Result<()>> + Send;
 }

@@ -1,15 +1,15 @@
 use super::*;
-use crate::headers::HeaderValue as V;
+use crate::headers::FieldValue as V;
 
 fn route<const B: usize, const N: usize, const E: usize, const W: usize>(
     ex: &mut Exchange<'_, u8, B, N, E, W>,
     key: &str,
-    headers: &[Field<'_>],
+    headers: &[FieldPair<'_>],
 ) -> Vec<u8> {
     let mut out = [0u8; 16];
     let n = ex
         .route(
-            &Message {
+            &Routing {
                 routing_key: key,
                 headers,
             },
@@ -52,13 +52,13 @@ fn fanout_delivers_each_destination_once() {
     assert_eq!(ex.len(), 3);
     assert_eq!(route(&mut ex, "anything", &[]), [1, 2]);
     let mut out = [0u8; 1];
-    let msg = Message {
+    let msg = Routing {
         routing_key: "k",
         headers: &[],
     };
     assert_eq!(ex.route(&msg, &mut out), Err(RouteError::OutputFull));
     let long = "k".repeat(256);
-    let msg = Message {
+    let msg = Routing {
         routing_key: &long,
         headers: &[],
     };

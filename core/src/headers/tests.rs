@@ -1,4 +1,4 @@
-use super::HeaderValue as V;
+use super::FieldValue as V;
 use super::*;
 use proptest::prelude::*;
 
@@ -7,7 +7,7 @@ fn table() {
     let pdf = ("format", V::Str("pdf"));
     let zip = ("format", V::Str("zip"));
     let typ = ("type", V::Str("report"));
-    let cases: &[(&[Field], &[Field], bool)] = &[
+    let cases: &[(&[FieldPair], &[FieldPair], bool)] = &[
         // no arguments: all matches everything, any nothing
         (&[], &[], true),
         (&[], &[pdf], true),
@@ -137,7 +137,7 @@ fn value() -> impl Strategy<Value = V<'static>> {
     ]
 }
 
-fn fields() -> impl Strategy<Value = Vec<Field<'static>>> {
+fn fields() -> impl Strategy<Value = Vec<FieldPair<'static>>> {
     proptest::collection::vec(
         (
             prop_oneof![Just("a"), Just("b"), Just("x-c"), Just("x-match")],
@@ -150,7 +150,7 @@ fn fields() -> impl Strategy<Value = Vec<Field<'static>>> {
 proptest! {
     #[test]
     fn any_is_weaker_than_all(args in fields(), headers in fields()) {
-        let plain: Vec<Field> = args.iter().copied().filter(|(n, _)| *n != "x-match").collect();
+        let plain: Vec<FieldPair> = args.iter().copied().filter(|(n, _)| *n != "x-match").collect();
         let all = matches_mode(XMatch::All, &plain, &headers);
         let any = matches_mode(XMatch::Any, &plain, &headers);
         let counted = plain.iter().any(|(n, _)| !n.starts_with("x-"));

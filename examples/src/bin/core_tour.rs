@@ -4,10 +4,10 @@
 //!
 //! Run: `cargo run -p lepus-examples --bin core_tour`
 
+use lepus_core::correlation::PendingArray;
 use lepus_core::envelope::{self, Envelope, Metadata};
 use lepus_core::retry::{self, Decision, Outcome, Strategy};
 use lepus_core::router::TopicRouter;
-use lepus_core::rpc::PendingArray;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Serialize, Deserialize)]

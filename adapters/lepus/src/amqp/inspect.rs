@@ -21,6 +21,7 @@ const NOT_FOUND: u16 = 404;
 
 /// What a passive declare tells about a queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct QueueStatus {
     /// Messages ready for delivery (not counting unacknowledged ones).
     pub messages: u32,
@@ -57,7 +58,7 @@ impl QueueBrowser {
             .map_err(|e| Error::from_lapin(e).context(format!("basic.get from {queue:?}")))?;
         Ok(got.map(|m| {
             let d = m.delivery;
-            let delivery = Delivery::new(
+            let delivery = Delivery::received(
                 d.data,
                 from_amqp(&d.properties),
                 d.redelivered,

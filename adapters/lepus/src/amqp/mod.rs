@@ -1,8 +1,12 @@
 //! The RabbitMQ transport, over `lapin` on tokio.
 //!
-//! [`AmqpTransport`] implements [`crate::Transport`]; its parts can also be used alone:
-//! [`Publisher`] (confirm-mode publishing), [`AmqpSubscription`] (prefetch-limited
-//! consuming), [`topology`] (idempotent declarations) and [`connect`].
+//! [`AmqpTransport`] implements [`crate::Transport`] and [`crate::ReplyTransport`]; it
+//! publishes with confirms, consumes through [`AmqpSubscription`] (prefetch-limited, consuming
+//! again after a reconnection) and carries RPC replies through [`AmqpRequestSender`] and
+//! [`AmqpReplyReceiver`]. [`QueueBrowser`] and [`AmqpTransport::queue_status`] inspect queues.
+//!
+//! Only with the `amqp` feature (on by default). No public item here takes or returns a
+//! lapin type: lapin can move to a new major version without breaking users.
 
 mod channels;
 mod config;
@@ -14,13 +18,12 @@ pub(crate) mod publisher;
 mod reply;
 mod subscription;
 mod supervisor;
-pub mod topology;
+mod topology;
 mod transport;
 
 pub use config::{AmqpConfig, DEFAULT_ADDR};
-pub use connection::{connect, redact};
+pub use connection::redact;
 pub use inspect::{is_not_found, QueueBrowser, QueueStatus};
-pub use publisher::Publisher;
 pub use reply::{AmqpReplyReceiver, AmqpRequestSender};
 pub use subscription::AmqpSubscription;
 pub use supervisor::{FIRST_BACKOFF, MAX_BACKOFF};

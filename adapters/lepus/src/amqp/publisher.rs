@@ -2,7 +2,7 @@
 //!
 //! One channel in confirm mode carries every publish. A publish sends its frames, then awaits
 //! the broker's confirmation of that message alone, so many publishes in flight (from
-//! concurrent tasks, or [`Publisher::publish_batch`]) share the round trips: confirmations
+//! concurrent tasks, or [`ConfirmPublisher::publish_batch`]) share the round trips: confirmations
 //! pipeline. Every message is mandatory and persistent. When the broker closes the channel
 //! (for example after a publish to a missing exchange), the next publish opens a new one.
 
@@ -22,9 +22,10 @@ use crate::names::{check_payload, check_routing_key, check_target_exchange};
 use crate::protocol::{new_message_id, now_seconds};
 use crate::transport::Publication;
 
-/// Publishes with confirms on one channel of a connection.
+/// Publishes with confirms on one channel of a connection (crate-private: it is built on
+/// lapin's connection; [`crate::AmqpTransport`] is the public way to publish).
 #[derive(Debug)]
-pub struct Publisher {
+pub(crate) struct ConfirmPublisher {
     connection: Arc<Connection>,
     channels: Arc<OpenChannels>,
     channel: Mutex<Arc<ConfirmChannel>>,
@@ -72,21 +73,16 @@ struct Prepared {
     mandatory: bool,
 }
 
-impl Publisher {
-    /// Opens a confirm-mode channel on `connection`. Bodies over `max_payload` bytes are
-    /// refused before sending.
-    pub async fn open(connection: Arc<Connection>, max_payload: usize) -> Result<Self> {
-        Publisher::open_in(connection, Arc::default(), max_payload).await
-    }
-
-    /// [`Publisher::open`] with its channels kept in `channels` (those of a session).
+impl ConfirmPublisher {
+    /// Opens a confirm-mode channel on `connection`, kept in `channels` (those of a
+    /// session). Bodies over `max_payload` bytes are refused before sending.
     pub(crate) async fn open_in(
         connection: Arc<Connection>,
         channels: Arc<OpenChannels>,
         max_payload: usize,
     ) -> Result<Self> {
         let channel = ConfirmChannel::open(&connection, &channels).await?;
-        Ok(Publisher {
+        Ok(ConfirmPublisher {
             connection,
             channels,
             channel: Mutex::new(Arc::new(channel)),
@@ -110,7 +106,7 @@ impl Publisher {
             .await
             .map_err(|e| Error::from_lapin(e).context("enable publisher confirms"))?;
         let confirms = ConfirmTracker::start(Channel::clone(&channel));
-        Ok(Publisher {
+        Ok(ConfirmPublisher {
             connection,
             channels,
             channel: Mutex::new(Arc::new(ConfirmChannel { channel, confirms })),
@@ -118,24 +114,6 @@ impl Publisher {
             max_payload,
             fixed: true,
         })
-    }
-
-    /// The body size limit, in bytes.
-    pub fn max_payload(&self) -> usize {
-        self.max_payload
-    }
-
-    /// Publishes `body` to `exchange` with `routing_key` and waits for the broker's
-    /// confirmation. See [`crate::Transport::publish`].
-    pub async fn publish(
-        &self,
-        exchange: &str,
-        routing_key: &str,
-        body: &[u8],
-        properties: &crate::Properties,
-    ) -> Result<()> {
-        self.send(Publication::new(exchange, routing_key, body, properties))
-            .await
     }
 
     /// Publishes one [`Publication`] and waits for its confirmation.

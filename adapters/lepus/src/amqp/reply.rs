@@ -9,7 +9,7 @@ use lapin::types::FieldTable;
 use lapin::{Channel, Connection, Consumer};
 
 use crate::amqp::properties::from_amqp;
-use crate::amqp::publisher::Publisher;
+use crate::amqp::publisher::ConfirmPublisher;
 use crate::amqp::supervisor::Session;
 use crate::error::{Error, ErrorKind, Result};
 use crate::reply::{ReplyMessage, ReplyMode, ReplyReceiver, RequestSender, DIRECT_REPLY_TO};
@@ -21,7 +21,7 @@ use crate::transport::Publication;
 /// needed.
 #[derive(Debug)]
 pub struct AmqpRequestSender {
-    publisher: Publisher,
+    publisher: ConfirmPublisher,
     reply_to: String,
     session: Arc<Session>,
 }
@@ -75,7 +75,7 @@ pub(crate) async fn open(
         )
         .await
         .map_err(|e| Error::from_lapin(e).context(format!("consume replies from {reply_to:?}")))?;
-    let publisher = Publisher::on_channel(
+    let publisher = ConfirmPublisher::on_channel(
         Arc::clone(connection),
         Arc::clone(&session.channels),
         Arc::clone(&channel),

@@ -142,7 +142,7 @@ impl AmqpSubscription {
                         message_id = properties.message_id.as_deref().unwrap_or(""),
                         "delivery"
                     );
-                    let delivery = Delivery::new(
+                    let delivery = Delivery::received(
                         d.data,
                         properties,
                         d.redelivered,

@@ -25,15 +25,12 @@ use tokio::time::Instant;
 use crate::amqp::channels::OpenChannels;
 use crate::amqp::config::AmqpConfig;
 use crate::amqp::connection::connect;
-use crate::amqp::publisher::Publisher;
+use crate::amqp::publisher::ConfirmPublisher;
 use crate::amqp::topology;
 use crate::error::{Error, ErrorKind, Result};
 use crate::topology::QueueSpec;
 
-/// First wait between two connection attempts.
-pub const FIRST_BACKOFF: Duration = Duration::from_millis(100);
-/// Longest wait between two connection attempts.
-pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
+pub use crate::transport::{FIRST_BACKOFF, MAX_BACKOFF};
 
 /// Longest wait for a session's channels to close before its connection is closed.
 const CHANNELS_CLOSE: Duration = Duration::from_secs(2);
@@ -47,7 +44,7 @@ pub(crate) struct Session {
     pub(crate) connection: Arc<Connection>,
     /// Every channel opened on the connection (closed before it, see [`OpenChannels`]).
     pub(crate) channels: Arc<OpenChannels>,
-    pub(crate) publisher: Arc<Publisher>,
+    pub(crate) publisher: Arc<ConfirmPublisher>,
     /// 1 for the first connection, +1 per reconnection.
     pub(crate) generation: u64,
     /// Becomes true once the connection is lost (never back to false).
@@ -265,7 +262,7 @@ async fn open_session(
     watch_connection(&connection, Arc::downgrade(blocked), closed_tx);
     let channels = Arc::new(OpenChannels::default());
     let publisher = Arc::new(
-        Publisher::open_in(
+        ConfirmPublisher::open_in(
             Arc::clone(&connection),
             Arc::clone(&channels),
             config.max_payload,

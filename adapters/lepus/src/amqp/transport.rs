@@ -4,10 +4,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use lapin::{Channel, Connection};
+use lapin::Channel;
 
 use crate::amqp::config::AmqpConfig;
-use crate::amqp::publisher::Publisher;
 use crate::amqp::subscription::AmqpSubscription;
 use crate::amqp::supervisor::Supervisor;
 use crate::amqp::topology;
@@ -57,15 +56,10 @@ impl AmqpTransport {
         &self.sup.config
     }
 
-    /// The publisher of the current connection (for direct use, e.g. [`Publisher::publish`];
-    /// it does not reconnect by itself).
-    pub fn publisher(&self) -> Arc<Publisher> {
-        Arc::clone(&self.sup.current().publisher)
-    }
-
-    /// The current lapin connection (replaced after a reconnection).
-    pub fn connection(&self) -> Arc<Connection> {
-        Arc::clone(&self.sup.current().connection)
+    /// True while the current connection to the broker is open: false once it is lost
+    /// (until the next operation reconnects) and after [`AmqpTransport::close`].
+    pub fn is_connected(&self) -> bool {
+        self.sup.current().connection.status().connected()
     }
 
     /// True while the broker blocks publishing (memory or disk alarm): publishes wait.

@@ -9,8 +9,8 @@
 //! another exchange [`MAX_TABLE_BINDINGS`]. A full exchange is
 //! [`ErrorKind::CapacityExceeded`] and the exchange is unchanged.
 
-use lepus_core::exchange::{Exchange, ExchangeError, ExchangeKind, Message};
-use lepus_core::headers::{Field, HeaderValue as CoreValue};
+use lepus_core::exchange::{Exchange, ExchangeError, ExchangeKind, Routing};
+use lepus_core::headers::{FieldPair, FieldValue as CoreValue};
 use lepus_core::router::{BindError, RouteError, TopicRouter};
 
 use crate::error::{Error, ErrorKind, NameKind, NameProblem, Result};
@@ -179,13 +179,13 @@ impl ExchangeEntry {
                     ExchangeKind::Headers => message_fields(headers),
                     _ => Vec::new(),
                 };
-                let message = Message {
+                let message = Routing {
                     routing_key,
                     headers: &message_fields,
                 };
                 let mut found = [0 as QueueId; ROUTE_CHUNK];
                 for chunk in table.chunks(ROUTE_CHUNK) {
-                    let args: Vec<Vec<Field<'_>>> = chunk
+                    let args: Vec<Vec<FieldPair<'_>>> = chunk
                         .iter()
                         .map(|b| binding_fields(&b.args))
                         .collect::<Result<_>>()?;
@@ -220,7 +220,7 @@ fn core_value(value: &HeaderValue) -> Option<CoreValue<'_>> {
 
 /// Message headers as core fields. A value core cannot compare (table, list, decimal) reads
 /// as void: it still satisfies a presence check and never equals a binding value.
-fn message_fields(headers: &Headers) -> Vec<Field<'_>> {
+fn message_fields(headers: &Headers) -> Vec<FieldPair<'_>> {
     headers
         .iter()
         .map(|(k, v)| (k.as_str(), core_value(v).unwrap_or(CoreValue::Void)))
@@ -228,7 +228,7 @@ fn message_fields(headers: &Headers) -> Vec<Field<'_>> {
 }
 
 /// Binding arguments as core fields; a table, list or decimal argument is refused.
-fn binding_fields(args: &Headers) -> Result<Vec<Field<'_>>> {
+fn binding_fields(args: &Headers) -> Result<Vec<FieldPair<'_>>> {
     args.iter()
         .map(|(k, v)| match core_value(v) {
             Some(v) => Ok((k.as_str(), v)),

@@ -11,7 +11,7 @@ use lepus_core::exchange::ExchangeKind;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::time::Instant;
 
-use crate::delivery::Settle;
+use crate::delivery::Settlement;
 use crate::error::{Error, ErrorKind, Result};
 use crate::inprocess::dead_letter::{self, Death, DeathReason};
 use crate::inprocess::exchange::{ExchangeEntry, QueueId};
@@ -434,25 +434,31 @@ impl State {
     }
 
     /// Settles a delivery; false when it had no effect (unknown tag or consumer).
-    pub(crate) fn settle(&mut self, cid: ConsumerId, tag: u64, how: Settle, clock: Clock) -> bool {
+    pub(crate) fn settle(
+        &mut self,
+        cid: ConsumerId,
+        tag: u64,
+        how: Settlement,
+        clock: Clock,
+    ) -> bool {
         let Some(consumer) = self.consumers.get_mut(&cid) else {
             return false;
         };
         let id = consumer.queue;
         match how {
-            Settle::Ack { multiple: false } => {
+            Settlement::Ack => {
                 if consumer.unacked.remove(&tag).is_none() {
                     return false;
                 }
             }
-            Settle::Ack { multiple: true } => {
+            Settlement::AckMultiple => {
                 if !consumer.unacked.contains_key(&tag) {
                     return false;
                 }
                 let later = consumer.unacked.split_off(&tag.saturating_add(1));
                 consumer.unacked = later;
             }
-            Settle::Nack { requeue } | Settle::Reject { requeue } => {
+            Settlement::Nack { requeue } | Settlement::Reject { requeue } => {
                 let Some(mut message) = consumer.unacked.remove(&tag) else {
                     return false;
                 };

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc::UnboundedReceiver;
 
-use crate::delivery::{Acknowledger, Delivery, Settle};
+use crate::delivery::{Acknowledger, Delivery, Settlement};
 use crate::error::Result;
 use crate::inprocess::broker::{locked, Shared};
 use crate::inprocess::queue::Stored;
@@ -79,7 +79,7 @@ impl crate::transport::Subscription for InProcessSubscription {
 }
 
 pub(crate) fn delivery(message: Stored, tag: u64, acker: Acker) -> Delivery {
-    Delivery::new(
+    Delivery::received(
         message.body,
         message.properties,
         message.redelivered,
@@ -112,7 +112,7 @@ impl core::fmt::Debug for Acker {
 impl Acker {
     /// Whether the settlement took effect; settling an automatically acknowledged message
     /// is a no-op that succeeds.
-    pub(crate) fn settle(&self, how: Settle) -> bool {
+    pub(crate) fn settle(&self, how: Settlement) -> bool {
         match &self.shared {
             Some(shared) => locked(shared, |state, clock| {
                 state.settle(self.consumer, self.tag, how, clock)

@@ -6,7 +6,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use tokio::sync::{oneshot, Notify};
 use tokio::time::{Duration, Instant};
 
-use crate::core::rpc::{PendingRequests, RegisterError, ReplyCounters, Slot};
+use crate::core::correlation::{PendingRequests, RegisterError, ReplyCounters, Slot};
 use crate::reply::ReplyMessage;
 
 use super::correlation::{new_correlation_id, parse_correlation_id};

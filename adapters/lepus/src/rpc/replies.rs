@@ -18,9 +18,9 @@ use std::sync::Arc;
 
 use tokio::time::{Duration, Instant};
 
-use crate::amqp::{FIRST_BACKOFF, MAX_BACKOFF};
 use crate::error::Result;
 use crate::reply::{ReplyMessage, ReplyMode, ReplyReceiver, ReplyTransport};
+use crate::transport::{FIRST_BACKOFF, MAX_BACKOFF};
 
 use super::correlator::Correlator;
 use super::reply_path::ReplyPath;

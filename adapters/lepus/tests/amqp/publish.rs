@@ -38,8 +38,12 @@ async fn publish_is_confirmed_with_properties_filled() {
     .await
     .unwrap();
 
-    // Read it back raw, to see the AMQP properties as any client would.
-    let channel = t.connection().create_channel().await.unwrap();
+    // Read it back raw, to see the AMQP properties as any client would (lapin on a
+    // connection of its own: lepus does not hand out its lapin connection).
+    let raw = lapin::Connection::connect(&t.config().addr, Default::default())
+        .await
+        .unwrap();
+    let channel = raw.create_channel().await.unwrap();
     let got = channel
         .basic_get(spec.name.as_str().into(), Default::default())
         .await
@@ -63,6 +67,7 @@ async fn publish_is_confirmed_with_properties_filled() {
     let headers = p.headers().as_ref().unwrap();
     assert!(headers.contains_key("retryCount") && headers.contains_key("reason"));
     let _ = channel.close(200, "ok".into()).await;
+    let _ = raw.close(200, "ok".into()).await;
 
     // Without a message id or timestamp, the publisher fills them in.
     t.publish(Publication::new(

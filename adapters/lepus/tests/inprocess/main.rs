@@ -1,4 +1,5 @@
-//! The in-process broker: consume, dead letters, routing, parity with RabbitMQ; the derives.
+//! The in-process broker: consume, dead letters, routing, parity with RabbitMQ; the derives;
+//! a transport implemented outside the crate.
 //!
 //! One test binary per area (each binary links lapin and tokio again); each file a module.
 
@@ -7,6 +8,7 @@
 mod amqp_support;
 
 mod consume;
+mod custom_transport;
 mod dead_letters;
 mod derive;
 mod gateway;

@@ -44,20 +44,8 @@ pub fn unique(prefix: &str) -> String {
 
 /// Number of ready messages in `queue` (passive declare).
 pub async fn message_count(t: &AmqpTransport, queue: &str) -> u32 {
-    let channel = t.connection().create_channel().await.unwrap();
-    let q = channel
-        .queue_declare(
-            queue.into(),
-            lapin::options::QueueDeclareOptions {
-                passive: true,
-                ..Default::default()
-            },
-            Default::default(),
-        )
-        .await
-        .unwrap();
-    let _ = channel.close(200, "ok".into()).await;
-    q.message_count()
+    let status = t.queue_status(queue).await.unwrap();
+    status.unwrap_or_else(|| panic!("{queue} exists")).messages
 }
 
 /// Waits until `queue` holds `n` ready messages (broker counts lag a little), up to 5 s.
