@@ -21,6 +21,7 @@ use crate::transport::{Publication, Transport};
 
 /// Per-send overrides for [`Publisher::send_with`].
 #[derive(Debug, Clone, Default, PartialEq)]
+#[non_exhaustive]
 pub struct SendOptions {
     /// Routing key instead of [`Message::ROUTING_KEY`].
     pub routing_key: Option<String>,

@@ -8,6 +8,7 @@ pub const DEFAULT_ADDR: &str = "amqp://127.0.0.1:5672/%2f";
 
 /// Configuration of [`crate::AmqpTransport`].
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct AmqpConfig {
     /// Broker URI, `amqp://user:pass@host:port/vhost`.
     pub addr: String,

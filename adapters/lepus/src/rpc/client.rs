@@ -22,6 +22,7 @@ use super::wire::encode_request;
 
 /// How an [`RpcClient`] sends and where its replies come back.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RpcClientConfig {
     /// The exchange requests are published to, with [`crate::Message::ROUTING_KEY`]
     /// (`""`: the default exchange, the routing key then names the server's queue).
