@@ -132,6 +132,41 @@ async fn deep_payloads_are_handled_and_absurd_ones_dead_lettered() {
     cleanup(&*t, &spec).await;
 }
 
+/// The largest depth a worker may be set to (512, as PHP's `json_encode`) decodes into a
+/// typed payload on a handler task's stack without overflowing it, in a debug build too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_deepest_settable_payload_fits_the_stack() {
+    let t = Arc::new(InProcessBroker::new());
+    let handled = Arc::new(Mutex::new(0u32));
+    let count = Arc::clone(&handled);
+    let registry = Registry::new().with(move |_m: Deep, _ctx: Context| {
+        let count = Arc::clone(&count);
+        async move {
+            *count.lock().unwrap() += 1;
+            Ok(())
+        }
+    });
+    let name = amqp_support::unique("edge-deepest");
+    let config = config(&name).payload_depth(lepus::consumer::MAX_PAYLOAD_DEPTH);
+    let worker = Worker::new(Arc::clone(&t), config, registry);
+    let spec = worker.queue_spec();
+    let handle = worker.start().await.unwrap();
+    let levels = lepus::consumer::MAX_PAYLOAD_DEPTH as usize - 1;
+    let body = format!(
+        r#"{{"payload":{{"v":{}1{}}},"metadata":{{"className":"LepusTestDeep"}}}}"#,
+        "[".repeat(levels),
+        "]".repeat(levels)
+    );
+    publish_raw(&*t, &spec.exchange, body.as_bytes(), &json()).await;
+    let until = Instant::now() + Duration::from_secs(5);
+    while *handled.lock().unwrap() == 0 && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let stats = handle.shutdown().await.unwrap();
+    assert_eq!(*handled.lock().unwrap(), 1, "{stats:?}");
+    cleanup(&*t, &spec).await;
+}
+
 /// Defect: a UTF-8 byte-order mark before the envelope made it `malformed`. Defect: a
 /// third-party `x-lepus-deliveries: 1000` dead-lettered a fresh message on its first delivery.
 /// Both are handled once.
