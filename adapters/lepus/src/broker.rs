@@ -1,6 +1,11 @@
 //! The runtime choice between transports: [`Broker`] is RabbitMQ or the in-process broker,
 //! chosen by [`connect`] from `AMQP_ADDR`, and implements [`Transport`] either way.
 //!
+//! The in-process broker is chosen by name, never by absence: `AMQP_ADDR=memory:` (or
+//! [`Broker::in_process`] in code). An unset or empty `AMQP_ADDR` is an error: in production a
+//! missing variable would otherwise mean tasks published into the memory of one process and
+//! lost with it.
+//!
 //! Without the `amqp` feature only the in-process broker is compiled in: code that does not
 //! name RabbitMQ's types builds the same, and asking for RabbitMQ (`AMQP_ADDR` set) is an
 //! [`crate::ErrorKind::FeatureDisabled`] error at run time.
@@ -8,7 +13,7 @@
 //! ```no_run
 //! # async fn demo() -> lepus::Result<()> {
 //! use lepus::Transport;
-//! // RabbitMQ when AMQP_ADDR is set, the in-process broker otherwise.
+//! // AMQP_ADDR=amqp://host:5672/%2f for RabbitMQ, AMQP_ADDR=memory: for the in-process broker.
 //! let broker = lepus::connect().await?;
 //! broker.declare_exchange("shop").await?;
 //! // ... publish, run workers ...
@@ -41,29 +46,50 @@ pub enum Broker {
     Amqp(Box<AmqpTransport>),
 }
 
-/// Connects to RabbitMQ at `AMQP_ADDR` when it is set (and not empty), otherwise starts an
-/// in-process broker.
+/// The address that chooses the in-process broker (`AMQP_ADDR=memory:`).
+pub const IN_PROCESS_ADDR: &str = "memory:";
+
+/// Connects to the broker named by `AMQP_ADDR`: RabbitMQ at an `amqp://` or `amqps://`
+/// address, the in-process broker for [`IN_PROCESS_ADDR`] (`memory:`).
+///
+/// # Errors
+/// [`crate::ErrorKind::InvalidConfig`] when `AMQP_ADDR` is unset or empty (the message names
+/// both ways to choose); the errors of [`connect_to`].
 pub async fn connect() -> Result<Broker> {
     let addr = std::env::var("AMQP_ADDR").ok();
     connect_to(addr.as_deref()).await
 }
 
-/// Connects to RabbitMQ at `addr`, or starts an in-process broker for `None` or `""`.
+/// Connects to RabbitMQ at `addr`, or starts an in-process broker for [`IN_PROCESS_ADDR`].
 ///
-/// Without the `amqp` feature an address is [`crate::ErrorKind::FeatureDisabled`].
+/// # Errors
+/// [`crate::ErrorKind::InvalidConfig`] for `None` or an empty address; without the `amqp`
+/// feature a RabbitMQ address is [`crate::ErrorKind::FeatureDisabled`]; connection errors.
 pub async fn connect_to(addr: Option<&str>) -> Result<Broker> {
+    let addr = addr.map(str::trim).filter(|a| !a.is_empty());
     match addr {
-        #[cfg(feature = "amqp")]
-        Some(addr) if !addr.trim().is_empty() => Broker::amqp(AmqpConfig::new(addr)).await,
-        #[cfg(not(feature = "amqp"))]
-        Some(addr) if !addr.trim().is_empty() => {
-            let error = Error::new(ErrorKind::FeatureDisabled { feature: "amqp" });
-            Err(error.context(
-                "a RabbitMQ address was given (AMQP_ADDR), but RabbitMQ support is not built \
-                 in: enable lepus's `amqp` feature, or unset AMQP_ADDR for the in-process broker",
-            ))
+        None => {
+            let error = crate::error::Error::new(crate::error::ErrorKind::InvalidConfig {
+                setting: "AMQP_ADDR",
+            });
+            Err(error.context(format!(
+                "no broker chosen: set AMQP_ADDR=amqp://host:5672/%2f for RabbitMQ, or \
+                 AMQP_ADDR={IN_PROCESS_ADDR} (in code: Broker::in_process()) for the \
+                 in-process broker, whose messages live only as long as this process"
+            )))
         }
-        _ => Ok(Broker::in_process()),
+        Some(IN_PROCESS_ADDR) => Ok(Broker::in_process()),
+        #[cfg(feature = "amqp")]
+        Some(addr) => Broker::amqp(AmqpConfig::new(addr)).await,
+        #[cfg(not(feature = "amqp"))]
+        Some(_) => {
+            let error = Error::new(ErrorKind::FeatureDisabled { feature: "amqp" });
+            Err(error.context(format!(
+                "a RabbitMQ address was given (AMQP_ADDR), but RabbitMQ support is not built \
+                 in: enable lepus's `amqp` feature, or set AMQP_ADDR={IN_PROCESS_ADDR} for the \
+                 in-process broker"
+            )))
+        }
     }
 }
 
@@ -337,10 +363,28 @@ impl ReplyTransport for Broker {
 mod tests {
     use super::*;
 
+    /// A missing address chooses nothing: it is an error naming both ways to choose.
     #[tokio::test]
-    async fn no_address_is_the_in_process_broker() {
+    async fn no_address_is_an_error_naming_both_choices() {
         for addr in [None, Some(""), Some("  ")] {
-            let broker = connect_to(addr).await.unwrap();
+            let err = connect_to(addr).await.expect_err("no broker by absence");
+            assert_eq!(
+                err.kind(),
+                crate::error::ErrorKind::InvalidConfig {
+                    setting: "AMQP_ADDR"
+                }
+            );
+            let text = err.to_string();
+            assert!(text.contains("amqp://"), "{text}");
+            assert!(text.contains("memory:"), "{text}");
+            assert!(text.contains("Broker::in_process()"), "{text}");
+        }
+    }
+
+    #[tokio::test]
+    async fn memory_is_the_in_process_broker() {
+        for addr in ["memory:", " memory: "] {
+            let broker = connect_to(Some(addr)).await.unwrap();
             assert_eq!(broker.name(), "in-process");
             assert!(broker.as_in_process().is_some());
         }

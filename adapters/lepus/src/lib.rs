@@ -10,8 +10,8 @@
 //! - [`AmqpTransport`]: RabbitMQ through `lapin` 4 on tokio, connected from `AMQP_ADDR`
 //!   (feature `amqp`, on by default).
 //! - [`InProcessBroker`]: the same semantics inside the process, no network; the default.
-//! - [`Broker`] and [`connect`]: RabbitMQ when `AMQP_ADDR` is set, the in-process broker
-//!   otherwise; one line or one variable switches.
+//! - [`Broker`] and [`connect`]: the broker `AMQP_ADDR` names, RabbitMQ (`amqp://...`) or the
+//!   in-process broker (`memory:`); an unset `AMQP_ADDR` is an error, never a silent choice.
 //! - [`topology`]: the queue layout (worker queue, `<queue>.dead`, `<queue>.wait.<ms>`).
 //! - [`names`]: validation of names and short strings before they reach the AMQP client.
 //! - [`gateway`]: COBS-framed postcard envelopes from devices to RabbitMQ as JSON envelopes.
@@ -78,6 +78,7 @@ mod worker;
 pub use amqp::{AmqpConfig, AmqpSubscription, AmqpTransport, DEFAULT_ADDR};
 pub use broker::{
     connect, connect_to, Broker, BrokerReplyReceiver, BrokerRequestSender, BrokerSubscription,
+    IN_PROCESS_ADDR,
 };
 pub use consumer::{ConsumerConfig, ConsumerStats};
 pub use delivery::{Acknowledge, Delivery, SettleFuture, Settlement};

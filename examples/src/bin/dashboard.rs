@@ -74,7 +74,10 @@ fn print(report: &Report) {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let broker = match lepus::connect().await {
+    // The broker is chosen explicitly: AMQP_ADDR names RabbitMQ (or `memory:`); without it the
+    // demo runs on the in-process broker, and says so below.
+    let addr = std::env::var("AMQP_ADDR").unwrap_or_else(|_| lepus::IN_PROCESS_ADDR.to_owned());
+    let broker = match lepus::connect_to(Some(&addr)).await {
         Ok(broker) => Arc::new(broker),
         Err(e) => {
             eprintln!("cannot reach the broker: {e}");

@@ -154,7 +154,9 @@ async fn in_process() {
 
 #[tokio::test(start_paused = true)]
 async fn in_process_through_broker_choice() {
-    let broker = lepus::connect_to(None).await.unwrap();
+    let broker = lepus::connect_to(Some(lepus::IN_PROCESS_ADDR))
+        .await
+        .unwrap();
     assert_eq!(broker.name(), "in-process");
     assert!(broker.as_in_process().is_some());
     worker_semantics(&broker, &Names::new()).await;
