@@ -41,7 +41,6 @@ use crate::consumer::{
     Runtime, Verdict,
 };
 use crate::core::envelope::{decode_postcard_raw, DecodeError};
-use crate::core::redelivery::DEFAULT_DELIVERY_LIMIT;
 use crate::core::retry::DeadLetterReason;
 use crate::delivery::Delivery;
 use crate::error::{Error, ErrorKind, Result};
@@ -463,19 +462,12 @@ where
             .consume(&queue.name, consumer.prefetch)
             .await?;
         let counters = Arc::new(FrameCounters::default());
-        let rt = Arc::new(Runtime {
-            transport: self.transport,
-            queue: queue.name.clone(),
-            delivery_limit: queue.delivery_limit.unwrap_or(DEFAULT_DELIVERY_LIMIT),
-            quorum: queue.kind == crate::topology::QueueKind::Quorum,
-            config: consumer,
-            counters: Arc::new(Counters::default()),
-            policy: FramePolicy {
-                exchange: self.exchange,
-                routes: self.routes,
-                counters: Arc::clone(&counters),
-            },
-        });
+        let policy = FramePolicy {
+            exchange: self.exchange,
+            routes: self.routes,
+            counters: Arc::clone(&counters),
+        };
+        let rt = Arc::new(Runtime::new(self.transport, &queue, consumer, policy));
         let handle_counters = (Arc::clone(&rt.counters), counters);
         let (stop, stopped) = oneshot::channel::<()>();
         let join = tokio::spawn(serve(rt, subscription, async move {

@@ -330,22 +330,12 @@ where
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(0x9e37_79b9_7f4a_7c15);
-        let rt = Runtime {
-            transport,
-            queue: config.queue.name.clone(),
-            delivery_limit: config
-                .queue
-                .delivery_limit
-                .unwrap_or(DEFAULT_DELIVERY_LIMIT),
-            quorum: config.queue.kind == QueueKind::Quorum,
-            config: config.consumer.clone(),
-            counters: Arc::new(Counters::default()),
-            policy: WorkerPolicy {
-                registry,
-                counters: Arc::default(),
-                random: AtomicU64::new(seed | 1),
-            },
+        let policy = WorkerPolicy {
+            registry,
+            counters: Arc::default(),
+            random: AtomicU64::new(seed | 1),
         };
+        let rt = Runtime::new(transport, &config.queue, config.consumer.clone(), policy);
         Worker {
             rt: Arc::new(rt),
             config,

@@ -12,10 +12,13 @@ use tracing::Instrument;
 use super::acks::{Acks, Verdict};
 use super::config::ConsumerConfig;
 use super::counters::{bump, Counters};
-use crate::core::redelivery::{self, DeliveryInfo, Redelivery, COUNT_HEADER, QUORUM_COUNT_HEADER};
+use crate::core::redelivery::{
+    self, DeliveryInfo, Redelivery, COUNT_HEADER, DEFAULT_DELIVERY_LIMIT, QUORUM_COUNT_HEADER,
+};
 use crate::delivery::Delivery;
 use crate::error::{Error, ErrorKind, Result};
 use crate::properties::HeaderValue;
+use crate::topology::{QueueKind, QueueSpec};
 use crate::transport::{Publication, Subscription, Transport};
 
 /// Bytes a retry copy may have beyond [`ConsumerConfig::max_body`]: writing its `retryCount`
@@ -80,6 +83,27 @@ pub(crate) struct Runtime<T, P> {
     pub(crate) config: ConsumerConfig,
     pub(crate) counters: Arc<Counters>,
     pub(crate) policy: P,
+}
+
+impl<T, P> Runtime<T, P> {
+    /// A runtime consuming the queue of `spec` (its name, delivery limit and kind) with
+    /// `config`, for `policy`.
+    pub(crate) fn new(
+        transport: Arc<T>,
+        spec: &QueueSpec,
+        config: ConsumerConfig,
+        policy: P,
+    ) -> Self {
+        Runtime {
+            transport,
+            queue: spec.name.clone(),
+            delivery_limit: spec.delivery_limit.unwrap_or(DEFAULT_DELIVERY_LIMIT),
+            quorum: spec.kind == QueueKind::Quorum,
+            config,
+            counters: Arc::new(Counters::default()),
+            policy,
+        }
+    }
 }
 
 /// Consumes until `shutdown` completes (then shuts down gracefully, see the module docs) or

@@ -28,7 +28,7 @@ use crate::consumer::{
     bump, dead_letter_properties, requeue, run_handler, serve, ConsumerConfig, Counters,
     HandlerRun, Policy, Refusal, Runtime, Verdict,
 };
-use crate::core::envelope::{decode_json_raw_with, DecodeLimits};
+use crate::core::envelope::{decode_json_raw_with, DecodeError, RawEnvelope};
 use crate::core::redelivery::DEFAULT_DELIVERY_LIMIT;
 use crate::core::retry::DeadLetterReason;
 use crate::delivery::Delivery;
@@ -344,19 +344,17 @@ where
             .consume(&c.queue.name, c.consumer.prefetch)
             .await?;
         let counters = Arc::new(ServerCounters::default());
-        let rt = Arc::new(Runtime {
-            transport: self.transport,
-            queue: c.queue.name.clone(),
-            delivery_limit: c.queue.delivery_limit.unwrap_or(DEFAULT_DELIVERY_LIMIT),
-            quorum: c.queue.kind == crate::topology::QueueKind::Quorum,
-            config: c.consumer.clone(),
-            counters: Arc::new(Counters::default()),
-            policy: ServerPolicy {
-                handlers: self.handlers,
-                no_reply: c.no_reply,
-                counters: Arc::clone(&counters),
-            },
-        });
+        let policy = ServerPolicy {
+            handlers: self.handlers,
+            no_reply: c.no_reply,
+            counters: Arc::clone(&counters),
+        };
+        let rt = Arc::new(Runtime::new(
+            self.transport,
+            &c.queue,
+            c.consumer.clone(),
+            policy,
+        ));
         let handle_counters = (Arc::clone(&rt.counters), counters);
         let (stop, stopped) = oneshot::channel::<()>();
         let join = tokio::spawn(serve(rt, subscription, async move {
@@ -388,14 +386,14 @@ struct ReplyAddress {
     correlation_id: Option<String>,
 }
 
-fn reply_address(delivery: &Delivery, limits: &DecodeLimits) -> ReplyAddress {
+fn reply_address(delivery: &Delivery, envelope: Option<&RawEnvelope<'_>>) -> ReplyAddress {
     let props = &delivery.properties;
-    let (response_queue, envelope_cid) = match decode_json_raw_with(&delivery.body, limits) {
-        Ok(r) => (
+    let (response_queue, envelope_cid) = match envelope {
+        Some(r) => (
             r.metadata.response_queue.as_ref().map(|t| t.to_string()),
             r.metadata.correlation_id.as_ref().map(|t| t.to_string()),
         ),
-        Err(_) => (None, None),
+        None => (None, None),
     };
     ReplyAddress {
         reply_to: props
@@ -414,7 +412,9 @@ impl<T: Transport + 'static> Policy<T> for ServerPolicy {
         redelivered: bool,
     ) -> Verdict {
         let c = &rt.policy.counters;
-        let address = reply_address(&delivery, &rt.config.decode_limits());
+        let limits = rt.config.decode_limits();
+        let envelope = decode_json_raw_with(&delivery.body, &limits);
+        let address = reply_address(&delivery, envelope.as_ref().ok());
         if address.reply_to.is_none() {
             bump(&c.no_reply);
             if rt.policy.no_reply == NoReplyPolicy::DeadLetter {
@@ -422,7 +422,7 @@ impl<T: Transport + 'static> Policy<T> for ServerPolicy {
                 return dead_letter(&rt, &delivery, DeadLetterReason::NoReplyTo, error, true).await;
             }
         }
-        let answer = answer(&rt, &delivery, &address, redelivered).await;
+        let answer = answer(&rt, &delivery, envelope, &address, redelivered).await;
         reply(&rt, &delivery, &address, answer).await
     }
 
@@ -431,7 +431,8 @@ impl<T: Transport + 'static> Policy<T> for ServerPolicy {
         delivery: Arc<Delivery>,
         refusal: Refusal,
     ) -> Verdict {
-        let address = reply_address(&delivery, &rt.config.decode_limits());
+        let envelope = decode_json_raw_with(&delivery.body, &rt.config.decode_limits());
+        let address = reply_address(&delivery, envelope.as_ref().ok());
         let (reason, kind) = match refusal {
             Refusal::Oversized { .. } => (DeadLetterReason::Oversized, RemoteErrorKind::TooLarge),
             Refusal::DeliveryLimit { .. } => (
@@ -453,10 +454,11 @@ impl<T: Transport + 'static> Policy<T> for ServerPolicy {
 async fn answer<T: Transport>(
     rt: &ServerRuntime<T>,
     delivery: &Delivery,
+    envelope: core::result::Result<RawEnvelope<'_>, DecodeError>,
     address: &ReplyAddress,
     redelivered: bool,
 ) -> Answer {
-    let raw = match decode_json_raw_with(&delivery.body, &rt.config.decode_limits()) {
+    let raw = match envelope {
         Ok(raw) => raw,
         Err(e) => return Answer::Error(RemoteErrorKind::Decode, format!("bad envelope: {e}")),
     };
