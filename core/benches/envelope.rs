@@ -2,6 +2,9 @@
 //! against `serde_json` (std, allocating) as the baseline, on the talk's slide-40 message.
 //!
 //! `cargo bench -p lepus-core --bench envelope -- --warm-up-time 1 --measurement-time 2`
+//!
+//! With `RUSTFLAGS="--cfg lepus_reference"` the decoder as it was before issue 13
+//! (`envelope::reference`) runs beside the current one in the same process (`/reference` rows).
 
 use std::hint::black_box;
 
@@ -12,6 +15,9 @@ use lepus_core::envelope::{
 };
 use lepus_core::retry::{Intervals, RetryMetadata, Strategy};
 use serde::{Deserialize, Serialize};
+
+#[path = "inputs/one_mib.rs"]
+mod one_mib;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct Ad {
@@ -88,6 +94,26 @@ fn envelope(c: &mut Criterion) {
     g.bench_function("json_decode_raw/lepus", |b| {
         b.iter(|| decode_json_raw(black_box(json)).unwrap())
     });
+    #[cfg(lepus_reference)]
+    {
+        use lepus_core::envelope::{reference, DecodeLimits, UNESCAPE_SCRATCH};
+        g.bench_function("json_decode/reference", |b| {
+            let mut scratch = [0u8; UNESCAPE_SCRATCH];
+            b.iter(|| {
+                reference::decode_json_with::<Ad>(
+                    black_box(json),
+                    &mut scratch,
+                    &DecodeLimits::DEFAULT,
+                )
+                .unwrap()
+            })
+        });
+        g.bench_function("json_decode_raw/reference", |b| {
+            b.iter(|| {
+                reference::decode_json_raw_with(black_box(json), &DecodeLimits::DEFAULT).unwrap()
+            })
+        });
+    }
     g.bench_function("json_decode/serde_json", |b| {
         b.iter(|| serde_json::from_slice::<SjEnvelope<'_>>(black_box(json)).unwrap())
     });
@@ -105,5 +131,23 @@ fn envelope(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, envelope);
+fn one_mib(c: &mut Criterion) {
+    let mut g = c.benchmark_group("envelope_1mib");
+    for (name, input) in one_mib::payloads() {
+        g.throughput(criterion::Throughput::Bytes(input.len() as u64));
+        g.bench_function(format!("json_decode_raw_{name}/lepus"), |b| {
+            b.iter(|| decode_json_raw(black_box(&input)).unwrap())
+        });
+        #[cfg(lepus_reference)]
+        g.bench_function(format!("json_decode_raw_{name}/reference"), |b| {
+            use lepus_core::envelope::{reference, DecodeLimits};
+            b.iter(|| {
+                reference::decode_json_raw_with(black_box(&input), &DecodeLimits::DEFAULT).unwrap()
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, envelope, one_mib);
 criterion_main!(benches);

@@ -33,6 +33,9 @@ mod decode;
 mod encode;
 mod error;
 mod limits;
+#[cfg(any(test, fuzzing, lepus_reference))]
+#[doc(hidden)]
+pub mod reference;
 mod rewrite;
 mod scan;
 mod text;
@@ -133,7 +136,7 @@ pub fn decode_json_raw_with<'a>(
     bytes: &'a [u8],
     limits: &DecodeLimits,
 ) -> Result<RawEnvelope<'a>, DecodeError> {
-    decode::parse(bytes, limits).map(|(raw, _)| raw)
+    decode::parse(bytes, limits, None)
 }
 
 /// Size of the stack buffer [`decode_json`] unescapes payload strings into.

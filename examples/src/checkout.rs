@@ -4,18 +4,21 @@
 //!
 //! - the invoice e-mail's SMTP server times out twice: the message is retried after the
 //!   declared intervals and succeeds on its third attempt;
-//! - a paid feature that does not exist is a poison message: retried until its limit, then
-//!   dead-lettered with the reason;
+//! - a paid feature that does not exist is a poison message: retried until its limit
+//!   (`repeat(2, ..)`: two retries, three attempts in all: a limit of `n` is `n + 1`
+//!   deliveries), then dead-lettered with the reason;
 //! - a legacy producer sends a type no worker knows: dead-lettered at once, never decoded.
 //!
 //! [`run`] prints a timeline (who handled what, when, which attempt) and returns a
-//! [`Summary`]; it finishes by itself.
+//! [`Summary`]; it finishes by itself. [`serve`] runs the same flow for `lepus console` to
+//! watch: once the poison message is dead-lettered, the missing feature is added to the
+//! catalogue (a fix deployed), so replaying the dead letter from the console gets it handled.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use lepus::topology::{dead_letter_queue_name, wait_queue_name};
+use lepus::topology::dead_letter_queue_name;
 use lepus::{
     Context, Delivery, HandlerError, Message, Properties, Publication, Publisher, Registry,
     RetryPolicy, Subscription, Transport, Worker, WorkerConfig, WorkerHandle, HEADER_ATTEMPTS,
@@ -40,7 +43,7 @@ pub struct Order {
     pub amount_cents: u64,
 }
 
-/// Billing and wallet tasks: three attempts, 200 ms then 400 ms apart.
+/// Billing and wallet tasks: three retries (four attempts in all), 200 ms then 400 ms apart.
 fn billing_policy() -> RetryPolicy {
     RetryPolicy::repeat(3, [200, 400])
 }
@@ -50,12 +53,12 @@ fn stats_policy() -> RetryPolicy {
     RetryPolicy::ignore()
 }
 
-/// The paid feature: two attempts.
+/// The paid feature: two retries (three attempts in all).
 fn feature_policy() -> RetryPolicy {
     RetryPolicy::repeat(2, [150, 300])
 }
 
-/// E-mails and post: five attempts, backing off to a second.
+/// E-mails and post: five retries (six attempts in all), backing off to a second.
 fn mail_policy() -> RetryPolicy {
     RetryPolicy::repeat(5, [250, 500, 1000])
 }
@@ -187,7 +190,15 @@ where
     })
 }
 
-fn registries(timeline: &Arc<Timeline>) -> [Registry; 4] {
+/// The paid features that exist; `serve` adds the poison message's feature once it is
+/// dead-lettered (the fix an operator deploys before replaying).
+type Catalogue = Arc<Mutex<Vec<String>>>;
+
+/// The feature the poison message asks for.
+const MISSING_FEATURE: &str = "gold-frame";
+
+fn registries(timeline: &Arc<Timeline>, catalogue: &Catalogue) -> [Registry; 4] {
+    let catalogue = Arc::clone(catalogue);
     let billing = on(Registry::new(), timeline, |m: &CreateInvoice, _| {
         Ok(format!(
             "invoice FV/{}/2026 for {:.2} EUR",
@@ -195,12 +206,18 @@ fn registries(timeline: &Arc<Timeline>) -> [Registry; 4] {
             m.order.amount_cents as f64 / 100.0
         ))
     });
-    let billing = on(billing, timeline, |m: &AssignPaidFeature, _| {
-        match m.detail.as_str() {
-            "premium-listing" => Ok(format!("user {} has {}", m.order.user_id, m.detail)),
-            other => Err(HandlerError::transient(format!(
-                "feature {other:?} is not in the catalogue"
-            ))),
+    let billing = on(billing, timeline, move |m: &AssignPaidFeature, _| {
+        let known = catalogue
+            .lock()
+            .map(|c| c.contains(&m.detail))
+            .unwrap_or(false);
+        if known {
+            Ok(format!("user {} has {}", m.order.user_id, m.detail))
+        } else {
+            Err(HandlerError::transient(format!(
+                "feature {:?} is not in the catalogue",
+                m.detail
+            )))
         }
     });
     let wallet = on(Registry::new(), timeline, |m: &RefreshWallet, _| {
@@ -234,6 +251,31 @@ fn registries(timeline: &Arc<Timeline>) -> [Registry; 4] {
 /// # Errors
 /// A transport error (broker unreachable, refused declaration).
 pub async fn run<T: Transport + 'static>(broker: Arc<T>) -> lepus::Result<Summary> {
+    flow(broker, None, None::<core::future::Ready<()>>).await
+}
+
+/// The checkout flow for `lepus console` to watch: the workers emit operational events
+/// through `events`, the dead letters stay in `checkout.*.dead` (for replay from the console),
+/// and the workers keep running until `until` resolves (Ctrl-C in the demo); then they stop,
+/// and the queues stay. Once the poison message is dead-lettered its feature is added to the
+/// catalogue, so a replay from the console is handled (the legacy message stays unknown).
+/// The summary's `dead_letters` is empty: they were left in place.
+///
+/// # Errors
+/// A transport error (broker unreachable, refused declaration).
+pub async fn serve<T: Transport + 'static>(
+    broker: Arc<T>,
+    events: lepus::events::Events,
+    until: impl core::future::Future<Output = ()>,
+) -> lepus::Result<Summary> {
+    flow(broker, Some(events), Some(until)).await
+}
+
+async fn flow<T: Transport + 'static>(
+    broker: Arc<T>,
+    events: Option<lepus::events::Events>,
+    until: Option<impl core::future::Future<Output = ()>>,
+) -> lepus::Result<Summary> {
     let timeline = Arc::new(Timeline {
         start: Instant::now(),
         events: Mutex::default(),
@@ -242,12 +284,16 @@ pub async fn run<T: Transport + 'static>(broker: Arc<T>) -> lepus::Result<Summar
     });
 
     // Workers: one per queue, declared before anything is published.
+    let catalogue: Catalogue = Arc::new(Mutex::new(vec!["premium-listing".to_string()]));
     let mut workers: Vec<(WorkerHandle, lepus::QueueSpec)> = Vec::new();
-    for ((queue, pattern), registry) in QUEUES.iter().zip(registries(&timeline)) {
-        let config = WorkerConfig::new(*queue, EXCHANGE)
+    for ((queue, pattern), registry) in QUEUES.iter().zip(registries(&timeline, &catalogue)) {
+        let mut config = WorkerConfig::new(*queue, EXCHANGE)
             .bind(*pattern)
             .prefetch(20)
             .concurrency(4);
+        if let Some(events) = &events {
+            config = config.events(events.clone());
+        }
         let worker = Worker::new(Arc::clone(&broker), config, registry);
         let spec = worker.queue_spec();
         // A fresh demo: drop what an earlier run may have left on a real broker.
@@ -324,7 +370,7 @@ pub async fn run<T: Transport + 'static>(broker: Arc<T>) -> lepus::Result<Summar
         request_us as f64 / 1000.0));
 
     // The poison message: a feature that is not in the catalogue.
-    let (o, d) = task("gold-frame");
+    let (o, d) = task(MISSING_FEATURE);
     publisher
         .send(&AssignPaidFeature {
             order: o,
@@ -346,6 +392,28 @@ pub async fn run<T: Transport + 'static>(broker: Arc<T>) -> lepus::Result<Summar
     // Wait until the seven tasks are done and both bad messages are dead-lettered.
     let mut dead_letters: Vec<(String, String, String, i64)> = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(20);
+    if let Some(until) = until {
+        // Served: the dead letters stay where they are; the poison message's third failure
+        // is its last (then it is dead-lettered).
+        while (handled_total(&timeline) < 7 || failures(&timeline) < 5) && Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if let Ok(mut c) = catalogue.lock() {
+            c.push(MISSING_FEATURE.to_string());
+        }
+        timeline.log(format!(
+            "done; the dead letters stay in checkout.*.dead. Fix deployed: {MISSING_FEATURE:?} \
+             is now in the catalogue, so replaying the AssignPaidFeature dead letter (lepus \
+             console, or `lepus dead replay checkout.billing --type AssignPaidFeature`) gets it \
+             handled. The workers keep running; Ctrl-C stops them, the queues stay"
+        ));
+        until.await;
+        for (handle, _) in workers {
+            handle.shutdown().await?;
+        }
+        return Ok(summary(&timeline, Vec::new(), request_us));
+    }
     for (queue, _) in QUEUES {
         let mut dead = broker.consume(&format!("{queue}.dead"), 10).await?;
         let want = match queue {
@@ -375,28 +443,34 @@ pub async fn run<T: Transport + 'static>(broker: Arc<T>) -> lepus::Result<Summar
 
     for (handle, spec) in workers {
         handle.shutdown().await?;
-        let mut queues = vec![dead_letter_queue_name(&spec.name)?, spec.name.clone()];
-        for delay in &spec.retry_delays_ms {
-            queues.push(wait_queue_name(&spec.name, *delay)?);
-        }
-        for queue in queues {
+        for queue in [dead_letter_queue_name(&spec.name)?, spec.name.clone()] {
             broker.delete_queue(&queue).await?;
         }
     }
     broker.delete_exchange(EXCHANGE).await?;
+    Ok(summary(&timeline, dead_letters, request_us))
+}
 
+fn summary(
+    timeline: &Timeline,
+    dead_letters: Vec<(String, String, String, i64)>,
+    request_us: u128,
+) -> Summary {
     let handled = timeline
         .handled
         .lock()
         .map(|h| h.clone())
         .unwrap_or_default();
-    let failures = timeline.failures.lock().map(|r| *r).unwrap_or_default();
-    Ok(Summary {
+    Summary {
         handled,
-        failures,
+        failures: failures(timeline),
         dead_letters,
         request_us,
-    })
+    }
+}
+
+fn failures(timeline: &Timeline) -> u32 {
+    timeline.failures.lock().map(|r| *r).unwrap_or_default()
 }
 
 fn handled_total(timeline: &Timeline) -> u32 {

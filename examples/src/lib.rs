@@ -3,4 +3,5 @@
 pub mod checkout;
 pub mod dashboard;
 pub mod firmware;
+pub mod observe;
 pub mod sensor;

@@ -13,12 +13,17 @@
 //! levels of arrays and objects. For both, the payload depth check is compared with a
 //! reference model (count the brackets outside strings) at limits around the payload's depth,
 //! and the typed decoder (`serde-json-core`) must agree with the raw one.
+//!
+//! Every input (plain, with a BOM, wrapped) is also decoded by the reference model, the
+//! decoder as it was before the one-pass rewrite (`envelope::reference`, built under
+//! `--cfg fuzzing`): same envelope or same error, at several payload limits, and the same
+//! rewrite output.
 #![no_main]
 
 use lepus_core::envelope::{
     decode_json_raw, decode_json_raw_with, decode_json_with, decode_postcard_raw,
     encode_json_raw, encode_postcard_raw, rewrite_json, rewrite_json_retry, rewrite_json_with,
-    DecodeError, DecodeLimits, MetadataEdits, RewriteError,
+    reference, DecodeError, DecodeLimits, MetadataEdits, RewriteError,
 };
 use libfuzzer_sys::fuzz_target;
 use serde::de::IgnoredAny;
@@ -26,6 +31,7 @@ use serde::de::IgnoredAny;
 const BOM: &[u8] = b"\xEF\xBB\xBF";
 
 fuzz_target!(|data: &[u8]| {
+    same_as_reference(data);
     check(data);
     depth_model(data);
 
@@ -35,7 +41,32 @@ fuzz_target!(|data: &[u8]| {
 
     let deep = wrap(data);
     depth_model(&deep);
+    same_as_reference(&with_bom);
+    same_as_reference(&deep);
 });
+
+/// The one-pass decoder answers as the reference model does, at several payload limits, and
+/// rewrites to the same bytes.
+fn same_as_reference(input: &[u8]) {
+    for depth in [1, 2, DecodeLimits::DEFAULT_PAYLOAD_DEPTH, DecodeLimits::MAX_PAYLOAD_DEPTH] {
+        let l = limits(depth);
+        assert_eq!(
+            decode_json_raw_with(input, &l),
+            reference::decode_json_raw_with(input, &l),
+            "payload depth {depth}"
+        );
+    }
+    let edits = MetadataEdits::retry_count(7);
+    let mut got = vec![0u8; input.len() + 64];
+    let mut want = vec![0u8; input.len() + 64];
+    let l = DecodeLimits::DEFAULT;
+    let a = rewrite_json_with(input, &edits, &l, &mut got);
+    let b = reference::rewrite_json_with(input, &edits, &l, &mut want);
+    assert_eq!(a, b);
+    if let Ok(n) = a {
+        assert_eq!(got[..n], want[..n]);
+    }
+}
 
 /// The original invariants, at the default limits.
 fn check(data: &[u8]) {

@@ -107,6 +107,24 @@ fn run() -> bool {
     let decision = retry::decide(&reading.metadata.retry, Outcome::Transient, 0);
     ok &= check(matches!(decision, Decision::Retry { .. }), "retry decision");
 
+    // delay levels: a day's digits and destination, read back.
+    let day = lepus_core::delay::level_bits(86_400_000)
+        .map(|bits| {
+            let mut read = 0u64;
+            for (header, bit) in bits {
+                read |= lepus_core::delay::delay_of(|h| (h == header).then_some(bit));
+            }
+            read
+        })
+        .unwrap_or(0);
+    let key = lepus_core::delay::DestinationKey::new("", "orders");
+    let parsed = key
+        .as_ref()
+        .ok()
+        .and_then(|k| lepus_core::delay::parse_destination(k.as_str()).ok())
+        .map(|d| d.routing_key == "orders");
+    ok &= check(day == 86_400_000 && parsed == Some(true), "delay levels");
+
     // topic + router + exchange.
     ok &= check(
         topic::matches("sensor.*.voltage", "sensor.7.voltage"),
@@ -157,13 +175,46 @@ fn run() -> bool {
             && lepus_core::redelivery::earlier_deliveries(info) == 1,
         "redelivery",
     );
+
+    // rate: 10 per second, burst 1: one start now, the next in 100 ms.
+    use lepus_core::rate::{Rate, Take, TokenBucket};
+    let paced = match TokenBucket::new(Rate::per_second(10), 1, 0) {
+        Ok(mut bucket) => {
+            bucket.take(0) == Take::Granted
+                && bucket.take(0) == Take::Wait { micros: 100_000 }
+                && bucket.take(100_000) == Take::Granted
+        }
+        Err(_) => false,
+    };
+    ok &= check(paced, "rate");
+
+    // schedule: two ticks of a 10 ms interval due, the older ones missed and skipped.
+    let mut ticks = [0u64; 4];
+    let due = lepus_core::schedule::Every::new(10).map(|every| {
+        lepus_core::schedule::due(&every, lepus_core::Missed::Skip, 15, 0, 100, &mut ticks)
+    });
+    ok &= check(
+        matches!(due, Some(d) if d.count == 2 && d.settled == 100 && d.missed)
+            && ticks[..2] == [90, 100],
+        "schedule",
+    );
+
+    // traceparent: parse, write back, refuse uppercase.
+    use lepus_core::traceparent::{TraceParent, TRACEPARENT_LEN};
+    let header = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let mut out = [0u8; TRACEPARENT_LEN];
+    let traced = match TraceParent::parse(header) {
+        Ok(tp) => tp.write(&mut out) == header,
+        Err(_) => false,
+    } && TraceParent::parse("00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01").is_err();
+    ok &= check(traced, "traceparent");
     ok
 }
 
 #[unsafe(no_mangle)]
 pub extern "C" fn main(_argc: i32, _argv: *const *const u8) -> i32 {
     if run() {
-        print("lepus-core no_std check: ok (envelope, retry, topic, router, exchange, headers, correlation, ack, redelivery)\n");
+        print("lepus-core no_std check: ok (envelope, retry, topic, router, exchange, headers, correlation, ack, redelivery, rate, schedule, traceparent)\n");
         0
     } else {
         1

@@ -2,6 +2,12 @@
 //! several workers (each on its own connection) handle them, a fault is injected meanwhile,
 //! and at the end every confirmed message must have been handled: lost ones are counted by
 //! number, duplicates (at-least-once) are counted and reported.
+//!
+//! Options of a [`Setup`] widen the load for the cluster group: a quorum worker queue, a
+//! handler that fails some messages once or twice (their retries wait on the delay levels)
+//! and rejects a few for good (dead-lettered, and counted as accounted for), frames that go
+//! through the firmware gateway on their way to the workers, and one address list given to
+//! every client rotated by one (so that the clients spread over a cluster's nodes).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -10,9 +16,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use lepus::core::envelope::{encode_postcard_cobs, Envelope, Metadata};
+use lepus::gateway::{Gateway, GatewayHandle};
 use lepus::{
-    AmqpConfig, AmqpTransport, Context, HandlerError, Message, Publisher, Registry, RetryPolicy,
-    Transport, Worker, WorkerConfig, WorkerHandle,
+    AmqpConfig, AmqpTransport, ConsumerConfig, Context, HandlerError, Message, Properties,
+    Publication, Publisher, QueueKind, QueueSpec, Registry, RetryPolicy, Transport, Worker,
+    WorkerConfig, WorkerHandle,
 };
 use serde::{Deserialize, Serialize};
 
@@ -52,6 +61,15 @@ pub struct Row {
     pub recovery: Duration,
     /// Connections rebuilt by the transports.
     pub reconnections: u64,
+    /// Confirmed messages found in the dead-letter queue (rejected for good by the handler
+    /// of a [`Setup::failing`] load): accounted for, not lost.
+    pub dead_lettered: u64,
+    /// Longest time during the load without any progress: no confirmed send and no handled
+    /// message.
+    pub stall: Duration,
+    /// When messages were lost: where they were (never delivered or not, by class, what the
+    /// broker held, the services' counters), printed with a failed assertion.
+    pub diagnosis: String,
 }
 
 impl Row {
@@ -77,25 +95,57 @@ pub const TABLE_HEADER: &str = "| scenario | sent | confirmed | send errors | ha
 
 /// Prints a row to the process's stderr (the test harness does not capture that).
 pub fn report(row: &Row) {
-    let _ = writeln!(std::io::stderr(), "\n{TABLE_HEADER}\n{}\n", row.line());
+    let _ = writeln!(
+        std::io::stderr(),
+        "\n{TABLE_HEADER}\n{}\n  dead-lettered {}, longest stall {:.1} s\n",
+        row.line(),
+        row.dead_lettered,
+        row.stall.as_secs_f64()
+    );
 }
 
 /// Shared state of one run.
 #[derive(Debug, Default)]
 pub struct Tally {
     handled: Mutex<HashMap<u64, u32>>,
+    /// Handler runs per message, failed ones included (for the diagnosis of lost ones).
+    attempts: Mutex<HashMap<u64, u32>>,
     confirmed_ids: Mutex<Vec<u64>>,
     confirmed: AtomicU64,
     failed: AtomicU64,
     last_confirm: Mutex<Option<Instant>>,
     recovery: Mutex<Duration>,
+    /// Time of the last progress (a confirm or a handled message) and the longest gap
+    /// between two.
+    progress: Mutex<Option<(Instant, Duration)>>,
 }
 
 impl Tally {
+    /// Notes progress (a confirm or a handled message) now.
+    fn progressed(&self) {
+        let now = Instant::now();
+        let mut p = self.progress.lock().unwrap();
+        *p = Some(match *p {
+            Some((last, gap)) => (now, gap.max(now.duration_since(last))),
+            None => (now, Duration::ZERO),
+        });
+    }
+
     /// Notes that a fault was injected at `at`: recovery is measured from there to the next
     /// confirmed send.
     pub async fn fault_injected(&self, at: Instant) {
         note_recovery(&self.last_confirm, &self.recovery, at).await;
+    }
+
+    /// Confirmed messages not handled yet, leaving out those `expected_dead` picks (a failing
+    /// load's rejected ones).
+    pub fn outstanding(&self, expected_dead: impl Fn(u64) -> bool) -> usize {
+        let confirmed = self.confirmed_ids.lock().unwrap().clone();
+        let handled = self.handled.lock().unwrap();
+        confirmed
+            .iter()
+            .filter(|&&n| !handled.contains_key(&n) && !expected_dead(n))
+            .count()
     }
 
     fn handled_count(&self) -> usize {
@@ -146,20 +196,135 @@ pub struct Setup {
     pub publisher_config: AmqpConfig,
     /// Worker connection configuration.
     pub worker_config: AmqpConfig,
-    /// Worker queue kind.
+    /// Worker queue kind: quorum (its delay levels and dead-letter queue too) or classic.
     pub quorum: bool,
+    /// The handler fails messages `n % 10 == 1` once and `n % 10 == 2` twice (retried
+    /// through the delay levels) and rejects `n % 50 == 3` for good (dead-lettered); the
+    /// others succeed at once.
+    pub failing: bool,
+    /// Publishers send COBS-framed postcard envelopes to a frames queue (of the same kind as
+    /// the worker queue) that the firmware gateway, on a connection of its own, turns into
+    /// the JSON messages the workers handle.
+    pub via_gateway: bool,
+    /// Where to ask what the broker holds when messages are missing: the test cluster's
+    /// nodes (`tests/cluster/cluster-ctl.sh`) or the default broker (`rabbitmqctl`).
+    pub cluster: bool,
+    /// The longest the scenario may take.
+    pub limit: Duration,
 }
 
-fn registry(tally: &Arc<Tally>) -> Registry {
+/// `config` with its address list rotated by `i` (the `i`-th client starts at the `i`-th
+/// node, modulo their number); a single address stays as it is.
+pub fn rotated(config: &AmqpConfig, i: usize) -> AmqpConfig {
+    let mut all = lepus::amqp::addresses(&config.addr);
+    if all.len() > 1 {
+        let k = i % all.len();
+        all.rotate_left(k);
+    }
+    let mut c = config.clone();
+    c.addr = all.join(",");
+    c
+}
+
+fn registry(tally: &Arc<Tally>, failing: bool) -> Registry {
     let tally = Arc::clone(tally);
-    Registry::new().with(move |m: Numbered, _ctx: Context| {
+    Registry::new().with(move |m: Numbered, ctx: Context| {
         let tally = Arc::clone(&tally);
         async move {
             tokio::time::sleep(Duration::from_millis(1)).await;
+            *tally.attempts.lock().unwrap().entry(m.n).or_insert(0) += 1;
+            if failing {
+                if m.n % 50 == 3 {
+                    return Err(HandlerError::rejected("chaos: rejected for good"));
+                }
+                let failures = match m.n % 10 {
+                    1 => 1,
+                    2 => 2,
+                    _ => 0,
+                };
+                if ctx.attempt <= failures {
+                    return Err(HandlerError::transient("chaos: fails this attempt"));
+                }
+            }
             *tally.handled.lock().unwrap().entry(m.n).or_insert(0) += 1;
+            tally.progressed();
             Ok::<(), HandlerError>(())
         }
     })
+}
+
+/// How many handled messages a failing load dead-letters among `confirmed` (its
+/// `n % 50 == 3` ones).
+pub fn rejected_among(confirmed: &[u64]) -> u64 {
+    confirmed.iter().filter(|&&n| n % 50 == 3).count() as u64
+}
+
+/// The COBS frame (zero terminator included) of `Numbered { n }`, as a device writes it.
+pub fn numbered_frame(n: u64) -> Vec<u8> {
+    let envelope = Envelope {
+        payload: Numbered { n },
+        metadata: Metadata::new(Numbered::TYPE),
+    };
+    let mut buf = [0u8; 128];
+    let len = encode_postcard_cobs(&envelope, &mut buf).expect("a frame fits in 128 bytes");
+    buf[..len].to_vec()
+}
+
+/// The frames queue of a [`Setup::via_gateway`] load: `<queue>.frames` on the exchange
+/// `<queue>.frames.x`, bound to `frames.#`.
+fn frames_spec(setup: &Setup) -> QueueSpec {
+    let spec = QueueSpec::new(
+        format!("{}.frames", setup.queue),
+        format!("{}.frames.x", setup.queue),
+    )
+    .bind("frames.#");
+    if setup.quorum {
+        spec.kind(QueueKind::Quorum)
+    } else {
+        spec
+    }
+}
+
+/// The numbers of the messages in dead-letter queue `queue`, consumed (and acked) until it
+/// has been quiet for 3 s.
+async fn drain_dead_letters(transport: &AmqpTransport, queue: &str) -> Vec<u64> {
+    let mut found = Vec::new();
+    let Ok(mut sub) = transport.consume(queue, 200).await else {
+        return found;
+    };
+    while let Ok(Some(Ok(d))) = tokio::time::timeout(Duration::from_secs(3), sub.next()).await {
+        let n = serde_json::from_slice::<serde_json::Value>(&d.body)
+            .ok()
+            .and_then(|v| v.pointer("/payload/n").and_then(serde_json::Value::as_u64));
+        if let Some(n) = n {
+            found.push(n);
+        }
+        let _ = d.ack().await;
+    }
+    let _ = sub.cancel().await;
+    found
+}
+
+/// How many messages dead-letter queue `queue` holds, by their `x-lepus-reason`, consumed
+/// (and acked) until it has been quiet for 3 s.
+async fn dead_letter_reasons(
+    transport: &AmqpTransport,
+    queue: &str,
+) -> std::collections::BTreeMap<String, usize> {
+    let mut found = std::collections::BTreeMap::new();
+    let Ok(mut sub) = transport.consume(queue, 200).await else {
+        return found;
+    };
+    while let Ok(Some(Ok(d))) = tokio::time::timeout(Duration::from_secs(3), sub.next()).await {
+        let reason = match d.properties.headers.get(lepus::HEADER_REASON) {
+            Some(lepus::HeaderValue::Str(r)) => r.clone(),
+            _ => "(none)".to_owned(),
+        };
+        *found.entry(reason).or_default() += 1;
+        let _ = d.ack().await;
+    }
+    let _ = sub.cancel().await;
+    found
 }
 
 fn worker_config(setup: &Setup) -> WorkerConfig {
@@ -189,9 +354,10 @@ where
     Fut: Future<Output = ()> + Send + 'static,
 {
     // Bounded: a scenario that hangs fails instead of holding CI.
-    match tokio::time::timeout(SCENARIO_LIMIT, run_unbounded(scenario, setup, fault)).await {
+    let limit = setup.limit;
+    match tokio::time::timeout(limit, run_unbounded(scenario, setup, fault)).await {
         Ok(row) => row,
-        Err(_) => panic!("scenario {scenario:?} did not finish within {SCENARIO_LIMIT:?}"),
+        Err(_) => panic!("scenario {scenario:?} did not finish within {limit:?}"),
     }
 }
 
@@ -204,20 +370,25 @@ where
     Fut: Future<Output = ()> + Send + 'static,
 {
     let tally = Arc::new(Tally::default());
+    // Client 0 publishes; the workers are clients 1..; the gateway comes last.
     let publisher_transport = Arc::new(
-        AmqpTransport::connect(setup.publisher_config.clone())
+        AmqpTransport::connect(rotated(&setup.publisher_config, 0))
             .await
             .expect("publisher connects"),
     );
     let mut workers: Vec<(Arc<AmqpTransport>, WorkerHandle)> = Vec::new();
     let mut spec = None;
-    for _ in 0..setup.workers {
+    for i in 0..setup.workers {
         let t = Arc::new(
-            AmqpTransport::connect(setup.worker_config.clone())
+            AmqpTransport::connect(rotated(&setup.worker_config, 1 + i))
                 .await
                 .expect("worker connects"),
         );
-        let worker = Worker::new(Arc::clone(&t), worker_config(&setup), registry(&tally));
+        let worker = Worker::new(
+            Arc::clone(&t),
+            worker_config(&setup),
+            registry(&tally, setup.failing),
+        );
         spec.get_or_insert_with(|| worker.queue_spec());
         workers.push((Arc::clone(&t), worker.start().await.expect("worker starts")));
     }
@@ -226,6 +397,26 @@ where
         Arc::clone(&publisher_transport),
         spec.exchange.clone(),
     ));
+    let frames = setup.via_gateway.then(|| frames_spec(&setup));
+    let mut gateway: Option<(Arc<AmqpTransport>, GatewayHandle)> = None;
+    if let Some(frames) = &frames {
+        let t = Arc::new(
+            AmqpTransport::connect(rotated(&setup.worker_config, 1 + setup.workers))
+                .await
+                .expect("gateway connects"),
+        );
+        let mut g = Gateway::new(Arc::clone(&t), spec.exchange.clone());
+        g.register::<Numbered>();
+        let consumer = ConsumerConfig::default()
+            .prefetch(100)
+            .concurrency(16)
+            .shutdown_timeout(Duration::from_secs(5));
+        let handle = g
+            .start(frames.clone(), consumer)
+            .await
+            .expect("gateway starts");
+        gateway = Some((t, handle));
+    }
 
     let (fault, faults_done) = spawn_fault(fault(Arc::clone(&tally)));
     // Publishers: 16 tasks share the numbers, sending at least `messages` and on until the
@@ -238,6 +429,8 @@ where
             Arc::clone(&tally),
             Arc::clone(&next),
         );
+        let raw = Arc::clone(&publisher_transport);
+        let frames = frames.clone();
         let done = Arc::clone(&faults_done);
         let total = setup.messages;
         senders.spawn(async move {
@@ -246,11 +439,26 @@ where
                     return;
                 }
                 let n = next.fetch_add(1, Ordering::Relaxed);
-                match publisher.send(&Numbered { n }).await {
-                    Ok(_) => {
+                let sent = match &frames {
+                    None => publisher.send(&Numbered { n }).await.map(drop),
+                    Some(frames) => {
+                        let frame = numbered_frame(n);
+                        let properties = Properties::default();
+                        raw.publish(Publication::new(
+                            &frames.exchange,
+                            "frames.numbered",
+                            &frame,
+                            &properties,
+                        ))
+                        .await
+                    }
+                };
+                match sent {
+                    Ok(()) => {
                         tally.confirmed.fetch_add(1, Ordering::Relaxed);
                         tally.confirmed_ids.lock().unwrap().push(n);
                         *tally.last_confirm.lock().unwrap() = Some(Instant::now());
+                        tally.progressed();
                     }
                     Err(_) => {
                         tally.failed.fetch_add(1, Ordering::Relaxed);
@@ -264,17 +472,34 @@ where
     let monitor = {
         let (tally, next) = (Arc::clone(&tally), Arc::clone(&next));
         let started = Instant::now();
+        let nodes: Vec<Arc<AmqpTransport>> = std::iter::once(Arc::clone(&publisher_transport))
+            .chain(workers.iter().map(|(t, _)| Arc::clone(t)))
+            .chain(gateway.iter().map(|(t, _)| Arc::clone(t)))
+            .collect();
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(Duration::from_secs(5)).await;
+                let ports: Vec<String> = nodes
+                    .iter()
+                    .map(|t| {
+                        let node = t.node();
+                        let port = node
+                            .rsplit(':')
+                            .next()
+                            .and_then(|p| p.split('/').next())
+                            .unwrap_or("");
+                        format!("{port}+{}", t.reconnections())
+                    })
+                    .collect();
                 let _ = writeln!(
                     std::io::stderr(),
-                    "  [{:>5.1} s] sent {} confirmed {} failed {} handled {}",
+                    "  [{:>5.1} s] sent {} confirmed {} failed {} handled {} (clients on port+reconnections: {})",
                     started.elapsed().as_secs_f64(),
                     next.load(Ordering::Relaxed),
                     tally.confirmed.load(Ordering::Relaxed),
                     tally.failed.load(Ordering::Relaxed),
-                    tally.handled_count()
+                    tally.handled_count(),
+                    ports.join(" ")
                 );
             }
         })
@@ -282,15 +507,30 @@ where
     while senders.join_next().await.is_some() {}
     let _ = fault.await;
     let sent = next.load(Ordering::Relaxed);
+    let stall = tally
+        .progress
+        .lock()
+        .unwrap()
+        .map_or(Duration::ZERO, |p| p.1);
 
     let confirmed_ids: Vec<u64> = tally.confirmed_ids.lock().unwrap().clone();
+    // A failing load dead-letters its rejected messages: those are not waited for.
+    let expected_dead: std::collections::HashSet<u64> = if setup.failing {
+        confirmed_ids
+            .iter()
+            .copied()
+            .filter(|n| n % 50 == 3)
+            .collect()
+    } else {
+        Default::default()
+    };
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let missing = {
             let handled = tally.handled.lock().unwrap();
             confirmed_ids
                 .iter()
-                .filter(|n| !handled.contains_key(n))
+                .filter(|n| !handled.contains_key(n) && !expected_dead.contains(n))
                 .count()
         };
         if missing == 0 || Instant::now() > deadline {
@@ -299,23 +539,84 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     monitor.abort();
-    if confirmed_ids.len() > tally.handled_count() {
-        broker_state(&setup.queue).await;
+    let mut diagnosis = String::new();
+    if setup.cluster && tally.handled_count() + expected_dead.len() < confirmed_ids.len() {
+        // Where the missing ones are, while the workers still hold what they hold.
+        let held = crate::cluster::queues_state(&setup.queue).await;
+        let _ = writeln!(std::io::stderr(), "  {held}");
+        diagnosis.push_str(&format!("before shutdown: {held}; "));
     }
     let mut reconnections = publisher_transport.reconnections();
-    for (t, handle) in workers {
-        let _ = handle.shutdown().await;
+    if let Some((t, handle)) = gateway {
+        let stats = handle.shutdown().await;
+        diagnosis.push_str(&format!("gateway {stats:?}; "));
         reconnections += t.reconnections();
     }
+    for (t, handle) in workers {
+        let stats = handle.shutdown().await;
+        diagnosis.push_str(&format!("worker {stats:?}; "));
+        reconnections += t.reconnections();
+    }
+    let dead_queue = format!("{}.dead", spec.name);
+    let dead: Vec<u64> = if setup.failing {
+        drain_dead_letters(&publisher_transport, &dead_queue).await
+    } else {
+        Vec::new()
+    };
     let handled = tally.handled.lock().unwrap().clone();
+    let dead_set: std::collections::HashSet<u64> = dead.iter().copied().collect();
     let lost = confirmed_ids
         .iter()
-        .filter(|n| !handled.contains_key(n))
+        .filter(|n| !handled.contains_key(n) && !dead_set.contains(n))
         .count() as u64;
+    if lost > 0 {
+        let attempts = tally.attempts.lock().unwrap().clone();
+        let missing: Vec<u64> = confirmed_ids
+            .iter()
+            .copied()
+            .filter(|n| !handled.contains_key(n) && !dead_set.contains(n))
+            .collect();
+        let never = missing.iter().filter(|n| !attempts.contains_key(n)).count();
+        let mut by_class = [0usize; 10];
+        for n in &missing {
+            by_class[(n % 10) as usize] += 1;
+        }
+        let mut sample = missing.clone();
+        sample.sort_unstable();
+        sample.truncate(20);
+        let lost_line = format!(
+            "lost {}: never delivered {never}; by n % 10 {by_class:?}; first {sample:?}; \
+             confirmed range 0..{}",
+            missing.len(),
+            sent
+        );
+        let _ = writeln!(std::io::stderr(), "  {lost_line}");
+        diagnosis.insert_str(0, &format!("{lost_line}; "));
+        if let Some(frames) = &frames {
+            let reasons =
+                dead_letter_reasons(&publisher_transport, &format!("{}.dead", frames.name)).await;
+            diagnosis.push_str(&format!("dead-lettered frames by reason {reasons:?}; "));
+        }
+        if setup.cluster {
+            let after = crate::cluster::queues_state(&setup.queue).await;
+            let _ = writeln!(std::io::stderr(), "  {after}");
+            diagnosis.push_str(&format!("after shutdown: {after}; "));
+            let events = crate::cluster::recent_events();
+            diagnosis.push_str(&format!(
+                "the library's last warnings and errors:\n    {}",
+                events.join("\n    ")
+            ));
+        } else {
+            broker_state(&setup.queue).await;
+        }
+    } else {
+        diagnosis.clear();
+    }
     let duplicates = handled
         .values()
         .map(|&c| u64::from(c.saturating_sub(1)))
-        .sum();
+        .sum::<u64>()
+        + (dead.len() - dead_set.len()) as u64;
     let row = Row {
         scenario: scenario.to_owned(),
         sent,
@@ -326,18 +627,21 @@ where
         duplicates,
         recovery: *tally.recovery.lock().unwrap(),
         reconnections,
+        dead_lettered: dead_set.len() as u64,
+        stall,
+        diagnosis,
     };
     // Leave nothing behind.
-    let _ = publisher_transport
-        .delete_queue(&format!("{}.dead", spec.name))
-        .await;
-    for delay in &spec.retry_delays_ms {
-        let _ = publisher_transport
-            .delete_queue(&format!("{}.wait.{delay}", spec.name))
-            .await;
-    }
+    let _ = publisher_transport.delete_queue(&dead_queue).await;
     let _ = publisher_transport.delete_queue(&spec.name).await;
     let _ = publisher_transport.delete_exchange(&spec.exchange).await;
+    if let Some(frames) = &frames {
+        let _ = publisher_transport
+            .delete_queue(&format!("{}.dead", frames.name))
+            .await;
+        let _ = publisher_transport.delete_queue(&frames.name).await;
+        let _ = publisher_transport.delete_exchange(&frames.exchange).await;
+    }
     report(&row);
     row
 }
@@ -418,7 +722,7 @@ pub use lepus::testing::broker_required;
 /// The broker configuration for a scenario (90 s send timeout), or `None` after a loud notice
 /// when RabbitMQ (and, with `needs_rabbitmqctl`, `rabbitmqctl`) is missing and not required.
 pub async fn broker(test: &str, needs_rabbitmqctl: bool) -> Option<AmqpConfig> {
-    let config = AmqpConfig::from_env().send_timeout(Duration::from_secs(90));
+    let config = lepus::testing::config(test)?.send_timeout(Duration::from_secs(90));
     let reachable = AmqpTransport::connect(config.clone()).await.is_ok();
     let ctl = !needs_rabbitmqctl
         || std::process::Command::new("rabbitmqctl")
@@ -444,5 +748,9 @@ pub fn setup(queue: &str, config: &AmqpConfig) -> Setup {
         publisher_config: config.clone(),
         worker_config: config.clone(),
         quorum: false,
+        failing: false,
+        via_gateway: false,
+        cluster: false,
+        limit: SCENARIO_LIMIT,
     }
 }

@@ -2,5 +2,7 @@
 //! what they share.
 
 pub mod chaos;
+pub mod cluster;
+pub mod delays;
 pub mod proxy;
 pub mod rpc_chaos;

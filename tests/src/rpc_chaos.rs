@@ -116,8 +116,11 @@ pub struct RpcSetup {
     pub timeout: Duration,
     /// Calls per client of the check after recovery.
     pub check_calls: u64,
-    /// Connection configuration.
+    /// Connection configuration (with several addresses, client `i` starts at the `i`-th:
+    /// see [`crate::chaos::rotated`]).
     pub config: AmqpConfig,
+    /// A quorum request queue (replicated, for a cluster) instead of a classic one.
+    pub quorum: bool,
 }
 
 /// The default RPC load on `config`: 2 servers, 4 clients of 2 loops, 3,000 calls at least,
@@ -132,6 +135,7 @@ pub fn rpc_setup(queue: &str, config: &AmqpConfig) -> RpcSetup {
         timeout: Duration::from_secs(2),
         check_calls: 50,
         config: config.clone(),
+        quorum: false,
     }
 }
 
@@ -220,18 +224,23 @@ where
 {
     let tally = Arc::new(RpcTally::default());
     let exchange = format!("{}.x", setup.queue);
-    let connect = || async {
-        Arc::new(
-            AmqpTransport::connect(setup.config.clone())
-                .await
-                .expect("connects"),
-        )
+    let mut clients_so_far = 0;
+    let mut next_config = || {
+        clients_so_far += 1;
+        crate::chaos::rotated(&setup.config, clients_so_far - 1)
+    };
+    let connect = |config: AmqpConfig| async {
+        Arc::new(AmqpTransport::connect(config).await.expect("connects"))
     };
     let mut transports = Vec::new();
     let mut servers = Vec::new();
     for _ in 0..setup.servers {
-        let t = connect().await;
-        let config = RpcServerConfig::new(setup.queue.clone(), exchange.clone()).bind("chaos.#");
+        let t = connect(next_config()).await;
+        let mut config =
+            RpcServerConfig::new(setup.queue.clone(), exchange.clone()).bind("chaos.#");
+        if setup.quorum {
+            config = config.kind(lepus::QueueKind::Quorum);
+        }
         let server = RpcServer::new(Arc::clone(&t), config)
             .with(|ping: Ping, _| async move {
                 tokio::time::sleep(Duration::from_millis(1)).await;
@@ -245,7 +254,7 @@ where
     }
     let mut clients: Vec<Client> = Vec::new();
     for i in 0..setup.clients {
-        let t = connect().await;
+        let t = connect(next_config()).await;
         let mode = if i % 2 == 0 {
             ReplyMode::DirectReplyTo
         } else {

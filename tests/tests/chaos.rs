@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use lepus_tests::chaos::{broker, rabbitmqctl, run, setup, BrokerGuard, Tally};
+use lepus_tests::delays;
 
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -187,13 +188,11 @@ async fn worker_process_killed_mid_handler_loses_nothing() {
         // From the kill to every message handled.
         recovery: killed_at.map_or(Duration::ZERO, |k| all_handled_at.duration_since(k)),
         reconnections: 0,
+        ..Default::default()
     };
     lepus_tests::chaos::report(&row);
     for q in [format!("{queue}.dead"), queue.clone()] {
         let _ = t.delete_queue(&q).await;
-    }
-    for d in &spec.retry_delays_ms {
-        let _ = t.delete_queue(&format!("{queue}.wait.{d}")).await;
     }
     let _ = t.delete_exchange(&spec.exchange).await;
     let _ = std::fs::remove_dir_all(&dir);
@@ -279,9 +278,6 @@ async fn worker_process_stops_gracefully_on_sigterm() {
     for q in [format!("{queue}.dead"), queue.clone()] {
         let _ = t.delete_queue(&q).await;
     }
-    for d in &spec.retry_delays_ms {
-        let _ = t.delete_queue(&format!("{queue}.wait.{d}")).await;
-    }
     let _ = t.delete_exchange(&spec.exchange).await;
     let _ = std::fs::remove_dir_all(&dir);
     assert_eq!(
@@ -289,4 +285,228 @@ async fn worker_process_stops_gracefully_on_sigterm() {
         messages,
         "every message handled by one of the two"
     );
+}
+
+/// 1,000 delayed sends with distinct delays (0.1 to 8 s) on the classic levels, while a worker
+/// retries 200 tasks with jittered backoff: no queue is added on the broker, nothing arrives
+/// early, every retried task succeeds, and the lateness is printed (BENCHMARKS.md).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn thousand_distinct_delays_add_no_queue_and_none_is_early() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let Some(config) = broker("thousand distinct delays", true).await else {
+        return;
+    };
+    let spec = lepus::QueueSpec::new(
+        format!("lepus-chaos-delays-{}", std::process::id()),
+        format!("lepus-chaos-delays-x-{}", std::process::id()),
+    )
+    .bind("later.#");
+    let delays = delays::distinct_delays(1_000, 100, 8_000, 0x1e905);
+    let flaky = lepus::QueueSpec::new(
+        format!("lepus-chaos-flaky-{}", std::process::id()),
+        spec.exchange.clone(),
+    );
+    let retried = std::sync::atomic::AtomicU32::new(0);
+    let row = delays::send_and_collect(
+        &config,
+        &spec,
+        &delays,
+        lepus::QueueKind::Classic,
+        Duration::from_secs(60),
+        &[spec.name.as_str(), flaky.name.as_str()],
+        || async {
+            let n = delays::flaky_retries(&config, &flaky, 200, Duration::from_secs(60)).await;
+            retried.store(n, std::sync::atomic::Ordering::Relaxed);
+        },
+    )
+    .await;
+    let retried = retried.into_inner();
+    eprintln!("worker retries with jittered backoff: {retried} of 200 succeeded on a retry");
+    assert_eq!(retried, 200, "every retried task succeeded");
+    eprintln!(
+        "| scenario | sent | arrived | lost | duplicates | early | queues before -> after | lateness min / p50 / p99 / max |"
+    );
+    eprintln!("{}", row.line("1,000 distinct delays, classic levels"));
+    assert_eq!(row.arrived, 1_000, "{row:?}");
+    assert_eq!(row.early, 0, "nothing before its time");
+    assert_eq!(row.queues_after, row.queues_before, "no queue per delay");
+    assert!(
+        row.lateness_at(0.99) < 1_000.0,
+        "99% within a second of their due time: {:?}",
+        row.line("")
+    );
+}
+
+/// 1,000 delayed sends (4 to 12 s) wait on the quorum levels while the broker is stopped and
+/// started (`stop_app` / `start_app`): every one arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn delayed_messages_survive_a_broker_restart_on_quorum_levels() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let Some(config) = broker("delays through a restart", true).await else {
+        return;
+    };
+    let _guard = BrokerGuard;
+    let spec = lepus::QueueSpec::new(
+        format!("lepus-chaos-qdelays-{}", std::process::id()),
+        format!("lepus-chaos-qdelays-x-{}", std::process::id()),
+    )
+    .kind(lepus::QueueKind::Quorum)
+    .bind("later.#");
+    let delays = delays::distinct_delays(1_000, 4_000, 12_000, 0x9e57a27);
+    let row = delays::send_and_collect(
+        &config,
+        &spec,
+        &delays,
+        lepus::QueueKind::Quorum,
+        Duration::from_secs(120),
+        &[spec.name.as_str()],
+        || async {
+            rabbitmqctl(&["stop_app"]).await;
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            rabbitmqctl(&["start_app"]).await;
+        },
+    )
+    .await;
+    eprintln!(
+        "{}",
+        row.line("1,000 delays on quorum levels, `stop_app` / `start_app`")
+    );
+    assert_eq!(row.arrived, 1_000, "0 lost: {row:?}");
+    assert_eq!(row.early, 0, "nothing before its time");
+}
+
+/// The `leading <unix ms>` lines a `schedule_replica` process wrote.
+fn leading_in(path: &std::path::Path) -> Vec<u64> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.strip_prefix("leading ")?.trim().parse().ok())
+        .collect()
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Two `schedule_replica` processes run one schedule (a tick every second) for about a
+/// minute; the leader is SIGKILLed half-way. Every tick from the first to the last must be on
+/// the queue exactly once, and the survivor must lead within 2 s of the kill.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn scheduler_leader_killed_every_tick_published_once() {
+    use lepus::Transport;
+    use std::collections::BTreeMap;
+
+    const HALF: Duration = Duration::from_secs(30);
+    let _one = ONE_AT_A_TIME.lock().await;
+    let Some(config) = broker("SIGKILL scheduler leader", false).await else {
+        return;
+    };
+    let id = std::process::id();
+    let schedule = format!("lepus-chaos-schedule-{id}");
+    let exchange = format!("lepus-chaos-schedule-{id}.x");
+    let queue = format!("lepus-chaos-schedule-{id}");
+    let dir = std::env::temp_dir().join(&queue);
+    std::fs::create_dir_all(&dir).unwrap();
+    let t = Arc::new(lepus::AmqpTransport::connect(config.clone()).await.unwrap());
+    t.declare_exchange(&exchange).await.unwrap();
+    let spec = lepus::QueueSpec::new(queue.clone(), exchange.clone()).bind("schedule.beat");
+    t.declare_queue(&spec).await.unwrap();
+    let spawn = |name: &str| {
+        let file = dir.join(name);
+        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_schedule_replica"))
+            .args([schedule.as_str(), exchange.as_str(), file.to_str().unwrap()])
+            .env("AMQP_ADDR", &config.addr)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("schedule_replica starts");
+        (child, file)
+    };
+    let started = Instant::now();
+    let (mut one, one_file) = spawn("one");
+    let (mut two, two_file) = spawn("two");
+    tokio::time::sleep(HALF).await;
+
+    // SIGKILL whichever leads.
+    let (one_leads, two_leads) = (leading_in(&one_file), leading_in(&two_file));
+    assert!(
+        one_leads.len() + two_leads.len() == 1,
+        "one replica led, once: {one_leads:?} {two_leads:?}"
+    );
+    let one_led = !one_leads.is_empty();
+    let survivor_file = if one_led { &two_file } else { &one_file };
+    let (victim, survivor) = if one_led {
+        (&mut one, &mut two)
+    } else {
+        (&mut two, &mut one)
+    };
+    victim.start_kill().unwrap();
+    let killed_at = unix_ms();
+    let _ = victim.wait().await;
+    tokio::time::sleep(HALF).await;
+    let survivor_leads = leading_in(survivor_file);
+    // SIGTERM: the survivor gives the token back and exits 0.
+    let pid = survivor.id().expect("survivor runs").to_string();
+    let term = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let status = tokio::time::timeout(Duration::from_secs(20), survivor.wait())
+        .await
+        .expect("the survivor exits on SIGTERM")
+        .unwrap();
+    let ran = started.elapsed();
+
+    // Every tick on the queue: tick time -> copies.
+    let mut counts: BTreeMap<u64, u32> = BTreeMap::new();
+    let mut sub = t.consume(&queue, 500).await.unwrap();
+    while let Ok(Some(d)) = tokio::time::timeout(Duration::from_secs(1), sub.next()).await {
+        let d = d.unwrap();
+        let id = d.message_id().unwrap_or_default().to_owned();
+        assert!(id.starts_with(&format!("{schedule}:beat:")), "{id}");
+        let at: u64 = id.rsplit(':').next().unwrap().parse().unwrap();
+        *counts.entry(at).or_default() += 1;
+        d.ack().await.unwrap();
+    }
+    drop(sub);
+    let (first, last) = (
+        *counts.keys().next().expect("ticks"),
+        *counts.keys().next_back().expect("ticks"),
+    );
+    let expected = (last - first) / 1000 + 1;
+    let missing = (0..expected)
+        .filter(|k| !counts.contains_key(&(first + k * 1000)))
+        .count();
+    let duplicates: u32 = counts.values().map(|c| c - 1).sum();
+    let takeover = survivor_leads
+        .iter()
+        .find(|&&at| at >= killed_at)
+        .map(|&at| Duration::from_millis(at - killed_at));
+    eprintln!(
+        "| two scheduler replicas, 1 s interval, leader SIGKILLed after {} s, {:.0} s in all | {expected} | {} | **{missing}** | **{duplicates}** | {} |",
+        HALF.as_secs(),
+        ran.as_secs_f64(),
+        counts.values().sum::<u32>(),
+        takeover.map_or("none".into(), |d| format!("{} ms", d.as_millis())),
+    );
+    let ledger = lepus::ledger::ledger_queue_name(&schedule).unwrap();
+    let _ = t.delete_queue(&ledger).await;
+    let _ = t.delete_queue(&format!("{queue}.dead")).await;
+    let _ = t.delete_queue(&queue).await;
+    let _ = t.delete_exchange(&exchange).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = t.close().await;
+
+    assert!(status.success(), "graceful exit: {status:?}");
+    assert_eq!(missing, 0, "no gap: {counts:?}");
+    assert_eq!(duplicates, 0, "no duplicate: {counts:?}");
+    // The ticks span the run on both sides of the kill.
+    assert!(
+        first + 25_000 <= killed_at && last >= killed_at + 25_000,
+        "{first}..{last} around {killed_at}"
+    );
+    let takeover = takeover.expect("the survivor took over");
+    assert!(takeover < Duration::from_secs(2), "takeover {takeover:?}");
 }

@@ -282,6 +282,31 @@ fn envelope_encoding_decoding_and_rewriting_do_not_allocate() {
 }
 
 #[test]
+fn one_pass_decoder_paths_do_not_allocate() {
+    // The decoder's own paths: a 64 KiB payload string (the eight-byte scan), non-ASCII text
+    // (checked as UTF-8 in its string), numbers in every lenient form, and the error path,
+    // which checks the whole input for UTF-8 before naming another error.
+    let big = [
+        &br#"{"payload":{"text":""#[..],
+        &b"abcdefgh".repeat(8192),
+        br#"","n":[1,-2.5e3,0.125]},"metadata":{"className":"Caf\u00e9 "#,
+        "é".as_bytes(),
+        br#"","retryLimit":"5.0","retryInterval":[0.05,"15",86400],"retryBackoff":{"base":1,"max":"300","factor":2,"jitter":true}}}"#,
+    ]
+    .concat();
+    let bad_utf8 = b"{\"payload\":1 ,\"metadata\":{\"className\":\"C\"}} \xff";
+    let results = assert_no_alloc("one-pass decoder", || {
+        let raw = decode_json_raw(&big).map(|r| (r.payload.len(), r.metadata.retry.limit));
+        let bad = decode_json_raw(bad_utf8).map(|r| r.payload.len());
+        (raw, bad)
+    });
+    assert_eq!(
+        results,
+        (Ok((65536 + 32, Some(5))), Err(DecodeError::InvalidUtf8))
+    );
+}
+
+#[test]
 fn redelivery_decisions_do_not_allocate() {
     use lepus_core::redelivery::{decide, earlier_deliveries, DeliveryInfo, Redelivery};
     let out = assert_no_alloc("redelivery::decide", || {
@@ -371,4 +396,60 @@ fn envelope_limits_and_byte_order_mark_do_not_allocate() {
             }),
         )
     );
+}
+
+#[test]
+fn token_bucket_does_not_allocate() {
+    use lepus_core::rate::{Rate, Take, TokenBucket};
+    let out = assert_no_alloc("rate::TokenBucket", || {
+        let rate = Rate::parse("10/s").ok()?;
+        let mut bucket = TokenBucket::new(rate, 2, 0).ok()?;
+        Some((
+            bucket.take(0),
+            bucket.take(0),
+            bucket.take(0),
+            bucket.available(250_000),
+            bucket.next_token_us(u64::MAX),
+        ))
+    });
+    assert_eq!(
+        out,
+        Some((
+            Take::Granted,
+            Take::Granted,
+            Take::Wait { micros: 100_000 },
+            2,
+            0
+        ))
+    );
+}
+
+#[test]
+fn schedule_decisions_do_not_allocate() {
+    use lepus_core::schedule::{due, Every, Missed};
+    let mut ticks = [0u64; 8];
+    let (skip, once) = assert_no_alloc("schedule::due", || {
+        let every = Every::new(10).unwrap_or(Every::new(1).unwrap());
+        let skip = due(&every, Missed::Skip, 15, 0, 100, &mut ticks);
+        let once = due(&every, Missed::RunOnce, 15, 0, 100, &mut ticks);
+        (skip, once)
+    });
+    assert_eq!((skip.count, skip.settled, skip.missed), (2, 100, true));
+    assert_eq!((once.count, once.settled), (3, 100));
+    assert_eq!(ticks[..3], [80, 90, 100]);
+}
+
+#[test]
+fn traceparent_parsing_and_writing_do_not_allocate() {
+    use lepus_core::traceparent::{TraceParent, TRACEPARENT_LEN};
+    let good = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let bad = "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01";
+    let (parsed, refused, same) = assert_no_alloc("traceparent parse/write", || {
+        let parsed = TraceParent::parse(good);
+        let refused = TraceParent::parse(bad).is_err();
+        let mut out = [0u8; TRACEPARENT_LEN];
+        let same = parsed.map(|tp| tp.write(&mut out) == good);
+        (parsed.is_ok(), refused, same)
+    });
+    assert!(parsed && refused && same == Ok(true));
 }

@@ -11,12 +11,38 @@
 //!
 //! The RPC part (`bench/rpc.rs`) follows: call latency and calls per second, raw lapin vs
 //! lepus, in flight and gathered.
+//!
+//! `--only delay` (not part of the default run) compares delayed and plain publishes
+//! (`bench/delay.rs`, 3,000 messages per round unless a count is given).
+//!
+//! `--only rate` (not part of the default run either): the achieved rate of a handler limited
+//! to 10/s under 200 queued messages (`bench/rate.rs`).
+//!
+//! `--only cluster` (not part of the default run): publish and consume on a quorum queue of
+//! the 3-node test cluster (`bench/cluster.rs`, `RMQ_CLUSTER_URLS`, 10,000 messages per form
+//! and round unless a count is given).
+//!
+//! `--only cost` (not part of the default run): client CPU per message and rates, each Lepus
+//! row beside the best raw lapin form, interleaved rounds (`bench/cost.rs`; 20,000 messages
+//! unless a count is given; `--rounds R`, `--size BYTES` for the consume rows' payload,
+//! `--rows a,b,..`; `--row NAME` and `--fill` for instruction counts, see
+//! `cost_instructions.sh`).
 #![forbid(unsafe_code)]
 
+#[path = "cluster.rs"]
+mod cluster;
+#[path = "cost.rs"]
+mod cost;
+#[path = "delay.rs"]
+mod delay;
+#[path = "rate.rs"]
+mod rate;
 #[path = "rpc.rs"]
 mod rpc;
 #[path = "rpc_raw.rs"]
 mod rpc_raw;
+#[path = "spread.rs"]
+mod spread;
 #[path = "typed.rs"]
 mod typed;
 
@@ -51,29 +77,64 @@ impl Row {
     }
 }
 
-/// What to run: `[messages] [--only messages|rpc]`.
+/// What to run: `[messages] [--only messages|rpc|delay|rate|cluster|cost] [cost options]`.
 struct Options {
-    n: usize,
+    n: Option<usize>,
     messages: bool,
     rpc: bool,
+    delay: bool,
+    rate: bool,
+    cluster: bool,
+    cost: bool,
+    rounds: usize,
+    size: Option<usize>,
+    row: Option<String>,
+    fill: bool,
+    rows: Option<Vec<String>>,
 }
 
 impl Options {
     fn parse() -> Result<Self, BoxError> {
         let mut options = Options {
-            n: 20_000,
+            n: None,
             messages: true,
             rpc: true,
+            delay: false,
+            rate: false,
+            cluster: false,
+            cost: false,
+            rounds: 3,
+            size: None,
+            row: None,
+            fill: false,
+            rows: None,
         };
         let mut args = std::env::args().skip(1);
         while let Some(arg) = args.next() {
             match arg.as_str() {
-                "--only" => match args.next().as_deref() {
-                    Some("messages") => options.rpc = false,
-                    Some("rpc") => options.messages = false,
-                    _ => return Err("--only takes `messages` or `rpc`".into()),
-                },
-                count => options.n = count.parse()?,
+                "--only" => {
+                    match args.next().as_deref() {
+                        Some("messages") => options.rpc = false,
+                        Some("rpc") => options.messages = false,
+                        Some("delay") => options.delay = true,
+                        Some("rate") => options.rate = true,
+                        Some("cluster") => options.cluster = true,
+                        Some("cost") => options.cost = true,
+                        _ => return Err(
+                            "--only takes `messages`, `rpc`, `delay`, `rate`, `cluster` or `cost`"
+                                .into(),
+                        ),
+                    }
+                }
+                "--rounds" => options.rounds = args.next().ok_or("--rounds R")?.parse()?,
+                "--size" => options.size = Some(args.next().ok_or("--size BYTES")?.parse()?),
+                "--row" => options.row = Some(args.next().ok_or("--row NAME")?),
+                "--rows" => {
+                    let rows = args.next().ok_or("--rows a,b")?;
+                    options.rows = Some(rows.split(',').map(str::to_owned).collect());
+                }
+                "--fill" => options.fill = true,
+                count => options.n = Some(count.parse()?),
             }
         }
         Ok(options)
@@ -83,11 +144,31 @@ impl Options {
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
     let options = Options::parse()?;
-    let config = AmqpConfig::from_env();
+    if options.cluster {
+        return cluster::run(options.n.unwrap_or(10_000)).await;
+    }
+    let config = AmqpConfig::from_env()?;
+    if options.delay {
+        return delay::run(&config, options.n.unwrap_or(3_000)).await;
+    }
+    if options.rate {
+        return rate::run(&config).await;
+    }
+    if options.cost {
+        let cost = cost::CostOptions {
+            n: options.n.unwrap_or(20_000),
+            rounds: options.rounds.max(1),
+            size: options.size,
+            row: options.row,
+            fill: options.fill,
+            rows: options.rows,
+        };
+        return cost::run(&config, cost).await;
+    }
     if !options.messages {
         return rpc::run(&config).await;
     }
-    let n = options.n;
+    let n = options.n.unwrap_or(20_000);
     in_process(n).await?;
 
     let raw = Connection::connect(&config.addr, ConnectionProperties::default()).await?;
@@ -108,6 +189,17 @@ async fn main() -> Result<(), BoxError> {
     let worker_queue = format!("lepus-bench-{suffix}-worker");
     let worker_config = typed::worker_config(&worker_queue, &exchange, PREFETCH);
     typed::declare_worker(&ours, &worker_config).await?;
+    // The same worker with operational events on (lepus::events), a watcher queue bound so
+    // that the batches are routed as they would be with a console running.
+    let events_watch = format!("lepus-bench-{suffix}-events");
+    ours.declare_exchange(lepus::events::DEFAULT_EVENTS_EXCHANGE)
+        .await?;
+    ours.declare_queue(
+        &lepus::QueueSpec::new(&events_watch, lepus::events::DEFAULT_EVENTS_EXCHANGE).bind("#"),
+    )
+    .await?;
+    let events =
+        lepus::events::Events::start(Arc::clone(&ours), lepus::events::EventsConfig::default());
 
     let mut publish_rows = Vec::new();
     let mut consume_rows = Vec::new();
@@ -169,7 +261,7 @@ async fn main() -> Result<(), BoxError> {
 
         purge(&raw, &queue).await?;
         raw_publish(&raw_pub, &exchange, n).await?;
-        let took = time(raw_consume(&raw, &queue, n)).await?;
+        let took = time(raw_consume(&raw, &queue, n, 1)).await?;
         keep_best(
             &mut consume_rows,
             Row {
@@ -213,12 +305,27 @@ async fn main() -> Result<(), BoxError> {
                 took,
             },
         );
+
+        typed::fill_worker_queue(&ours, &exchange, n).await?;
+        let config = worker_config.clone().events(events.clone());
+        let took = typed::worker_consume(&ours, config, n).await?;
+        keep_best(
+            &mut consume_rows,
+            Row {
+                name: "lepus Worker, no-op handler, events on (prefetch 500)",
+                n,
+                took,
+            },
+        );
     }
+    println!("events: {:?}", events.stats());
 
     print_table("publish with confirms", &publish_rows);
     print_table("consume + ack", &consume_rows);
 
     typed::cleanup(&ours, &worker_queue).await?;
+    ours.delete_queue(&events_watch).await?;
+    ours.delete_queue(&format!("{events_watch}.dead")).await?;
     ours.delete_queue(&queue).await?;
     ours.delete_queue(&format!("{queue}.dead")).await?;
     ours.delete_exchange(&exchange).await?;
@@ -356,12 +463,24 @@ async fn lepus_publish_concurrent(
     Ok(())
 }
 
-async fn raw_consume(raw: &Connection, queue: &str, n: usize) -> Result<(), BoxError> {
+/// Raw lapin consuming `n` deliveries of `queue` (prefetch [`PREFETCH`]): acks each when
+/// `ack_every` is 1, else an ack with `multiple` every `ack_every` deliveries and on the last.
+async fn raw_consume(
+    raw: &Connection,
+    queue: &str,
+    n: usize,
+    ack_every: usize,
+) -> Result<(), BoxError> {
     let (ch, mut consumer) = rpc_raw::consume(raw, queue, PREFETCH).await?;
-    for _ in 0..n {
+    for i in 1..=n {
         let delivery = rpc_raw::next(&mut consumer).await?;
-        if !delivery.acker.ack(BasicAckOptions::default()).await? {
-            return Err("raw ack lost".into());
+        if ack_every <= 1 || i % ack_every == 0 || i == n {
+            let options = BasicAckOptions {
+                multiple: ack_every > 1,
+            };
+            if !delivery.acker.ack(options).await? {
+                return Err("raw ack lost".into());
+            }
         }
     }
     ch.close(200, "ok".into()).await?;

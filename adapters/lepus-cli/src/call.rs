@@ -69,8 +69,10 @@ async fn call(
     } else {
         ReplyMode::DirectReplyTo
     };
+    // A tool creates no topology: a mistyped exchange stays an error (exit 3).
     let config = RpcClientConfig::new(g.exchange.clone())
         .reply_mode(mode)
+        .declare_exchange(false)
         .initial_capacity(1);
     let client = RpcClient::with_config(Arc::clone(transport), config).await?;
     let started = Instant::now();

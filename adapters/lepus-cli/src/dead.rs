@@ -17,7 +17,10 @@ use lepus::{
 };
 use serde_json::{json, Value};
 
-use crate::cli::{DeadListArgs, DeadQueueArgs, DeadReplayArgs, DeadShowArgs, Global, Output};
+use crate::cli::{
+    DeadListArgs, DeadPurgeArgs, DeadQueueArgs, DeadReplayArgs, DeadSelectArgs, DeadShowArgs,
+    Global, Output,
+};
 use crate::failure::{Code, Failure};
 use crate::show::{header_text, headers_json, iso_millis, summarize};
 
@@ -31,7 +34,7 @@ fn dead_queue(args: &DeadQueueArgs) -> String {
 }
 
 /// Connects and checks that the dead-letter queue exists; returns its ready count.
-async fn open(g: &Global, dead: &str) -> Result<(AmqpTransport, u32), Failure> {
+pub async fn open(g: &Global, dead: &str) -> Result<(AmqpTransport, u32), Failure> {
     let transport = crate::connect(g).await?;
     match transport.queue_status(dead).await? {
         Some(status) => Ok((transport, status.messages)),
@@ -77,7 +80,7 @@ fn describe(position: u32, d: &Delivery, full: bool) -> Value {
         "position": position,
         "message_id": d.message_id(),
         "type": s.message_type,
-        "reason": header_text(h, HEADER_REASON),
+        "reason": reason_of(h),
         "error": header_text(h, HEADER_ERROR),
         "attempts": h.get(HEADER_ATTEMPTS).and_then(HeaderValue::as_i64),
         "failed_at": failed_at.map(iso_millis),
@@ -110,18 +113,32 @@ fn plain(v: &Value) -> String {
     }
 }
 
+/// The first `n` dead letters of `dead`, described as `dead list --output json` does; they
+/// stay in place.
+pub async fn browse(transport: &AmqpTransport, dead: &str, n: u32) -> Result<Vec<Value>, Failure> {
+    let browser = transport.browse().await?;
+    let mut docs = Vec::new();
+    for position in 1..=n {
+        let Some((d, _)) = browser.get(dead).await? else {
+            break;
+        };
+        docs.push(describe(position, &d, true));
+    }
+    browser.close().await?;
+    Ok(docs)
+}
+
 pub async fn list(g: &Global, args: DeadListArgs) -> Result<Code, Failure> {
     let dead = dead_queue(&args.queue);
     let (transport, ready) = open(g, &dead).await?;
-    let browser = transport.browse().await?;
-    let mut docs = Vec::new();
-    for position in 1..=ready.min(args.limit) {
-        let Some((d, _)) = browser.get(&dead).await? else {
-            break;
-        };
-        docs.push(describe(position, &d, false));
+    let mut docs = browse(&transport, &dead, ready.min(args.limit)).await?;
+    for doc in &mut docs {
+        if let Some(obj) = doc.as_object_mut() {
+            for key in ["headers", "envelope_error", "body"] {
+                obj.remove(key);
+            }
+        }
     }
-    browser.close().await?;
     let _ = transport.close().await;
     match g.output {
         Output::Json => println!("{}", Value::Array(docs)),
@@ -153,28 +170,38 @@ pub async fn show(g: &Global, args: DeadShowArgs) -> Result<Code, Failure> {
     let dead = dead_queue(&args.queue);
     let (transport, ready) = open(g, &dead).await?;
     let browser = transport.browse().await?;
-    let mut found = None;
+    // The row number `dead list` printed, if the argument is one; a message id equal to
+    // the argument wins over it.
+    let row: Option<u32> = args.id.trim().parse().ok().filter(|n| *n >= 1);
+    let (mut by_id, mut by_row) = (None, None);
     for position in 1..=ready {
         let Some((d, _)) = browser.get(&dead).await? else {
             break;
         };
         if d.message_id() == Some(args.id.as_str()) {
-            found = Some(describe(position, &d, true));
+            by_id = Some(describe(position, &d, true));
             break;
+        }
+        if row == Some(position) {
+            by_row = Some(describe(position, &d, true));
         }
     }
     browser.close().await?;
     let _ = transport.close().await;
-    let Some(doc) = found else {
-        return Err(Failure::not_found(format!(
-            "no dead letter with id {:?} in {dead:?}",
-            args.id
-        )));
+    let Some(doc) = by_id.or(by_row) else {
+        return Err(Failure::not_found(match row {
+            Some(n) => format!(
+                "no dead letter with id {:?} in {dead:?}, and no row {n} ({ready} dead letters)",
+                args.id
+            ),
+            None => format!("no dead letter with id {:?} in {dead:?}", args.id),
+        }));
     };
     match g.output {
         Output::Json => println!("{doc}"),
         Output::Text => {
             for key in [
+                "position",
                 "message_id",
                 "type",
                 "reason",
@@ -213,6 +240,174 @@ fn replay_body(body: &[u8]) -> Result<Vec<u8>, RewriteError> {
     Ok(out)
 }
 
+/// Which dead letters an operation takes: every given criterion must match.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Selection {
+    /// The message id.
+    pub id: Option<String>,
+    /// The task type (`className`, else the AMQP `type`).
+    pub message_type: Option<String>,
+    /// The reason (`x-lepus-reason`, else the broker's `x-death` reason).
+    pub reason: Option<String>,
+}
+
+impl From<DeadSelectArgs> for Selection {
+    fn from(a: DeadSelectArgs) -> Self {
+        Selection {
+            id: a.id,
+            message_type: a.message_type,
+            reason: a.reason,
+        }
+    }
+}
+
+impl Selection {
+    /// No criterion: every dead letter.
+    pub fn is_everything(&self) -> bool {
+        self.id.is_none() && self.message_type.is_none() && self.reason.is_none()
+    }
+
+    /// Whether `d` is selected.
+    pub fn matches(&self, d: &Delivery) -> bool {
+        let id_ok = self
+            .id
+            .as_deref()
+            .is_none_or(|id| d.message_id() == Some(id));
+        let type_ok = self
+            .message_type
+            .as_deref()
+            .is_none_or(|t| summarize(d).message_type == t);
+        let reason_ok = self
+            .reason
+            .as_deref()
+            .is_none_or(|r| reason_of(&d.properties.headers) == r);
+        id_ok && type_ok && reason_ok
+    }
+}
+
+/// Why it died: Lepus's `x-lepus-reason`, else the reason RabbitMQ wrote in `x-death`
+/// (`rejected`, `expired`, `maxlen`, `delivery_limit`); `""` when neither is there.
+pub fn reason_of(headers: &Headers) -> String {
+    let lepus = header_text(headers, HEADER_REASON);
+    if !lepus.is_empty() {
+        return lepus;
+    }
+    let Some(HeaderValue::List(deaths)) = headers.get("x-death") else {
+        return String::new();
+    };
+    deaths
+        .first()
+        .and_then(|d| match d {
+            HeaderValue::Table(t) => t.get("reason").and_then(HeaderValue::as_str),
+            _ => None,
+        })
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// What a replay did.
+#[derive(Debug, Default)]
+pub struct ReplayReport {
+    /// Re-published (confirmed) and removed from the dead-letter queue.
+    pub replayed: u64,
+    /// Selected but left in place: `{"position", "message_id", "why"}`.
+    pub skipped: Vec<Value>,
+    /// What stopped the replay early, if anything (the rest stays in place).
+    pub failure: Option<Failure>,
+}
+
+/// Replays the dead letters of `dead` that `selection` takes, those present when it starts
+/// (`ready`), each removed only after its re-publish was confirmed; stops when `interrupted`
+/// is set, after one when the selection names an id. `progress(position)` after each one.
+pub async fn replay_selected(
+    transport: &AmqpTransport,
+    dead: &str,
+    ready: u32,
+    selection: &Selection,
+    interrupted: &AtomicBool,
+    mut progress: impl FnMut(u32),
+) -> Result<ReplayReport, Failure> {
+    let browser = transport.browse().await?;
+    let mut report = ReplayReport::default();
+    for position in 1..=ready {
+        if interrupted.load(Ordering::SeqCst) {
+            break;
+        }
+        let Some((d, _)) = browser.get(dead).await? else {
+            break;
+        };
+        // Not selected: held unsettled, so it goes back in place when the browser closes.
+        if !selection.matches(&d) {
+            continue;
+        }
+        let Some((exchange, routing_key)) = origin(&d.properties.headers) else {
+            report
+                .skipped
+                .push(json!({"position": position, "message_id": d.message_id(),
+                "why": "no origin exchange/routing key in its headers"}));
+            continue;
+        };
+        let body = match replay_body(&d.body) {
+            Ok(body) => body,
+            Err(e) => {
+                report
+                    .skipped
+                    .push(json!({"position": position, "message_id": d.message_id(),
+                    "why": format!("not a replayable envelope: {e}")}));
+                continue;
+            }
+        };
+        let mut properties: Properties = d.properties.clone();
+        properties.headers.retain(|k, _| !is_death_header(k));
+        let publication = Publication::new(&exchange, &routing_key, &body, &properties);
+        if let Err(e) = transport.publish(publication).await {
+            report.failure = Some(Failure::from(e));
+            break;
+        }
+        // Confirmed: only now may the dead letter go.
+        if let Err(e) = d.ack().await {
+            report.failure = Some(Failure::new(
+                Code::Failed,
+                format!("replayed but its dead letter stays (it may be replayed twice): {e}"),
+            ));
+            break;
+        }
+        report.replayed += 1;
+        progress(position);
+        if selection.id.is_some() {
+            break;
+        }
+    }
+    browser.close().await?;
+    Ok(report)
+}
+
+/// Deletes the dead letters of `dead` that `selection` takes (all of them at once when it
+/// takes everything; else those present now, one by one); returns how many.
+pub async fn purge_selected(
+    transport: &AmqpTransport,
+    dead: &str,
+    ready: u32,
+    selection: &Selection,
+) -> Result<u64, Failure> {
+    if selection.is_everything() {
+        return Ok(u64::from(transport.purge_queue(dead).await?));
+    }
+    let browser = transport.browse().await?;
+    let mut purged = 0u64;
+    for _ in 0..ready {
+        let Some((d, _)) = browser.get(dead).await? else {
+            break;
+        };
+        if selection.matches(&d) {
+            d.ack().await?;
+            purged += 1;
+        }
+    }
+    browser.close().await?;
+    Ok(purged)
+}
+
 pub async fn replay(g: &Global, args: DeadReplayArgs) -> Result<Code, Failure> {
     let dead = dead_queue(&args.queue);
     let (transport, ready) = open(g, &dead).await?;
@@ -223,72 +418,24 @@ pub async fn replay(g: &Global, args: DeadReplayArgs) -> Result<Code, Failure> {
             flag.store(true, Ordering::SeqCst);
         }
     });
-    let progress = std::io::stderr().is_terminal() && args.all && ready > 1;
-    let browser = transport.browse().await?;
-    let (mut replayed, mut skipped) = (0u64, Vec::new());
-    let mut failure = None;
-    for position in 1..=ready {
-        if interrupted.load(Ordering::SeqCst) {
-            break;
-        }
-        let Some((d, _)) = browser.get(&dead).await? else {
-            break;
-        };
-        let id_ok = args
-            .id
-            .as_deref()
-            .is_none_or(|id| d.message_id() == Some(id));
-        let s = summarize(&d);
-        let type_ok = args
-            .message_type
-            .as_deref()
-            .is_none_or(|t| s.message_type == t);
-        // Not selected: held unsettled, so it goes back in place when the browser closes.
-        if !(id_ok && type_ok) {
-            continue;
-        }
-        let Some((exchange, routing_key)) = origin(&d.properties.headers) else {
-            skipped.push(json!({"position": position, "message_id": d.message_id(),
-                "why": "no origin exchange/routing key in its headers"}));
-            continue;
-        };
-        let body = match replay_body(&d.body) {
-            Ok(body) => body,
-            Err(e) => {
-                skipped.push(json!({"position": position, "message_id": d.message_id(),
-                    "why": format!("not a replayable envelope: {e}")}));
-                continue;
-            }
-        };
-        let mut properties: Properties = d.properties.clone();
-        properties.headers.retain(|k, _| !is_death_header(k));
-        let publication = Publication::new(&exchange, &routing_key, &body, &properties);
-        if let Err(e) = transport.publish(publication).await {
-            failure = Some(Failure::from(e));
-            break;
-        }
-        // Confirmed: only now may the dead letter go.
-        if let Err(e) = d.ack().await {
-            failure = Some(Failure::new(
-                Code::Failed,
-                format!("replayed but its dead letter stays (it may be replayed twice): {e}"),
-            ));
-            break;
-        }
-        replayed += 1;
+    let selection = Selection::from(args.select);
+    let progress = std::io::stderr().is_terminal() && selection.id.is_none() && ready > 1;
+    let report = replay_selected(&transport, &dead, ready, &selection, &interrupted, |p| {
         if progress {
-            eprint!("\rreplaying {dead}: {position}/{ready}");
+            eprint!("\rreplaying {dead}: {p}/{ready}");
         }
-        if args.id.is_some() {
-            break;
-        }
-    }
+    })
+    .await?;
     if progress {
         eprintln!();
     }
-    browser.close().await?;
     let _ = transport.close().await;
     let was_interrupted = interrupted.load(Ordering::SeqCst);
+    let ReplayReport {
+        replayed,
+        skipped,
+        failure,
+    } = report;
     match g.output {
         Output::Json => println!(
             "{}",
@@ -316,19 +463,20 @@ pub async fn replay(g: &Global, args: DeadReplayArgs) -> Result<Code, Failure> {
             "interrupted; the dead letters not replayed are still in place",
         ));
     }
-    if replayed == 0 && args.id.is_some() {
+    if replayed == 0 && selection.id.is_some() {
         return Err(Failure::not_found(format!(
             "no replayable dead letter with id {:?} in {dead:?}",
-            args.id.unwrap_or_default()
+            selection.id.unwrap_or_default()
         )));
     }
     Ok(Code::Ok)
 }
 
-pub async fn purge(g: &Global, args: DeadQueueArgs) -> Result<Code, Failure> {
-    let dead = dead_queue(&args);
-    let (transport, _) = open(g, &dead).await?;
-    let purged = transport.purge_queue(&dead).await?;
+pub async fn purge(g: &Global, args: DeadPurgeArgs) -> Result<Code, Failure> {
+    let dead = dead_queue(&args.queue);
+    let (transport, ready) = open(g, &dead).await?;
+    let selection = Selection::from(args.select);
+    let purged = purge_selected(&transport, &dead, ready, &selection).await?;
     let _ = transport.close().await;
     match g.output {
         Output::Json => println!("{}", json!({"queue": dead, "purged": purged})),

@@ -17,7 +17,8 @@ pub enum Code {
     Unroutable = 4,
     /// 5: any other broker or operation failure.
     Failed = 5,
-    /// 6: `topology` (or `tail QUEUE`) cannot reach its source, `rabbitmqctl`.
+    /// 6: `topology` (or `tail QUEUE`) cannot reach its source: neither the management API
+    /// nor `rabbitmqctl` answered.
     SourceUnavailable = 6,
     /// 7: `route`: at least one key does not match the pattern.
     NoMatch = 7,

@@ -8,13 +8,17 @@
 
 mod call;
 mod cli;
+mod console;
 mod dead;
 mod failure;
+mod management;
 mod payload;
 mod publish;
 mod rabbitmqctl;
 mod route;
+mod schedule;
 mod show;
+mod snapshot;
 mod tail;
 mod topology;
 
@@ -73,12 +77,17 @@ async fn run(cli: Cli) -> Result<Code, Failure> {
         },
         Command::Route(args) => route::run(g, args),
         Command::Topology(args) => topology::run(g, args).await,
+        Command::Schedule(args) => schedule::run(g, args).await,
+        Command::Console(args) => console::run(g, args).await,
     }
 }
 
-/// Connects to RabbitMQ at `--amqp`.
+/// Connects to RabbitMQ at `--amqp`, with the TLS settings of `AMQP_TLS_CA`, `AMQP_TLS_CERT`
+/// and `AMQP_TLS_KEY` for an `amqps://` address (built with the `rustls` feature).
 async fn connect(g: &cli::Global) -> Result<lepus::AmqpTransport, Failure> {
-    let mut config = lepus::AmqpConfig::new(g.amqp.clone()).connection_name("lepus-cli");
+    let mut config = lepus::AmqpConfig::new(g.amqp()?)
+        .connection_name("lepus-cli")
+        .tls_from_env()?;
     config.connect_timeout = std::time::Duration::from_secs(10);
     Ok(lepus::AmqpTransport::connect(config).await?)
 }
@@ -88,5 +97,13 @@ fn now_seconds() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Milliseconds since the Unix epoch.
+fn now_millis() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
         .unwrap_or(0)
 }

@@ -1,7 +1,7 @@
 //! `lepus publish TYPE --key KEY --json '{...}'`.
 
 use lepus::core::retry::{Intervals, RetryMetadata, Strategy, MAX_INTERVALS};
-use lepus::{Properties, Publication, Transport, CONTENT_TYPE_JSON};
+use lepus::{Delay, Properties, Publication, QueueKind, Transport, CONTENT_TYPE_JSON};
 
 use crate::cli::{Global, Output, PublishArgs, RetryStrategy};
 use crate::failure::{Code, Failure};
@@ -17,15 +17,19 @@ pub async fn run(g: &Global, args: PublishArgs) -> Result<Code, Failure> {
         .message_id
         .clone()
         .unwrap_or_else(lepus::new_message_id);
-    let properties = Properties::new()
+    let mut properties = Properties::new()
         .with_type(args.message_type.clone())
         .with_content_type(CONTENT_TYPE_JSON)
         .with_message_id(message_id.clone())
         .with_timestamp(crate::now_seconds());
+    let delay = delay_of(&args)?;
+    properties.priority = args.priority;
     let transport = crate::connect(g).await?;
-    let sent = transport
-        .publish(Publication::new(&g.exchange, &args.key, &body, &properties))
-        .await;
+    let publication = Publication::new(&g.exchange, &args.key, &body, &properties);
+    let sent = match delay {
+        Some(delay) => transport.publish_delayed(publication, delay).await,
+        None => transport.publish(publication).await,
+    };
     // Best effort: the publish was confirmed (or failed) already.
     let _ = transport.close().await;
     sent.map_err(|e| {
@@ -38,10 +42,14 @@ pub async fn run(g: &Global, args: PublishArgs) -> Result<Code, Failure> {
         }
         f
     })?;
+    let delay_ms = delay.map(|d| d.as_ms());
     match g.output {
         Output::Text => println!(
-            "published {} {message_id} to exchange {:?} with key {:?}",
-            args.message_type, g.exchange, args.key
+            "published {} {message_id} to exchange {:?} with key {:?}{}",
+            args.message_type,
+            g.exchange,
+            args.key,
+            delay_ms.map_or(String::new(), |ms| format!(", routed in {ms} ms"))
         ),
         Output::Json => println!(
             "{}",
@@ -51,10 +59,28 @@ pub async fn run(g: &Global, args: PublishArgs) -> Result<Code, Failure> {
                 "exchange": g.exchange,
                 "routing_key": args.key,
                 "bytes": body.len(),
+                "delay_ms": delay_ms,
+                "priority": args.priority,
             })
         ),
     }
     Ok(Code::Ok)
+}
+
+/// The delay `--delay` or `--at` asks for, on the levels `--quorum-levels` chooses.
+fn delay_of(args: &PublishArgs) -> Result<Option<Delay>, Failure> {
+    let delay = match (args.delay, args.at) {
+        (Some(d), _) => Delay::new(d),
+        (None, Some(at)) => Delay::until(at, std::time::SystemTime::now()),
+        (None, None) => return Ok(None),
+    }
+    .map_err(|e| Failure::usage(e.to_string()))?;
+    let levels = if args.quorum_levels {
+        QueueKind::Quorum
+    } else {
+        QueueKind::Classic
+    };
+    Ok(Some(delay.on(levels)))
 }
 
 fn retry_metadata(args: &PublishArgs) -> Result<RetryMetadata, Failure> {

@@ -1,67 +1,17 @@
-//! Reading the broker's topology through `rabbitmqctl ... --formatter json`.
+//! Reading the broker's topology through `rabbitmqctl ... --formatter json`: the fallback
+//! when the management HTTP API (see `management`) does not answer.
 //!
-//! Why `rabbitmqctl`: AMQP itself cannot list queues or bindings, and the management HTTP
-//! API is a plugin that is often not enabled. `rabbitmqctl` ships with every broker; it talks
-//! to the node it runs next to (not necessarily the one at `--amqp`). `LEPUS_RABBITMQCTL`
-//! replaces the command, e.g. `docker exec rabbitmq rabbitmqctl`.
+//! `rabbitmqctl` ships with every broker but must run next to it (it talks to the node it
+//! runs beside, not necessarily the one at `--amqp`), so it does not help against a managed
+//! RabbitMQ. `LEPUS_RABBITMQCTL` replaces the command, e.g. `docker exec rabbitmq rabbitmqctl`.
+//! It starts an Erlang VM per call: about a second each.
 
 use std::process::Command;
 
 use serde_json::Value;
 
 use crate::failure::{Code, Failure};
-
-/// One binding of an exchange.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Binding {
-    /// The exchange.
-    pub source: String,
-    /// The bound queue (or exchange).
-    pub destination: String,
-    /// The pattern.
-    pub routing_key: String,
-}
-
-/// One queue.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct QueueRow {
-    /// Its name.
-    pub name: String,
-    /// Ready messages.
-    pub messages: u64,
-    /// Consumers.
-    pub consumers: u64,
-}
-
-/// The virtual host of an AMQP address: the percent-decoded path, `/` when there is none.
-pub fn vhost_of(addr: &str) -> String {
-    let rest = addr.split_once("://").map_or(addr, |(_, r)| r);
-    let path = rest.split_once('/').map_or("", |(_, p)| p);
-    let path = path.split_once('?').map_or(path, |(p, _)| p);
-    if path.is_empty() {
-        return "/".into();
-    }
-    let bytes = path.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let decoded = (bytes.get(i) == Some(&b'%'))
-            .then(|| path.get(i + 1..i + 3))
-            .flatten()
-            .and_then(|h| u8::from_str_radix(h, 16).ok());
-        match decoded {
-            Some(b) => {
-                out.push(b);
-                i += 3;
-            }
-            None => {
-                out.extend(bytes.get(i).copied());
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
+use crate::snapshot::{Binding, QueueRow};
 
 fn run(vhost: &str, args: &[&str]) -> Result<Vec<Value>, Failure> {
     let command = std::env::var("LEPUS_RABBITMQCTL").unwrap_or_else(|_| "rabbitmqctl".into());
@@ -127,16 +77,27 @@ pub fn exchanges(vhost: &str) -> Result<Vec<(String, String)>, Failure> {
 
 /// Queues with their counts.
 pub fn queues(vhost: &str) -> Result<Vec<QueueRow>, Failure> {
-    Ok(
-        run(vhost, &["list_queues", "name", "messages", "consumers"])?
-            .iter()
-            .map(|r| QueueRow {
-                name: text(r, "name"),
-                messages: number(r, "messages"),
-                consumers: number(r, "consumers"),
-            })
-            .collect(),
-    )
+    Ok(run(
+        vhost,
+        &[
+            "list_queues",
+            "name",
+            "type",
+            "messages_ready",
+            "messages_unacknowledged",
+            "consumers",
+        ],
+    )?
+    .iter()
+    .map(|r| QueueRow {
+        name: text(r, "name"),
+        kind: text(r, "type"),
+        ready: number(r, "messages_ready"),
+        unacked: number(r, "messages_unacknowledged"),
+        consumers: number(r, "consumers"),
+        rates: None,
+    })
+    .collect())
 }
 
 /// Bindings to queues.
@@ -159,17 +120,4 @@ pub fn bindings(vhost: &str) -> Result<Vec<Binding>, Failure> {
         routing_key: text(r, "routing_key"),
     })
     .collect())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn vhosts() {
-        assert_eq!(vhost_of("amqp://127.0.0.1:5672/%2f"), "/");
-        assert_eq!(vhost_of("amqp://127.0.0.1:5672"), "/");
-        assert_eq!(vhost_of("amqp://u:p@h/prod%2Deu?heartbeat=5"), "prod-eu");
-        assert_eq!(vhost_of("amqp://h/%zz"), "%zz");
-    }
 }

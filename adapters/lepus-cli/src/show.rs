@@ -19,7 +19,12 @@ pub struct Summary {
 
 /// Summarizes a body.
 pub fn summarize(delivery: &Delivery) -> Summary {
-    match decode_json_raw(&delivery.body) {
+    summarize_body(&delivery.body, delivery.properties.message_type.as_deref())
+}
+
+/// Summarizes a body whose AMQP `type` is `amqp_type`.
+pub fn summarize_body(body: &[u8], amqp_type: Option<&str>) -> Summary {
+    match decode_json_raw(body) {
         Ok(raw) => Summary {
             message_type: raw.metadata.class_name.to_string(),
             retry_count: raw.metadata.retry.count,
@@ -28,13 +33,9 @@ pub fn summarize(delivery: &Delivery) -> Summary {
             envelope_error: None,
         },
         Err(e) => Summary {
-            message_type: delivery
-                .properties
-                .message_type
-                .clone()
-                .unwrap_or_else(|| "?".into()),
+            message_type: amqp_type.unwrap_or("?").to_owned(),
             retry_count: 0,
-            payload: Value::String(lossy(&delivery.body)),
+            payload: Value::String(lossy(body)),
             envelope_error: Some(e.to_string()),
         },
     }

@@ -27,6 +27,9 @@
 //! - `retry = path`: a `fn() -> RetryPolicy`; default: `RetryPolicy::default()`.
 //! - `reply = Type` (required by `Request`): the reply's type.
 //! - `reply_type = "..."`: the reply's wire type name; default: the last segment of `reply`.
+//! - `rate = "10/s"` (Celery's notation: `/s`, `/m`, `/h`, a bare count is per second),
+//!   `burst = 1`, `concurrency = 2`: the type's worker limits (`lepus::Limits`); a count,
+//!   burst or concurrency of 0 is a compile error.
 //!
 //! Names that AMQP cannot carry (empty, or over 255 bytes) are compile errors. Everything
 //! else about them is checked where they are used, by lepus's name validation.
@@ -34,7 +37,7 @@
 
 use proc_macro::TokenStream;
 use quote::quote;
-use syn::{parse_macro_input, DeriveInput, LitStr, Path, Type};
+use syn::{parse_macro_input, DeriveInput, LitInt, LitStr, Path, Type};
 
 /// Implements `lepus::Message` from `#[lepus(routing_key = "...", type = "...", retry = f)]`.
 #[proc_macro_derive(Message, attributes(lepus))]
@@ -63,6 +66,10 @@ struct Attrs {
     retry: Option<Path>,
     reply: Option<Type>,
     reply_type: Option<LitStr>,
+    /// `rate = "10/s"`: (count, period in microseconds).
+    rate: Option<(u32, u64)>,
+    burst: Option<u32>,
+    concurrency: Option<usize>,
 }
 
 fn attrs(input: &DeriveInput) -> syn::Result<Attrs> {
@@ -84,10 +91,18 @@ fn attrs(input: &DeriveInput) -> syn::Result<Attrs> {
                 "reply" => set(&mut out.reply, meta.value()?.parse()?).ok_or_else(duplicate)?,
                 "reply_type" => set(&mut out.reply_type, short_string(meta.value()?.parse()?)?)
                     .ok_or_else(duplicate)?,
+                "rate" => {
+                    set(&mut out.rate, rate(meta.value()?.parse()?)?).ok_or_else(duplicate)?
+                }
+                "burst" => {
+                    set(&mut out.burst, positive(meta.value()?.parse()?)?).ok_or_else(duplicate)?
+                }
+                "concurrency" => set(&mut out.concurrency, positive(meta.value()?.parse()?)?)
+                    .ok_or_else(duplicate)?,
                 _ => {
                     return Err(meta.error(
-                        "unknown key: expected `type`, `routing_key`, `retry`, `reply` or \
-                         `reply_type`",
+                        "unknown key: expected `type`, `routing_key`, `retry`, `reply`, \
+                         `reply_type`, `rate`, `burst` or `concurrency`",
                     ))
                 }
             }
@@ -106,6 +121,30 @@ fn set<T>(slot: &mut Option<T>, value: T) -> Option<()> {
             Some(())
         }
     }
+}
+
+/// `"10/s"`, read by core's parser: (count, period in microseconds).
+fn rate(lit: LitStr) -> syn::Result<(u32, u64)> {
+    match lepus_core::rate::Rate::parse(&lit.value()) {
+        Ok(rate) => Ok((rate.count(), rate.period_us())),
+        Err(e) => Err(syn::Error::new(
+            lit.span(),
+            format!("{e} (write e.g. \"10/s\", \"100/m\", \"5/h\")"),
+        )),
+    }
+}
+
+/// An integer of at least 1.
+fn positive<N>(lit: LitInt) -> syn::Result<N>
+where
+    N: std::str::FromStr + PartialEq + From<u8>,
+    N::Err: std::fmt::Display,
+{
+    let n: N = lit.base10_parse()?;
+    if n == N::from(0) {
+        return Err(syn::Error::new(lit.span(), "must be at least 1"));
+    }
+    Ok(n)
 }
 
 /// A name that travels as an AMQP short string: 1 to 255 bytes.
@@ -138,6 +177,19 @@ fn expand_message(input: &DeriveInput) -> syn::Result<proc_macro2::TokenStream> 
             }
         }
     });
+    let limits = (attrs.rate.is_some() || attrs.concurrency.is_some() || attrs.burst.is_some())
+        .then(|| {
+            let rate = attrs.rate.map(|(count, period_us)| {
+                quote! { .rate(::lepus::core::rate::Rate::new(#count, #period_us)) }
+            });
+            let burst = attrs.burst.map(|b| quote! { .burst(#b) });
+            let concurrency = attrs.concurrency.map(|c| quote! { .concurrency(#c) });
+            quote! {
+                fn limits() -> ::lepus::Limits {
+                    ::lepus::Limits::new() #rate #burst #concurrency
+                }
+            }
+        });
     Ok(implement(
         input,
         quote! { ::lepus::Message },
@@ -149,6 +201,7 @@ fn expand_message(input: &DeriveInput) -> syn::Result<proc_macro2::TokenStream> 
             const TYPE: &'static str = #type_name;
             const ROUTING_KEY: &'static str = #routing_key;
             #retry
+            #limits
         },
     ))
 }
@@ -259,6 +312,38 @@ mod tests {
         assert!(out.contains(r#""SendMail""#), "{out}");
         assert!(out.contains("policies :: mail ()"), "{out}");
         assert!(out.contains("for Job < T >"), "{out}");
+    }
+
+    #[test]
+    fn limits_are_read_at_compile_time() {
+        let out = message(
+            r#"#[lepus(routing_key = "a.b", rate = "10/s", burst = 3, concurrency = 2)]
+               struct Job;"#,
+        )
+        .unwrap();
+        assert!(out.contains("Rate :: new (10u32 , 1000000u64)"), "{out}");
+        assert!(out.contains(". burst (3u32)"), "{out}");
+        assert!(out.contains(". concurrency (2usize)"), "{out}");
+        let minute = message(r#"#[lepus(routing_key = "a", rate = "6/m")] struct Job;"#).unwrap();
+        assert!(
+            minute.contains("Rate :: new (6u32 , 60000000u64)"),
+            "{minute}"
+        );
+        let plain = message(r#"#[lepus(routing_key = "a")] struct Job;"#).unwrap();
+        assert!(!plain.contains("limits"), "{plain}");
+        for (bad, says) in [
+            (r#"rate = "0/s""#, "rate count is 0"),
+            (r#"rate = "10/d""#, "10/s"),
+            ("concurrency = 0", "at least 1"),
+            ("burst = 0", "at least 1"),
+            (r#"rate = "1/s", rate = "2/s""#, "given twice"),
+        ] {
+            let err = message(&format!(
+                r#"#[lepus(routing_key = "a", {bad})] struct Job;"#
+            ))
+            .unwrap_err();
+            assert!(err.contains(says), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -24,6 +24,7 @@
 
 #[cfg(feature = "amqp")]
 use crate::amqp::{AmqpConfig, AmqpSubscription, AmqpTransport};
+use crate::delay::Delay;
 use crate::delivery::Delivery;
 use crate::error::Result;
 #[cfg(not(feature = "amqp"))]
@@ -50,22 +51,51 @@ pub enum Broker {
 pub const IN_PROCESS_ADDR: &str = "memory:";
 
 /// Connects to the broker named by `AMQP_ADDR`: RabbitMQ at an `amqp://` or `amqps://`
-/// address, the in-process broker for [`IN_PROCESS_ADDR`] (`memory:`).
+/// address, the in-process broker for [`IN_PROCESS_ADDR`] (`memory:`). An `amqps://` address
+/// (the `rustls` feature) trusts the CA of `AMQP_TLS_CA` and presents the client certificate
+/// of `AMQP_TLS_CERT` and `AMQP_TLS_KEY`, when they are set ([`AmqpConfig::tls_from_env`]).
 ///
 /// # Errors
 /// [`crate::ErrorKind::InvalidConfig`] when `AMQP_ADDR` is unset or empty (the message names
 /// both ways to choose); the errors of [`connect_to`].
 pub async fn connect() -> Result<Broker> {
+    connect_within(std::time::Duration::ZERO).await
+}
+
+/// As [`connect`], retrying the first connection to RabbitMQ with backoff for up to
+/// `startup_timeout` while it fails in a way that may pass (the broker is starting, or not
+/// deployed yet): see [`AmqpConfig::startup_timeout`]. A missing `AMQP_ADDR` is an error at
+/// once.
+///
+/// # Errors
+/// As [`connect`]; the last connection error once `startup_timeout` passed.
+pub async fn connect_within(startup_timeout: std::time::Duration) -> Result<Broker> {
     let addr = std::env::var("AMQP_ADDR").ok();
-    connect_to(addr.as_deref()).await
+    connect_to_within(addr.as_deref(), startup_timeout).await
 }
 
 /// Connects to RabbitMQ at `addr`, or starts an in-process broker for [`IN_PROCESS_ADDR`].
+/// The TLS settings come from the environment, as for [`connect`].
 ///
 /// # Errors
-/// [`crate::ErrorKind::InvalidConfig`] for `None` or an empty address; without the `amqp`
-/// feature a RabbitMQ address is [`crate::ErrorKind::FeatureDisabled`]; connection errors.
+/// [`crate::ErrorKind::InvalidConfig`] for `None` or an empty address, or for unusable TLS
+/// settings; without the `amqp` feature a RabbitMQ address is
+/// [`crate::ErrorKind::FeatureDisabled`] (without `rustls`, an `amqps://` one); connection
+/// errors.
 pub async fn connect_to(addr: Option<&str>) -> Result<Broker> {
+    connect_to_within(addr, std::time::Duration::ZERO).await
+}
+
+/// As [`connect_to`], retrying the first connection for up to `startup_timeout` (see
+/// [`connect_within`]).
+///
+/// # Errors
+/// As [`connect_to`].
+#[cfg_attr(not(feature = "amqp"), allow(unused_variables))]
+pub async fn connect_to_within(
+    addr: Option<&str>,
+    startup_timeout: std::time::Duration,
+) -> Result<Broker> {
     let addr = addr.map(str::trim).filter(|a| !a.is_empty());
     match addr {
         None => {
@@ -80,7 +110,12 @@ pub async fn connect_to(addr: Option<&str>) -> Result<Broker> {
         }
         Some(IN_PROCESS_ADDR) => Ok(Broker::in_process()),
         #[cfg(feature = "amqp")]
-        Some(addr) => Broker::amqp(AmqpConfig::new(addr)).await,
+        Some(addr) => {
+            let config = AmqpConfig::new(addr)
+                .startup_timeout(startup_timeout)
+                .tls_from_env()?;
+            Broker::amqp(config).await
+        }
         #[cfg(not(feature = "amqp"))]
         Some(_) => {
             let error = Error::new(ErrorKind::FeatureDisabled { feature: "amqp" });
@@ -223,17 +258,11 @@ impl Transport for Broker {
         }
     }
 
-    async fn publish_delayed(
-        &self,
-        queue: &str,
-        delay_ms: u32,
-        body: &[u8],
-        properties: &Properties,
-    ) -> Result<()> {
+    async fn publish_delayed(&self, publication: Publication<'_>, delay: Delay) -> Result<()> {
         match self {
-            Broker::InProcess(b) => b.publish_delayed(queue, delay_ms, body, properties).await,
+            Broker::InProcess(b) => b.publish_delayed(publication, delay).await,
             #[cfg(feature = "amqp")]
-            Broker::Amqp(t) => t.publish_delayed(queue, delay_ms, body, properties).await,
+            Broker::Amqp(t) => t.publish_delayed(publication, delay).await,
         }
     }
 
@@ -277,6 +306,26 @@ impl Transport for Broker {
             Broker::InProcess(b) => b.delete_exchange(exchange).await,
             #[cfg(feature = "amqp")]
             Broker::Amqp(t) => t.delete_exchange(exchange).await,
+        }
+    }
+
+    async fn close(&self) -> Result<()> {
+        Broker::close(self).await
+    }
+
+    fn is_connected(&self) -> bool {
+        match self {
+            Broker::InProcess(b) => b.is_connected(),
+            #[cfg(feature = "amqp")]
+            Broker::Amqp(t) => t.is_connected(),
+        }
+    }
+
+    fn is_blocked(&self) -> bool {
+        match self {
+            Broker::InProcess(b) => b.is_blocked(),
+            #[cfg(feature = "amqp")]
+            Broker::Amqp(t) => Transport::is_blocked(t.as_ref()),
         }
     }
 }

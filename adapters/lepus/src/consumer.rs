@@ -19,7 +19,13 @@
 //! - **Shutdown**: stop consuming, give back the deliveries not started (as counted copies, so
 //!   that restarts do not count towards the delivery limit), let running handlers finish up to
 //!   [`ConsumerConfig::shutdown_timeout`], requeue what is left, flush the acks.
-//! - **Counters** ([`ConsumerStats`]) and one `lepus.message` span per delivery.
+//! - **Holding**: a service may hold a delivery over its type's limits (rate, concurrency,
+//!   see [`crate::Limits`]) before its handler starts; the held delivery gives its handler
+//!   slot up while it waits (keeping its prefetch slot) and is given back at shutdown like
+//!   one never started.
+//! - **Counters** ([`ConsumerStats`], and the same as [`crate::metrics`] with the `metrics`
+//!   feature) and one `lepus.message` span per delivery, which continues the message's trace
+//!   ([`crate::trace`]).
 //!
 //! One consumer per channel is assumed (a multiple ack covers the whole channel), and the
 //! loop polls [`crate::Subscription::next`] alongside finished handlers and the ack timer, so
@@ -29,6 +35,7 @@ mod acks;
 mod config;
 mod counters;
 mod dead_letter;
+mod hold;
 mod run;
 mod runtime;
 
@@ -37,6 +44,9 @@ pub use counters::ConsumerStats;
 
 pub(crate) use acks::Verdict;
 pub(crate) use counters::{bump, Counters};
-pub(crate) use dead_letter::{dead_letter_properties, origin};
+pub(crate) use dead_letter::{dead_letter, origin, repeat_follow_up, DeadLetter};
+pub(crate) use hold::{Admission, Slot, TypeLimit};
 pub(crate) use run::{run_handler, HandlerRun};
-pub(crate) use runtime::{note_settle_error, requeue, serve, Policy, Refusal, Runtime};
+pub(crate) use runtime::{
+    give_back_held, note_settle_error, requeue, serve, Policy, Refusal, Runtime,
+};

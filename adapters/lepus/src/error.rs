@@ -58,6 +58,9 @@ pub enum NameProblem {
     },
     /// Names starting with `amq.` are reserved to the broker and cannot be declared.
     ReservedPrefix,
+    /// A queue name with a `*` or `#` word cannot be bound to the delay levels by its name
+    /// (the binding pattern would read it as a wildcard).
+    WildcardWord,
 }
 
 impl fmt::Display for NameProblem {
@@ -72,6 +75,7 @@ impl fmt::Display for NameProblem {
                 "holds {ch:?} at byte {at} (allowed: letters, digits, '-', '_', '.', ':')"
             ),
             NameProblem::ReservedPrefix => f.write_str("starts with the reserved prefix `amq.`"),
+            NameProblem::WildcardWord => f.write_str("has a `*` or `#` word"),
         }
     }
 }
@@ -114,6 +118,11 @@ pub enum ErrorKind {
     /// no AMQP frame (an HTTP server, another service's port) or the header of another AMQP
     /// version. Not retryable: the address is wrong, and connecting again will not fix it.
     WrongProtocol,
+    /// The TLS handshake at an `amqps://` address failed: the server's certificate is not
+    /// signed by a trusted CA or not issued for the host name in the address, the server
+    /// refused our client certificate, or it does not speak TLS. Not retryable: the
+    /// certificates or the address need fixing.
+    TlsHandshake,
     /// The connection (or its socket) was lost or closed.
     ConnectionLost,
     /// The channel used by the operation is closed (often after an earlier broker refusal).
@@ -227,11 +236,14 @@ impl Error {
     }
 
     /// True when the connection could not be opened (including to a server that is not an
-    /// AMQP broker) or was lost.
+    /// AMQP broker, or after a failed TLS handshake) or was lost.
     pub fn is_connection_error(&self) -> bool {
         matches!(
             self.kind,
-            ErrorKind::ConnectionFailed | ErrorKind::WrongProtocol | ErrorKind::ConnectionLost
+            ErrorKind::ConnectionFailed
+                | ErrorKind::WrongProtocol
+                | ErrorKind::TlsHandshake
+                | ErrorKind::ConnectionLost
         )
     }
 
@@ -259,6 +271,15 @@ impl Error {
             | L::InvalidConnectionState(_)
             | L::MissingHeartbeatError => ErrorKind::ConnectionLost,
             L::InvalidChannel(_) | L::InvalidChannelState(..) => ErrorKind::ChannelClosed,
+            // A hard error (connection exception: 320 connection-forced, 5xx) closes the whole
+            // connection, whichever operation it answered: that connection is lost and the
+            // transport reconnects. RabbitMQ answers so, for one, a `basic.consume` on a quorum
+            // queue that has no leader for a while (541 INTERNAL_ERROR "failed consuming from
+            // quorum queue", during a failover): taking that for a refusal ended the consumer
+            // for good.
+            L::ProtocolError(e) if matches!(e.kind(), lapin::protocol::AMQPErrorKind::Hard(_)) => {
+                ErrorKind::ConnectionLost
+            }
             L::ProtocolError(e) => ErrorKind::BrokerRefused {
                 reply_code: e.get_id(),
             },
@@ -297,6 +318,7 @@ impl fmt::Display for ErrorKind {
             ),
             ErrorKind::ConnectionFailed => f.write_str("cannot connect to the broker"),
             ErrorKind::WrongProtocol => f.write_str("not an AMQP 0-9-1 broker"),
+            ErrorKind::TlsHandshake => f.write_str("TLS handshake failed"),
             ErrorKind::ConnectionLost => f.write_str("connection to the broker lost"),
             ErrorKind::ChannelClosed => f.write_str("channel closed"),
             ErrorKind::BrokerRefused { reply_code } => {
@@ -338,6 +360,30 @@ impl std::error::Error for Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(feature = "amqp")]
+    #[test]
+    fn hard_amqp_errors_are_lost_connections_and_soft_ones_refusals() {
+        use lapin::protocol::{AMQPError, AMQPErrorKind, AMQPHardError, AMQPSoftError};
+        let hard = |e| {
+            Error::from_lapin(lapin::Error::from(lapin::ErrorKind::ProtocolError(
+                AMQPError::new(AMQPErrorKind::Hard(e), "closed".into()),
+            )))
+        };
+        // What RabbitMQ answers to a consume on a quorum queue without a leader.
+        let internal = hard(AMQPHardError::INTERNALERROR);
+        assert_eq!(internal.kind(), ErrorKind::ConnectionLost);
+        assert!(internal.is_connection_error());
+        assert!(hard(AMQPHardError::CONNECTIONFORCED).is_connection_error());
+        let soft = Error::from_lapin(lapin::Error::from(lapin::ErrorKind::ProtocolError(
+            AMQPError::new(
+                AMQPErrorKind::Soft(AMQPSoftError::NOTFOUND),
+                "no queue".into(),
+            ),
+        )));
+        assert_eq!(soft.kind(), ErrorKind::BrokerRefused { reply_code: 404 });
+        assert!(!soft.is_connection_error());
+    }
 
     #[test]
     fn display_names_the_problem() {
@@ -387,6 +433,12 @@ mod tests {
             "the address needs fixing, not patience"
         );
         assert!(wrong.is_connection_error());
+        let tls = Error::new(ErrorKind::TlsHandshake);
+        assert!(
+            !tls.is_retryable(),
+            "an untrusted certificate stays untrusted"
+        );
+        assert!(tls.is_connection_error());
         let full = Error::new(ErrorKind::CapacityExceeded {
             what: "bindings of a topic exchange",
         });

@@ -37,8 +37,8 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::oneshot;
 
 use crate::consumer::{
-    bump, dead_letter_properties, requeue, serve, ConsumerConfig, Counters, Policy, Refusal,
-    Runtime, Verdict,
+    bump, requeue, serve, ConsumerConfig, Counters, DeadLetter, Policy, Refusal, Runtime, Slot,
+    Verdict,
 };
 use crate::core::envelope::{decode_postcard_raw, DecodeError};
 use crate::core::retry::DeadLetterReason;
@@ -364,8 +364,17 @@ async fn publish_frame<T: Transport>(
         .with_timestamp(now_seconds());
     properties.correlation_id = correlation_id;
     properties.reply_to = response_queue;
+    // The trace of the frame's delivery (or a new one, for frames from a reader).
+    let span = crate::publisher::publish_span(exchange);
+    let trace = span.in_scope(|| crate::trace::inject_publish(&mut properties.headers));
+    crate::trace::record(&span, &trace);
+    span.record(
+        "messaging.rabbitmq.destination.routing_key",
+        route.meta.as_str(),
+    );
+    crate::publisher::record_properties(&span, &properties);
     let publication = Publication::new(exchange, &route.meta, &body, &properties);
-    match transport.publish(publication).await {
+    match tracing::Instrument::instrument(transport.publish(publication), span).await {
         Ok(()) => Ok(FrameOutcome::Published(message_id)),
         Err(e) if e.is_unroutable() => {
             tracing::warn!(routing_key = %route.meta, "unroutable message skipped");
@@ -391,6 +400,11 @@ impl GatewayHandle {
     /// The counters so far.
     pub fn stats(&self) -> GatewayStats {
         frame_stats(&self.counters.0, &self.counters.1)
+    }
+
+    /// Aborts the gateway's task (what a [`crate::Host`] does past its drain deadline).
+    pub(crate) fn abort_handle(&self) -> tokio::task::AbortHandle {
+        self.join.abort_handle()
     }
 
     /// Stops consuming gracefully (see [`crate::consumer`]) and returns the counters.
@@ -486,6 +500,8 @@ impl<T: Transport + 'static> Policy<T> for FramePolicy {
         rt: Arc<Runtime<T, Self>>,
         delivery: Arc<Delivery>,
         _redelivered: bool,
+        // Held for the whole call: the handler slot.
+        _slot: Slot,
     ) -> Verdict {
         let p = &rt.policy;
         let mut frame = delivery.body.clone();
@@ -543,27 +559,12 @@ async fn dead_letter_frame<T: Transport>(
     reason: DeadLetterReason,
     error: String,
 ) -> Verdict {
-    let properties = dead_letter_properties(delivery, &rt.queue, reason, error, 1);
-    match rt
-        .transport
-        .publish_dead_letter(&rt.queue, &delivery.body, &properties)
-        .await
-    {
-        Ok(()) => {
-            bump(&rt.policy.counters.dead_lettered);
-            Verdict::Ack
-        }
-        Err(e) if e.is_invalid_input() => {
-            if let Err(e) = delivery.reject(false).await {
-                tracing::debug!(error = %e, "reject failed; the broker will redeliver");
-            }
-            Verdict::Settled
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "dead-lettering a frame failed; requeueing");
-            requeue(&rt.counters, delivery).await
-        }
-    }
+    let dead = DeadLetter {
+        reason,
+        error,
+        attempts: 1,
+    };
+    crate::consumer::dead_letter(rt, delivery, dead, &rt.policy.counters.dead_lettered, None).await
 }
 
 #[cfg(test)]

@@ -221,11 +221,6 @@ impl<O: 'static, M> HandlerTable<O, M> {
         self.entries.keys().copied()
     }
 
-    /// Every entry.
-    pub(crate) fn entries(&self) -> impl Iterator<Item = &Entry<O, M>> + '_ {
-        self.entries.values()
-    }
-
     /// Number of registered types.
     pub(crate) fn len(&self) -> usize {
         self.entries.len()

@@ -20,12 +20,22 @@
 //!   the write model and the read model, generic over any [`Transport`].
 //! - [`rpc`]: [`RpcClient`] and [`RpcServer`], request/response and scatter-gather over any
 //!   [`ReplyTransport`] (direct reply-to by default).
+//! - [`Scheduler`]: periodic sends (fixed interval or cron) of a [`Schedule`], run by any
+//!   number of replicas while each tick is published once; the election and the record of
+//!   ticks are the transports' [`ScheduleLedger`] ([`ledger`]).
+//! - [`Host`]: runs workers, RPC servers, gateways, RPC clients and schedulers on one
+//!   transport, stops them on one signal (drain, then close the transport), answers health
+//!   probes.
+//! - [`metrics`]: the metric names (feature `metrics`: emitted through the `metrics` facade).
+//! - [`trace`]: W3C trace context (`traceparent`) across processes, and the span fields.
 //! - [`serde`]: `deserialize_with` helpers for payload numbers that PHP sends as
 //!   strings (`{"userId":"7"}`).
 //!
 //! Features: `amqp` (default: RabbitMQ through lapin; without it only the in-process broker
-//! is built), `rustls` (`amqps://`), `testing` (the `testing` module: broker-or-skip helpers
-//! for tests).
+//! is built), `rustls` (`amqps://`, a private CA and client certificates: [`amqp::tls`]),
+//! `testing` (the `testing` module: broker-or-skip helpers for tests), `opentelemetry`
+//! (links [`trace`] with `tracing-opentelemetry`), `metrics` (emits the [`metrics`] through
+//! the `metrics` facade).
 //!
 //! Guarantees: no `unsafe`; invalid names, oversized bodies and over-long properties are
 //! errors before anything is sent (the AMQP codec would panic on them); a publish returns only
@@ -36,6 +46,16 @@
 #![cfg_attr(not(feature = "amqp"), allow(rustdoc::broken_intra_doc_links))]
 
 pub use lepus_core as core;
+
+/// The README's Rust code blocks, compiled (and run unless `no_run`) as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+struct ReadmeDoctests;
+
+/// `docs/getting-started.md`'s Rust code blocks, compiled as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../../docs/getting-started.md")]
+struct GettingStartedDoctests;
 
 // The derives name `::lepus::...`, which must resolve inside this crate too.
 extern crate self as lepus;
@@ -53,12 +73,18 @@ pub mod amqp;
 mod broker;
 mod catch_unwind;
 pub mod consumer;
+pub mod delay;
 mod delivery;
 mod error;
+pub mod events;
 pub mod gateway;
 mod handlers;
+pub mod host;
 pub mod inprocess;
+pub mod ledger;
+mod limits;
 mod message;
+pub mod metrics;
 pub mod names;
 mod properties;
 mod protocol;
@@ -66,29 +92,35 @@ mod publisher;
 mod registry;
 mod reply;
 pub mod rpc;
+pub mod scheduler;
 pub mod serde;
 mod signal;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod topology;
+pub mod trace;
 mod transport;
 mod worker;
 
 #[cfg(feature = "amqp")]
-pub use amqp::{AmqpConfig, AmqpSubscription, AmqpTransport, DEFAULT_ADDR};
+pub use amqp::{AmqpConfig, AmqpLease, AmqpSubscription, AmqpTransport, LOCAL_ADDR};
 pub use broker::{
-    connect, connect_to, Broker, BrokerReplyReceiver, BrokerRequestSender, BrokerSubscription,
-    IN_PROCESS_ADDR,
+    connect, connect_to, connect_to_within, connect_within, Broker, BrokerReplyReceiver,
+    BrokerRequestSender, BrokerSubscription, IN_PROCESS_ADDR,
 };
 pub use consumer::{ConsumerConfig, ConsumerStats};
+pub use delay::Delay;
 pub use delivery::{Acknowledge, Delivery, SettleFuture, Settlement};
 pub use error::{Error, ErrorKind, NameKind, NameProblem, Result};
 pub use handlers::{Context, HandlerError, HandlerErrorKind};
-pub use inprocess::{InProcessBroker, InProcessSubscription};
+pub use host::{Host, HostReport, Service};
+pub use inprocess::{InProcessBroker, InProcessLease, InProcessSubscription};
+pub use ledger::{BrokerLease, LedgerLease, ScheduleLedger};
 /// `#[derive(Message)]`: implements the [trait](trait@Message) from
 /// `#[lepus(routing_key = "...", type = "...", retry = policy_fn)]`; `type` defaults to the
 /// type's name, `retry` to [`RetryPolicy::default`].
 pub use lepus_derive::Message;
+pub use limits::Limits;
 pub use message::{Message, RetryPolicy};
 pub use properties::{HeaderValue, Headers, Properties};
 pub use protocol::{
@@ -102,7 +134,9 @@ pub use reply::{
     ReplyMessage, ReplyMode, ReplyReceiver, ReplyTransport, RequestSender, DIRECT_REPLY_TO,
 };
 pub use rpc::{Request, RpcClient, RpcClientConfig, RpcError, RpcServer, RpcServerConfig};
+pub use scheduler::{Entry, Missed, Schedule, Scheduler, SchedulerHandle, SchedulerStats};
 pub use signal::shutdown_signal;
 pub use topology::{QueueKind, QueueSpec};
+pub use trace::TraceContext;
 pub use transport::{Publication, Subscription, Transport};
 pub use worker::{Worker, WorkerConfig, WorkerHandle, WorkerStats};

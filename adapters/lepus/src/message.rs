@@ -44,6 +44,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::core::retry::{Backoff, RetryMetadata, Strategy, MAX_INTERVALS};
+use crate::limits::Limits;
 
 /// A message type: what a publisher sends and a worker's handler receives.
 pub trait Message: Serialize + DeserializeOwned + Send + Sync + 'static {
@@ -61,10 +62,26 @@ pub trait Message: Serialize + DeserializeOwned + Send + Sync + 'static {
     fn retry_policy() -> RetryPolicy {
         RetryPolicy::default()
     }
+
+    /// How fast and how many at once a worker starts handlers of this type (see
+    /// [`Limits`]); a worker's [`crate::Registry::limit`] overrides it.
+    ///
+    /// Default: no limits.
+    fn limits() -> Limits {
+        Limits::new()
+    }
 }
 
 /// How failures of a message type are retried: a thin builder around core's
 /// [`RetryMetadata`] (which is what travels in the envelope).
+///
+/// **Units**: this builder takes **milliseconds** (`repeat(5, [15_000, 30_000])`); the wire
+/// format's `retryInterval` and the CLI's `--retry-interval` are in **seconds**
+/// (`[15, 30]`, fractions allowed: `0.5`); the envelope is written in seconds. A `limit` is
+/// the number of *retries*: `repeat(3, ..)` allows 4 deliveries to the handler (the first
+/// attempt and 3 retries), then dead-letters with the reason `retries-exhausted`.
+///
+/// Every wait happens on the delay levels ([`crate::delay`]), exact to the millisecond.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RetryPolicy(RetryMetadata);
 
@@ -77,8 +94,9 @@ impl RetryPolicy {
         })
     }
 
-    /// Retried up to `limit` times; retry `k` waits `intervals_ms[min(k, N-1)]` milliseconds
-    /// (`retryStrategy: "repeat"`, `retryInterval`). At most 16 intervals, checked at compile
+    /// Retried up to `limit` times, so handled at most `limit + 1` times (`repeat(3, ..)`: four
+    /// attempts); retry `k` waits `intervals_ms[min(k, N-1)]` milliseconds (`retryStrategy:
+    /// "repeat"`, `retryInterval`; the wire and the CLI count seconds). At most 16 intervals, checked at compile
     /// time. An empty array means "retry at once".
     pub fn repeat<const N: usize>(limit: u32, intervals_ms: [u32; N]) -> Self {
         const { assert!(N <= MAX_INTERVALS, "at most 16 retry intervals") };

@@ -109,6 +109,10 @@ pub struct Properties {
     /// requests and replies, which cannot outlive their reply channel anyway; never for
     /// tasks that must survive a restart.
     pub transient: bool,
+    /// The AMQP `priority` property, 0 to 255: on a queue declared with a maximum priority
+    /// ([`crate::QueueSpec::max_priority`]), higher priorities are delivered first (above the
+    /// queue's maximum counts as the maximum, none as 0); other queues ignore it.
+    pub priority: Option<u8>,
 }
 
 impl Properties {
@@ -163,6 +167,13 @@ impl Properties {
     #[must_use]
     pub fn with_transient(mut self) -> Self {
         self.transient = true;
+        self
+    }
+
+    /// Sets the priority (see [`Properties::priority`]).
+    #[must_use]
+    pub fn with_priority(mut self, priority: u8) -> Self {
+        self.priority = Some(priority);
         self
     }
 

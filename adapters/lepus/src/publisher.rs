@@ -6,17 +6,36 @@
 //! when given), and returns only once the broker confirmed it. Concurrent sends pipeline
 //! their confirmations (the transport's job); [`Publisher::send_batch`] sends many at once.
 //!
+//! Every message carries the current trace context in its `traceparent` header (see
+//! [`crate::trace`]); [`Publisher::send_with`] runs in a `lepus.publish` span.
+//!
 //! The body is core's JSON envelope ([`encode_json_raw`]) around the payload written by
 //! `serde_json`.
+//!
+//! ## Delayed and scheduled sends
+//!
+//! [`Publisher::send_after`] and [`Publisher::send_at`] (or [`SendOptions::delay`] and
+//! [`SendOptions::deliver_at`]) publish onto the delay levels ([`crate::delay`]): the message
+//! is routed by the exchange, with its routing key, once its time has come, to the queues
+//! bound then, with its envelope byte for byte. Exact to the millisecond up to about 397
+//! days. The send returns once the broker confirmed the message at its first level; whether
+//! a queue is bound for it is known only when it arrives (a message nobody is bound for then
+//! waits in `lepus.delay.unrouted`). Only queues declared by Lepus (workers) are bound to the
+//! delay levels' delivery exchange.
 
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tracing::Instrument;
 
 use crate::core::envelope::{encode_json_raw, EncodeError, Metadata, RawEnvelope, Text};
 use crate::core::retry::RetryMetadata;
+use crate::delay::Delay;
 use crate::error::{Error, ErrorKind, Result};
 use crate::message::{Message, RetryPolicy};
 use crate::properties::{HeaderValue, Headers, Properties};
 use crate::protocol::{new_message_id, now_seconds, CONTENT_TYPE_JSON};
+use crate::topology::QueueKind;
 use crate::transport::{Publication, Transport};
 
 /// Per-send overrides for [`Publisher::send_with`].
@@ -35,6 +54,15 @@ pub struct SendOptions {
     pub message_id: Option<String>,
     /// Extra headers.
     pub headers: Headers,
+    /// Wait this long before the message is routed (see [`crate::delay`]).
+    pub delay: Option<Duration>,
+    /// Route the message at this time (the later of this and [`SendOptions::delay`]).
+    pub deliver_at: Option<SystemTime>,
+    /// The delay levels a delayed message waits on: quorum levels replicate and dead-letter
+    /// at least once; choose them when the destination queues are quorum queues.
+    pub delay_levels: QueueKind,
+    /// The AMQP `priority` (see [`Properties::priority`]); `None`: none (0).
+    pub priority: Option<u8>,
 }
 
 impl SendOptions {
@@ -78,19 +106,73 @@ impl SendOptions {
         self
     }
 
+    /// Sets the priority, 0 to 255: delivered before lower priorities from a worker queue
+    /// with [`crate::QueueSpec::max_priority`] (up to that maximum); retries and give-backs
+    /// keep it.
+    #[must_use]
+    pub fn priority(mut self, priority: u8) -> Self {
+        self.priority = Some(priority);
+        self
+    }
+
     /// Adds a header.
     #[must_use]
     pub fn header(mut self, key: impl Into<String>, value: impl Into<HeaderValue>) -> Self {
         self.headers.insert(key.into(), value.into());
         self
     }
+
+    /// Delays the message by `delay` (rounded up to the millisecond, at most
+    /// [`crate::delay::MAX_DELAY`]).
+    #[must_use]
+    pub fn delay(mut self, delay: Duration) -> Self {
+        self.delay = Some(delay);
+        self
+    }
+
+    /// Routes the message at `at` (at once if `at` has passed).
+    #[must_use]
+    pub fn deliver_at(mut self, at: SystemTime) -> Self {
+        self.deliver_at = Some(at);
+        self
+    }
+
+    /// Chooses the delay levels (see [`SendOptions::delay_levels`]).
+    #[must_use]
+    pub fn delay_levels(mut self, kind: QueueKind) -> Self {
+        self.delay_levels = kind;
+        self
+    }
+
+    /// The delay these options ask for, from `now`; `None` for a plain send.
+    fn delay_from(&self, now: SystemTime) -> Result<Option<Delay>> {
+        let until_at = match self.deliver_at {
+            Some(at) => Some(Delay::until(at, now)?),
+            None => None,
+        };
+        let after = match self.delay {
+            Some(d) => Some(Delay::new(d)?),
+            None => None,
+        };
+        let longest = match (until_at, after) {
+            (Some(a), Some(b)) => Some(if a.as_ms() >= b.as_ms() { a } else { b }),
+            (a, b) => a.or(b),
+        };
+        Ok(longest.map(|d| d.on(self.delay_levels)))
+    }
 }
 
 /// Sends typed messages to one topic exchange.
+///
+/// The exchange is declared (durable topic, idempotent) once before the first send, so a
+/// producer deployed before any worker sends without a `NOT_FOUND`. Declaring makes it
+/// exist, not routable: while no queue is bound, a send is still
+/// [`ErrorKind::Unroutable`] (sends are mandatory), and nothing is stored.
 #[derive(Debug)]
 pub struct Publisher<T> {
     transport: Arc<T>,
     exchange: String,
+    declared: Arc<DeclareOnce>,
 }
 
 impl<T> Clone for Publisher<T> {
@@ -98,24 +180,70 @@ impl<T> Clone for Publisher<T> {
         Publisher {
             transport: Arc::clone(&self.transport),
             exchange: self.exchange.clone(),
+            declared: Arc::clone(&self.declared),
         }
+    }
+}
+
+/// Declares the exchange a producer publishes to, once (the [`Publisher`]'s and the
+/// [`crate::RpcClient`]'s): producers then do not depend on a consumer having declared it.
+#[derive(Debug, Default)]
+pub(crate) struct DeclareOnce {
+    done: tokio::sync::OnceCell<()>,
+}
+
+impl DeclareOnce {
+    /// Declares `exchange` on `transport` unless done already. The default exchange (`""`)
+    /// and the broker's own (`amq.*`) are not declared. A refusal by the broker (an exchange
+    /// of another type or arguments by that name, no configure permission) is logged once
+    /// and not retried: the exchange exists or is someone else's to declare, and the send
+    /// goes ahead. Other failures (connection) are returned and tried again next time.
+    pub(crate) async fn ensure<T: Transport>(&self, transport: &T, exchange: &str) -> Result<()> {
+        if exchange.is_empty() || exchange.starts_with("amq.") || self.done.initialized() {
+            return Ok(());
+        }
+        // Boxed: declaring happens once; every send's future would otherwise carry it.
+        Box::pin(self.declare(transport, exchange)).await
+    }
+
+    async fn declare<T: Transport>(&self, transport: &T, exchange: &str) -> Result<()> {
+        self.done
+            .get_or_try_init(|| async {
+                match transport.declare_exchange(exchange).await {
+                    Ok(()) => Ok(()),
+                    Err(e) if matches!(e.kind(), ErrorKind::BrokerRefused { .. }) => {
+                        tracing::info!(exchange, error = %e, "not declaring the exchange; publishing to it as it is");
+                        Ok(())
+                    }
+                    Err(e) => Err(e),
+                }
+            })
+            .await
+            .map(|_| ())
+    }
+
+    /// Marks the exchange declared.
+    pub(crate) fn set(&self) {
+        let _ = self.done.set(());
     }
 }
 
 /// An encoded message, ready to publish.
 struct Encoded {
+    /// The trace context the message carries (see [`crate::trace`]).
+    trace: crate::trace::TraceContext,
     routing_key: String,
     body: Vec<u8>,
     properties: Properties,
 }
 
 impl<T: Transport> Publisher<T> {
-    /// A publisher to the topic exchange `exchange` (declare it with
-    /// [`Publisher::declare`], or let a worker declare it).
+    /// A publisher to the topic exchange `exchange` (declared before the first send).
     pub fn new(transport: Arc<T>, exchange: impl Into<String>) -> Self {
         Publisher {
             transport,
             exchange: exchange.into(),
+            declared: Arc::default(),
         }
     }
 
@@ -131,7 +259,9 @@ impl<T: Transport> Publisher<T> {
 
     /// Declares the exchange (durable topic; idempotent).
     pub async fn declare(&self) -> Result<()> {
-        self.transport.declare_exchange(&self.exchange).await
+        self.transport.declare_exchange(&self.exchange).await?;
+        self.declared.set();
+        Ok(())
     }
 
     /// Sends `message` with its default routing key and retry policy; returns its message id
@@ -153,15 +283,52 @@ impl<T: Transport> Publisher<T> {
         message: &M,
         options: &SendOptions,
     ) -> Result<String> {
-        let encoded = encode(message, options)?;
+        let delay = options.delay_from(SystemTime::now())?;
+        let span = publish_span(&self.exchange);
+        // Encoded inside the span: its trace context is the message's parent.
+        let encoded = span.in_scope(|| encode(message, options))?;
+        record_publish(&span, &encoded);
+        self.declared
+            .ensure(&*self.transport, &self.exchange)
+            .await?;
         let publication = Publication::new(
             &self.exchange,
             &encoded.routing_key,
             &encoded.body,
             &encoded.properties,
         );
-        self.transport.publish(publication).await?;
+        let publish = async {
+            match delay {
+                // Boxed: a delayed publish's future is large (it may declare the levels), and
+                // every send's future would carry it.
+                Some(delay) => Box::pin(self.transport.publish_delayed(publication, delay)).await,
+                None => self.transport.publish(publication).await,
+            }
+        };
+        publish.instrument(span).await?;
+        published(&self.exchange, M::TYPE);
         Ok(message_id_of(encoded.properties))
+    }
+
+    /// Sends `message` to be routed once `delay` has passed (see [`crate::delay`]);
+    /// returns its message id once the broker confirmed it.
+    ///
+    /// # Errors
+    /// As [`Publisher::send`]; a delay over [`crate::delay::MAX_DELAY`] is
+    /// `InvalidConfig { setting: "delay" }`.
+    pub async fn send_after<M: Message>(&self, message: &M, delay: Duration) -> Result<String> {
+        self.send_with(message, &SendOptions::new().delay(delay))
+            .await
+    }
+
+    /// Sends `message` to be routed at `at` (at once if `at` has passed); returns its message
+    /// id once the broker confirmed it.
+    ///
+    /// # Errors
+    /// As [`Publisher::send_after`].
+    pub async fn send_at<M: Message>(&self, message: &M, at: SystemTime) -> Result<String> {
+        self.send_with(message, &SendOptions::new().deliver_at(at))
+            .await
     }
 
     /// Sends every message (default routing key and policy) with pipelined confirmations.
@@ -176,6 +343,9 @@ impl<T: Transport> Publisher<T> {
             .iter()
             .map(|m| encode(m, &options))
             .collect::<Result<Vec<_>>>()?;
+        self.declared
+            .ensure(&*self.transport, &self.exchange)
+            .await?;
         let publications: Vec<Publication<'_>> = encoded
             .iter()
             .map(|e| Publication::new(&self.exchange, &e.routing_key, &e.body, &e.properties))
@@ -185,8 +355,59 @@ impl<T: Transport> Publisher<T> {
         Ok(outcomes
             .into_iter()
             .zip(encoded)
-            .map(|(outcome, e)| outcome.map(|()| message_id_of(e.properties)))
+            .map(|(outcome, e)| {
+                outcome.map(|()| {
+                    published(&self.exchange, M::TYPE);
+                    message_id_of(e.properties)
+                })
+            })
             .collect())
+    }
+}
+
+/// Counts a confirmed publish in the metrics.
+fn published(exchange: &str, type_name: &'static str) {
+    let labels = [("exchange", exchange), ("type", type_name)];
+    crate::metrics::count(crate::metrics::MESSAGES_PUBLISHED, &labels);
+}
+
+/// A `lepus.publish` span (OpenTelemetry messaging conventions), fields recorded later.
+pub(crate) fn publish_span(exchange: &str) -> tracing::Span {
+    let span = tracing::info_span!(
+        "lepus.publish",
+        "otel.name" = format!("publish {exchange}"),
+        "otel.kind" = "producer",
+        "messaging.system" = "rabbitmq",
+        "messaging.operation.type" = "publish",
+        "messaging.destination.name" = exchange,
+        "messaging.rabbitmq.destination.routing_key" = tracing::field::Empty,
+        "messaging.message.id" = tracing::field::Empty,
+        "messaging.message.conversation_id" = tracing::field::Empty,
+        trace_id = tracing::field::Empty,
+        span_id = tracing::field::Empty,
+        parent_span_id = tracing::field::Empty,
+    );
+    crate::trace::adopt_scope(&span);
+    span
+}
+
+/// Records what the message carries on its `lepus.publish` span.
+fn record_publish(span: &tracing::Span, encoded: &Encoded) {
+    crate::trace::record(span, &encoded.trace);
+    span.record(
+        "messaging.rabbitmq.destination.routing_key",
+        encoded.routing_key.as_str(),
+    );
+    record_properties(span, &encoded.properties);
+}
+
+/// Records the message and correlation ids of `properties` on a `lepus.publish` span.
+pub(crate) fn record_properties(span: &tracing::Span, properties: &Properties) {
+    if let Some(id) = &properties.message_id {
+        span.record("messaging.message.id", id.as_str());
+    }
+    if let Some(id) = &properties.correlation_id {
+        span.record("messaging.message.conversation_id", id.as_str());
     }
 }
 
@@ -213,7 +434,10 @@ fn encode<M: Message>(message: &M, options: &SendOptions) -> Result<Encoded> {
     properties.correlation_id = options.correlation_id.clone();
     properties.reply_to = options.reply_to.clone();
     properties.headers = options.headers.clone();
+    properties.priority = options.priority;
+    let trace = crate::trace::inject_publish(&mut properties.headers);
     Ok(Encoded {
+        trace,
         routing_key: options
             .routing_key
             .clone()

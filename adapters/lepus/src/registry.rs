@@ -27,17 +27,22 @@
 
 use core::fmt;
 use core::future::Future;
+use std::collections::HashMap;
 
 use crate::core::envelope::Text;
 use crate::core::retry::RetryMetadata;
+use crate::error::Result;
 use crate::handlers::{Context, Entry, HandlerError, HandlerTable};
+use crate::limits::Limits;
 use crate::message::Message;
 
 /// Maps wire type names to async handlers (the worker's use of the crate's one handler
-/// table), each with its type's default retry policy.
+/// table), each with its type's default retry policy and its [`Limits`].
 #[derive(Default)]
 pub struct Registry {
     table: HandlerTable<(), RetryMetadata>,
+    /// Limits by type name: [`Message::limits`] when registered, or [`Registry::limit`].
+    limits: HashMap<&'static str, Limits>,
 }
 
 impl Registry {
@@ -56,7 +61,63 @@ impl Registry {
     {
         let policy = M::retry_policy().into_metadata();
         self.table.insert(M::TYPE, policy, handler, Ok);
+        let declared = M::limits();
+        if !declared.is_unlimited() {
+            self.limits.entry(M::TYPE).or_insert(declared);
+        }
         self
+    }
+
+    /// Sets the limits of type `M` on this registry's worker, replacing what the type declares
+    /// ([`Message::limits`], `#[lepus(rate = "10/s", concurrency = 2)]`), before or after
+    /// [`Registry::register`]. `Limits::new()` lifts every limit.
+    ///
+    /// ```
+    /// # use lepus::{Limits, Message, Registry};
+    /// # #[derive(serde::Serialize, serde::Deserialize, Message)]
+    /// # #[lepus(routing_key = "mailer.send")]
+    /// # struct SendMail { to: String }
+    /// let mut registry = Registry::new();
+    /// registry.register(|_mail: SendMail, _ctx| async { Ok(()) });
+    /// registry.limit::<SendMail>(Limits::new().per_second(10).concurrency(2))?;
+    /// assert_eq!(registry.limits("SendMail").concurrency, Some(2));
+    /// # Ok::<(), lepus::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidConfig`](crate::ErrorKind::InvalidConfig) for a rate, burst or
+    /// concurrency of 0; nothing is changed then.
+    pub fn limit<M: Message>(&mut self, limits: Limits) -> Result<&mut Self> {
+        limits.validate()?;
+        self.limits.insert(M::TYPE, limits);
+        Ok(self)
+    }
+
+    /// The limits of `type_name` (no limits when none were declared or set).
+    pub fn limits(&self, type_name: &str) -> Limits {
+        self.limits.get(type_name).copied().unwrap_or_default()
+    }
+
+    /// Checks every type's limits (a type's declared [`Message::limits`] are checked only
+    /// here, when its worker starts).
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidConfig`](crate::ErrorKind::InvalidConfig), naming the type.
+    pub fn validate(&self) -> Result<()> {
+        for (type_name, limits) in &self.limits {
+            limits
+                .validate()
+                .map_err(|e| e.context(format!("limits of {type_name}")))?;
+        }
+        Ok(())
+    }
+
+    /// Every type with limits.
+    pub(crate) fn limited(&self) -> impl Iterator<Item = (&'static str, Limits)> + '_ {
+        self.limits
+            .iter()
+            .filter(|(_, l)| !l.is_unlimited())
+            .map(|(t, l)| (*t, *l))
     }
 
     /// Builder form of [`Registry::register`].
@@ -99,14 +160,6 @@ impl Registry {
     /// Looks up a `className` as read from an envelope.
     pub(crate) fn lookup(&self, class_name: &Text<'_>) -> Option<&Entry<(), RetryMetadata>> {
         self.table.lookup(class_name)
-    }
-
-    /// Every retry delay named by a registered type's policy, in milliseconds.
-    pub(crate) fn retry_delays_ms(&self) -> impl Iterator<Item = u32> + '_ {
-        self.table
-            .entries()
-            .filter_map(|e| e.meta.intervals.as_ref())
-            .flat_map(|i| i.iter().copied())
     }
 }
 

@@ -39,6 +39,7 @@ pub use client::{RpcClient, RpcClientConfig};
 pub use correlation::{format_correlation_id, new_correlation_id, parse_correlation_id};
 pub use correlator::RpcCounters;
 pub use error::{RemoteErrorKind, RpcError};
+pub(crate) use gather::join_all;
 pub use gather::GatherSet;
 /// `#[derive(Request)]`: implements the [trait](trait@Request) from
 /// `#[lepus(reply = ReplyType, reply_type = "...")]`; `reply_type` defaults to the last segment

@@ -1,7 +1,9 @@
-//! For tests that need a real RabbitMQ (ours and yours): connect to `AMQP_ADDR` (default
-//! [`crate::DEFAULT_ADDR`]), and when the broker is unreachable either fail (in CI:
-//! `CI=true` or `LEPUS_REQUIRE_BROKER=1`) or skip with a loud notice (on a laptop without a
-//! broker). Handler tests that need no broker use [`crate::InProcessBroker`] instead.
+//! For tests that need a real RabbitMQ (ours and yours): connect to `AMQP_ADDR`, and when it
+//! is unset or the broker is unreachable either fail (in CI: `CI=true` or
+//! `LEPUS_REQUIRE_BROKER=1`) or skip with a loud notice (on a laptop without a broker). As
+//! everywhere in Lepus, an unset `AMQP_ADDR` chooses no broker: run
+//! `AMQP_ADDR=amqp://127.0.0.1:5672/%2f cargo test` ([`crate::LOCAL_ADDR`]) to test against
+//! a local RabbitMQ (`.ci/run` exports it). Handler tests that need no broker use [`crate::InProcessBroker`] instead.
 //!
 //! Only with the `testing` feature (enable it in your `[dev-dependencies]`); [`connect`] and
 //! [`connect_with`] also need `amqp`.
@@ -53,7 +55,26 @@ pub async fn connect_with(test: &str, config: AmqpConfig) -> Option<AmqpTranspor
 /// When the broker is unreachable and required.
 #[cfg(feature = "amqp")]
 pub async fn connect(test: &str) -> Option<AmqpTransport> {
-    connect_with(test, AmqpConfig::from_env()).await
+    connect_with(test, config(test)?).await
+}
+
+/// The configuration for `AMQP_ADDR` ([`AmqpConfig::from_env`]); when it is unset, panics if
+/// the broker is required and otherwise prints the skip notice and returns `None`.
+///
+/// # Panics
+/// When `AMQP_ADDR` is unset and the broker is required.
+#[cfg(feature = "amqp")]
+pub fn config(test: &str) -> Option<AmqpConfig> {
+    match AmqpConfig::from_env() {
+        Ok(config) => Some(config),
+        Err(e) if broker_required() => {
+            panic!("{test}: RabbitMQ is required (CI=true or LEPUS_REQUIRE_BROKER=1): {e}")
+        }
+        Err(e) => {
+            skipped(test, &e.to_string());
+            None
+        }
+    }
 }
 
 /// Prints the loud skip notice of `test` (straight to the process's stderr: the test harness

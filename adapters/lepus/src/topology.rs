@@ -4,25 +4,13 @@
 //! - bindings from a durable topic exchange with topic patterns (`mailer.ad.*`, `mailer.#`);
 //! - its dead-letter queue `<queue>.dead`, where failed messages wait for a person (the
 //!   queue also dead-letters rejected messages there by itself);
-//! - one wait queue per retry delay, `<queue>.wait.<ms>`: a message published there sits for
-//!   `<ms>` milliseconds (`x-message-ttl`), then the broker dead-letters it through the
-//!   default exchange with routing key `<queue>` (`x-dead-letter-exchange = ""`,
-//!   `x-dead-letter-routing-key = <queue>`), so it returns to the origin queue **only**, not
-//!   to every queue bound to the topic exchange. One queue per delay means a short delay
-//!   never waits behind a long one (no head-of-line blocking).
+//! - bindings to the delay levels' delivery exchange (see [`crate::delay`]): by its own name, so
+//!   a retry that has waited its delay comes back to this queue **only**, and with each
+//!   topic pattern, so a delayed send to the exchange reaches it like a plain one.
 //!
-//! ## Wait queues expire when unused
-//!
-//! A wait queue carries `x-expires` = [`wait_queue_expiry_ms`] (twice the delay plus a
-//! minute), so queues for delays nobody uses any more vanish. RabbitMQ deletes an expired
-//! queue *with its messages*, and publishing does not renew the lease, only a redeclaration
-//! does; so a publisher redeclares a wait queue before publishing into it whenever its last
-//! declaration is older than [`wait_queue_lease_ms`] (the delay plus 30 s). A message
-//! published within the lease leaves the queue (after its delay) at least 30 s before the
-//! queue can expire. Turn this off in the transport's configuration to keep wait queues
-//! forever.
+//! No queue is declared per delay: every wait happens on the fixed delay levels.
 
-use crate::error::Result;
+use crate::error::{Error, ErrorKind, Result};
 use crate::names::{check_binding_pattern, check_exchange_name, check_queue_name};
 
 /// Queue type, chosen in configuration.
@@ -46,26 +34,37 @@ pub struct QueueSpec {
     pub exchange: String,
     /// Topic patterns bound from `exchange` to the queue.
     pub bindings: Vec<String>,
-    /// Retry delays, in milliseconds, whose wait queues are declared up front.
-    /// Other delays get their wait queue on first use.
-    pub retry_delays_ms: Vec<u32>,
     /// Deliveries allowed in all before the broker dead-letters a message: declared as
     /// `x-delivery-limit` on quorum queues (RabbitMQ 3.10 sets none by default). Classic
     /// queues have no such argument; the worker counts their deliveries itself.
     pub delivery_limit: Option<u32>,
+    /// `x-max-priority` of the queue (1 to 255; RabbitMQ recommends at most 10, since each
+    /// level costs memory and CPU): messages with a higher `priority` property are delivered
+    /// first, FIFO within a priority. Classic queues only: RabbitMQ 3.10's quorum queues have
+    /// no priorities, so asking for one there is an [`ErrorKind::InvalidConfig`] error, not a
+    /// silent ignore. A queue's arguments cannot change once declared: adding or changing this
+    /// on an existing queue is refused by the broker (406) until the queue is deleted.
+    pub max_priority: Option<u8>,
 }
 
 impl QueueSpec {
-    /// A classic queue bound to `exchange`, with no bindings and no retry delays yet.
+    /// A classic queue bound to `exchange`, with no bindings yet.
     pub fn new(name: impl Into<String>, exchange: impl Into<String>) -> Self {
         QueueSpec {
             name: name.into(),
             kind: QueueKind::Classic,
             exchange: exchange.into(),
             bindings: Vec::new(),
-            retry_delays_ms: Vec::new(),
             delivery_limit: None,
+            max_priority: None,
         }
+    }
+
+    /// Sets the queue's maximum priority (see [`QueueSpec::max_priority`]).
+    #[must_use]
+    pub fn max_priority(mut self, max: u8) -> Self {
+        self.max_priority = Some(max);
+        self
     }
 
     /// Sets the delivery limit (see [`QueueSpec::delivery_limit`]).
@@ -89,27 +88,58 @@ impl QueueSpec {
         self
     }
 
-    /// Declares wait queues for these delays (milliseconds) up front.
-    #[must_use]
-    pub fn retry_delays_ms(mut self, delays: impl IntoIterator<Item = u32>) -> Self {
-        self.retry_delays_ms.extend(delays);
-        self
-    }
-
-    /// Checks every name the spec will declare, including the derived dead-letter and wait
-    /// queue names. Never panics.
+    /// Checks every name the spec will declare, including the derived dead-letter queue name
+    /// and the bindings to the delay levels, and the maximum priority. Never panics.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidName`] for a name; [`ErrorKind::InvalidConfig`] (setting
+    /// `max_priority`) for a maximum priority of 0 or one on a quorum queue.
     pub fn validate(&self) -> Result<()> {
+        match (self.max_priority, self.kind) {
+            (Some(0), _) => {
+                return Err(Error::new(ErrorKind::InvalidConfig {
+                    setting: "max_priority",
+                })
+                .context("a maximum priority is 1 to 255 (RabbitMQ recommends at most 10)"))
+            }
+            (Some(max), QueueKind::Quorum) => {
+                return Err(Error::new(ErrorKind::InvalidConfig {
+                    setting: "max_priority",
+                })
+                .context(format!(
+                    "queue {:?}: quorum queues have no priorities (RabbitMQ 3.10); \
+                     max_priority {max} needs a classic queue",
+                    self.name
+                )))
+            }
+            _ => {}
+        }
         check_queue_name(&self.name)?;
         check_exchange_name(&self.exchange)?;
         dead_letter_queue_name(&self.name)?;
         for pattern in &self.bindings {
             check_binding_pattern(pattern)?;
         }
-        for &delay in &self.retry_delays_ms {
-            wait_queue_name(&self.name, delay)?;
-        }
+        crate::delay::delivery_patterns(self)?;
         Ok(())
     }
+}
+
+/// The error of declaring `queue` as `declared` where the broker holds it as the other kind
+/// (406 `PRECONDITION_FAILED`): says what exists and how to migrate, instead of the broker's
+/// "inequivalent arg 'x-queue-type'".
+pub fn kind_mismatch(queue: &str, declared: QueueKind) -> Error {
+    let (wanted, existing) = match declared {
+        QueueKind::Quorum => ("quorum", "classic"),
+        QueueKind::Classic => ("classic", "quorum"),
+    };
+    Error::new(ErrorKind::BrokerRefused { reply_code: 406 }).context(format!(
+        "queue {queue:?} exists on the broker as a {existing} queue and is declared here as \
+         {wanted}; a queue's type cannot change. To migrate: stop its producers, let its \
+         workers empty it (and its `.dead` queue, if it has one), delete both (`rabbitmqctl \
+         delete_queue`), then start the workers with the new kind; or give the {wanted} queue \
+         a new name and move producers to it (PRECONDITION_FAILED)"
+    ))
 }
 
 /// The dead-letter queue of `queue`: `<queue>.dead`, validated.
@@ -118,25 +148,6 @@ pub fn dead_letter_queue_name(queue: &str) -> Result<String> {
     let name = format!("{queue}.dead");
     check_queue_name(&name)?;
     Ok(name)
-}
-
-/// The wait queue of `queue` for a delay: `<queue>.wait.<ms>`, validated.
-pub fn wait_queue_name(queue: &str, delay_ms: u32) -> Result<String> {
-    check_queue_name(queue)?;
-    let name = format!("{queue}.wait.{delay_ms}");
-    check_queue_name(&name)?;
-    Ok(name)
-}
-
-/// `x-expires` of a wait queue: twice the delay plus one minute, in milliseconds.
-pub fn wait_queue_expiry_ms(delay_ms: u32) -> u64 {
-    2 * u64::from(delay_ms) + 60_000
-}
-
-/// How long a declaration of a wait queue covers publishes into it: the delay plus 30 s.
-/// Past that, publishers redeclare it first (see the module docs).
-pub fn wait_queue_lease_ms(delay_ms: u32) -> u64 {
-    u64::from(delay_ms) + 30_000
 }
 
 #[cfg(test)]
@@ -149,37 +160,46 @@ mod tests {
             dead_letter_queue_name("mailer").ok().as_deref(),
             Some("mailer.dead")
         );
-        assert_eq!(
-            wait_queue_name("mailer", 15_000).ok().as_deref(),
-            Some("mailer.wait.15000")
-        );
-        // A 250-byte queue name leaves no room for the suffix: an error, not a panic.
-        let long = "q".repeat(250);
-        assert!(wait_queue_name(&long, 86_400_000).is_err());
-        assert!(wait_queue_name("", 200).is_err(), "not `.wait.200`");
         assert!(dead_letter_queue_name("amq.x").is_err());
-        assert!(QueueSpec::new(long.clone(), "ex").validate().is_ok());
-        assert!(
-            QueueSpec::new(long + "q", "ex").validate().is_err(),
-            "no room for .dead"
-        );
+        // A 250-byte queue name leaves room for `.dead` (and for `%.` in its binding to
+        // the delay levels); a 251-byte one does not: an error, not a panic.
+        let longest = "q".repeat(250);
+        assert!(QueueSpec::new(longest.clone(), "ex").validate().is_ok());
+        assert!(QueueSpec::new(longest + "q", "ex").validate().is_err());
+        // A binding pattern whose delivery binding (`ex.<pattern>`) would pass 255 bytes is
+        // an error at validation, not at the first delayed send.
+        let spec = QueueSpec::new("q", "ex").bind("p".repeat(253));
+        let err = spec.validate().err();
+        assert!(err.is_some_and(|e| e.is_invalid_input()));
     }
 
     #[test]
-    fn lease_ends_well_before_expiry() {
-        for delay in [0, 200, 15_000, 86_400_000, u32::MAX] {
-            // Last publish at the end of the lease, then the message waits `delay`.
-            let leaves_at = wait_queue_lease_ms(delay) + u64::from(delay);
-            assert!(leaves_at + 30_000 <= wait_queue_expiry_ms(delay));
+    fn max_priority_is_1_to_255_on_classic_queues_only() {
+        assert!(QueueSpec::new("q", "x").max_priority(1).validate().is_ok());
+        assert!(QueueSpec::new("q", "x")
+            .max_priority(255)
+            .validate()
+            .is_ok());
+        let setting = "max_priority";
+        for spec in [
+            QueueSpec::new("q", "x").max_priority(0),
+            QueueSpec::new("q", "x")
+                .kind(QueueKind::Quorum)
+                .max_priority(5),
+        ] {
+            let err = spec.validate().expect_err("refused");
+            assert_eq!(err.kind(), ErrorKind::InvalidConfig { setting });
         }
+        let quorum = QueueSpec::new("q", "x").kind(QueueKind::Quorum);
+        let err = quorum.max_priority(5).validate().unwrap_err().to_string();
+        assert!(err.contains("quorum"), "{err}");
     }
 
     #[test]
     fn spec_validation() {
         let spec = QueueSpec::new("mailer", "lepus")
             .bind("mailer.ad.*")
-            .bind("mailer.#")
-            .retry_delays_ms([15_000, 30_000]);
+            .bind("mailer.#");
         assert!(spec.validate().is_ok());
         assert!(QueueSpec::new("mailer", "amq.topic").validate().is_err());
         assert!(QueueSpec::new("mailer", "lepus")

@@ -6,6 +6,7 @@
 use core::future::Future;
 use core::time::Duration;
 
+use crate::delay::Delay;
 use crate::delivery::Delivery;
 use crate::error::Result;
 use crate::properties::Properties;
@@ -109,9 +110,9 @@ impl<'a> Publication<'a> {
 ///   which [`crate::Error::is_invalid_input`] is true, and nothing is sent (the worker then
 ///   lets the queue dead-letter the message instead of retrying forever).
 /// - **Topology.** [`Transport::declare_queue`] builds the layout of [`crate::topology`]:
-///   the queue dead-letters rejected messages to `<queue>.dead`, and each wait queue
-///   `<queue>.wait.<ms>` sends its messages back to `<queue>` after `<ms>`. Declarations and
-///   deletions are idempotent.
+///   the queue dead-letters rejected messages to `<queue>.dead`, and is bound to the delay
+///   levels ([`crate::delay`]) so that its delayed messages and retries reach it.
+///   Declarations and deletions are idempotent.
 /// - **Concurrency and cancellation.** Every method takes `&self` and may run concurrently
 ///   with the others (publishes pipeline). Their futures may be dropped before they finish
 ///   (the worker bounds its shutdown with a timeout): a dropped publish may or may not have
@@ -123,8 +124,8 @@ pub trait Transport: Send + Sync {
     /// Declares a durable topic exchange (idempotent).
     fn declare_exchange(&self, exchange: &str) -> impl Future<Output = Result<()>> + Send;
 
-    /// Declares a worker queue, its bindings, its dead-letter queue and the wait queues of
-    /// its retry delays (idempotent). See [`crate::topology`].
+    /// Declares a worker queue, its bindings, its dead-letter queue, the delay levels of its
+    /// kind and its bindings to them (idempotent). See [`crate::topology`].
     fn declare_queue(&self, spec: &QueueSpec) -> impl Future<Output = Result<()>> + Send;
 
     /// Publishes one message and waits for the broker's confirmation. Many publishes may be
@@ -139,14 +140,15 @@ pub trait Transport: Send + Sync {
         batch: &[Publication<'_>],
     ) -> impl Future<Output = Result<Vec<Result<()>>>> + Send;
 
-    /// Publishes into the wait queue of `queue` for `delay_ms`; the message comes back to
-    /// `queue` (only) once the delay has passed.
+    /// Publishes `publication` through the delay levels ([`crate::delay`], declared on first
+    /// use): it is routed by its exchange and routing key once `delay` has passed, exactly as
+    /// a plain publish would be then. A retry goes back to its queue only: the default
+    /// exchange (`""`) with the queue's name as routing key. `Ok` once the broker confirmed
+    /// the message at its first level.
     fn publish_delayed(
         &self,
-        queue: &str,
-        delay_ms: u32,
-        body: &[u8],
-        properties: &Properties,
+        publication: Publication<'_>,
+        delay: Delay,
     ) -> impl Future<Output = Result<()>> + Send;
 
     /// Publishes into the dead-letter queue of `queue` (`<queue>.dead`).
@@ -169,6 +171,28 @@ pub trait Transport: Send + Sync {
 
     /// Deletes an exchange. Deleting a missing exchange succeeds.
     fn delete_exchange(&self, exchange: &str) -> impl Future<Output = Result<()>> + Send;
+
+    /// Closes the connection for good (what [`crate::Host`] does last): afterwards nothing
+    /// reconnects and operations fail with [`crate::ErrorKind::Closed`]. Closing twice is
+    /// not an error. Must not hang (bound every wait on the broker) and must not fail because
+    /// a channel is still closing. The default does nothing (an in-process transport has no
+    /// connection).
+    fn close(&self) -> impl Future<Output = Result<()>> + Send {
+        core::future::ready(Ok(()))
+    }
+
+    /// True while the transport is connected to its broker (for readiness probes,
+    /// [`crate::Host::is_ready`]). A transport that recovers its connection reports false
+    /// from a loss until it is back. The default: always true.
+    fn is_connected(&self) -> bool {
+        true
+    }
+
+    /// True while the broker refuses publishes for now (a RabbitMQ memory or disk alarm,
+    /// `connection.blocked`). The default: never.
+    fn is_blocked(&self) -> bool {
+        false
+    }
 }
 
 /// A stream of deliveries from one queue.

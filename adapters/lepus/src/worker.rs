@@ -9,13 +9,16 @@
 //!    (`application/json` or absent), envelope ([`decode_json_raw`]), type registered. A
 //!    failing check dead-letters the message with reason `oversized`, `wrong-content-type`,
 //!    `malformed` or `unknown-type`; an unregistered type's payload is never decoded.
-//! 2. Runs the handler, catching panics (a panic counts as a transient failure).
+//! 2. Holds the delivery while its type is at its limits ([`crate::Limits`]: a rate, a
+//!    concurrency), then runs the handler, catching panics (a panic counts as a transient
+//!    failure).
 //! 3. Asks core what to do ([`decide`], with the type's default policy filled in by
 //!    [`RetryMetadata::with_default`] when the envelope names no strategy), then:
 //!    - ack;
 //!    - retry: core rewrites the envelope with the next `retryCount` (payload bytes and
-//!      unknown keys untouched), the transport publishes it into the wait queue of the
-//!      delay, and the delivery is acked once that publish is confirmed;
+//!      unknown keys untouched), the transport publishes it onto the delay levels
+//!      ([`crate::delay`]) addressed back to this queue only, and the delivery is acked once
+//!      that publish is confirmed;
 //!    - dead-letter: published into `<queue>.dead` with `x-lepus-*` headers (why, when,
 //!      attempts, origin), acked once confirmed.
 //!
@@ -41,13 +44,31 @@
 //! the message again), and a follow-up still unconfirmed when the shutdown timeout ends (the
 //! delivery is requeued).
 //!
+//! # Rate limits and per-type concurrency
+//!
+//! A type with [`crate::Limits`] (`#[lepus(rate = "10/s", concurrency = 2)]`, or
+//! [`Registry::limit`]) has its deliveries **held**, not failed: its handler does not start,
+//! no retry is counted, nothing is requeued or dead-lettered; the delivery waits until its
+//! type has a free slot and a token of its rate (first come, first served per type), then
+//! runs as usual. [`WorkerStats::held`] counts the deliveries that had to wait.
+//!
+//! Head-of-line behaviour: a held delivery gives up its handler slot
+//! ([`ConsumerConfig::concurrency`]) while it waits, so other types keep running, but it keeps
+//! its **prefetch** slot (it is delivered and unacknowledged). When a limited type fills the
+//! whole prefetch with held deliveries, the broker sends nothing more until one of them
+//! starts, and the other types of the queue wait behind them. Give a limited type a queue of
+//! its own, or a prefetch well above what its limits hold at once (at 10/s with
+//! deliveries queued behind, about everything the prefetch takes of that type). The limits
+//! count per worker: two workers on one queue each start up to the rate.
+//!
 //! Shutdown ([`Worker::run`]'s signal or [`WorkerHandle::shutdown`]) is the runtime's: stop
-//! consuming, give back deliveries not started (as fresh copies, so that a restart does not
-//! count towards the delivery limit; see [`crate::core::redelivery`]), let running handlers
-//! finish up to [`ConsumerConfig::shutdown_timeout`], requeue what is left, return the
-//! counters.
+//! consuming, give back deliveries not started, held ones included (as fresh copies, so that
+//! a restart does not count towards the delivery limit; see [`crate::core::redelivery`]), let
+//! running handlers finish up to [`ConsumerConfig::shutdown_timeout`], requeue what is left,
+//! return the counters.
 
 use core::future::Future;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -55,27 +76,26 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::oneshot;
 
 use crate::consumer::{
-    bump, dead_letter_properties, note_settle_error, origin, requeue, run_handler, serve,
-    ConsumerConfig, Counters, HandlerRun, Policy, Refusal, Runtime, Verdict,
+    bump, give_back_held, origin, repeat_follow_up, requeue, run_handler, serve, Admission,
+    ConsumerConfig, Counters, DeadLetter, HandlerRun, Policy, Refusal, Runtime, Slot, TypeLimit,
+    Verdict,
 };
 use crate::core::envelope::{decode_json_raw_with, rewrite_json_with, DecodeLimits, MetadataEdits};
 use crate::core::redelivery::DEFAULT_DELIVERY_LIMIT;
 use crate::core::retry::{decide, DeadLetterReason, Decision, Outcome, RetryMetadata};
+use crate::delay::Delay;
 use crate::delivery::Delivery;
 use crate::error::{Error, ErrorKind, Result};
+use crate::events::Field;
 use crate::handlers::Context;
+use crate::metrics;
 use crate::properties::{HeaderValue, Properties};
 use crate::protocol::{
     is_json, CONTENT_TYPE_JSON, HEADER_ORIGIN_EXCHANGE, HEADER_ORIGIN_ROUTING_KEY,
 };
 use crate::registry::Registry;
 use crate::topology::{QueueKind, QueueSpec};
-use crate::transport::Transport;
-
-/// First wait before a follow-up that failed for a passing reason is published again.
-const FOLLOW_UP_FIRST_BACKOFF: Duration = Duration::from_millis(100);
-/// Longest wait between two attempts of a follow-up.
-const FOLLOW_UP_MAX_BACKOFF: Duration = Duration::from_secs(5);
+use crate::transport::{Publication, Transport};
 
 /// Configuration of a [`Worker`]: the queue layout it declares and how it consumes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -111,13 +131,6 @@ impl WorkerConfig {
         self
     }
 
-    /// Adds retry delays (ms) whose wait queues are declared up front.
-    #[must_use]
-    pub fn retry_delays_ms(mut self, delays: impl IntoIterator<Item = u32>) -> Self {
-        self.queue = self.queue.retry_delays_ms(delays);
-        self
-    }
-
     /// Sets the delivery limit: deliveries allowed in all for one message (first delivery
     /// included) before it is dead-lettered as `delivery-limit`, so that a message that
     /// crashes the worker or hangs until the connection drops cannot loop forever (see
@@ -125,6 +138,14 @@ impl WorkerConfig {
     #[must_use]
     pub fn delivery_limit(mut self, limit: u32) -> Self {
         self.queue = self.queue.delivery_limit(limit);
+        self
+    }
+
+    /// Declares the queue with a maximum priority, 1 to 255 (classic queues only; see
+    /// [`QueueSpec::max_priority`]).
+    #[must_use]
+    pub fn max_priority(mut self, max: u8) -> Self {
+        self.queue = self.queue.max_priority(max);
         self
     }
 
@@ -160,6 +181,13 @@ impl WorkerConfig {
     #[must_use]
     pub fn handler_timeout(mut self, timeout: Duration) -> Self {
         self.consumer = self.consumer.handler_timeout(timeout);
+        self
+    }
+
+    /// Emits the worker's events to `events` (see [`crate::events`]); off by default.
+    #[must_use]
+    pub fn events(mut self, events: crate::events::Events) -> Self {
+        self.consumer.events = Some(events);
         self
     }
 
@@ -213,6 +241,9 @@ pub struct WorkerStats {
     pub refused: u64,
     /// Follow-ups (retry copies, dead letters) published again after a passing failure.
     pub follow_ups_repeated: u64,
+    /// Deliveries held before their handler started because their type was at its rate or
+    /// concurrency limit (see the module docs); no retry is counted for them.
+    pub held: u64,
 }
 
 #[derive(Debug, Default)]
@@ -226,6 +257,8 @@ struct WorkerCounters {
 /// The worker's policy on the runtime: registry, retry and dead-letter decisions.
 struct WorkerPolicy {
     registry: Registry,
+    /// The live limits of the registry's limited types.
+    limits: HashMap<&'static str, TypeLimit>,
     counters: Arc<WorkerCounters>,
     /// State of a small xorshift generator for backoff jitter.
     random: AtomicU64,
@@ -264,6 +297,7 @@ fn stats_of(c: &Counters, w: &WorkerCounters) -> WorkerStats {
         timed_out: consumer.timed_out,
         refused: consumer.refused,
         follow_ups_repeated: get(&w.follow_ups_repeated),
+        held: consumer.held,
     }
 }
 
@@ -301,6 +335,11 @@ impl WorkerHandle {
         self.join.is_finished()
     }
 
+    /// Aborts the worker's task (what a [`crate::Host`] does past its drain deadline).
+    pub(crate) fn abort_handle(&self) -> tokio::task::AbortHandle {
+        self.join.abort_handle()
+    }
+
     /// Stops the worker gracefully (see the module docs) and returns its counters.
     ///
     /// # Errors
@@ -330,8 +369,13 @@ where
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(0x9e37_79b9_7f4a_7c15);
+        let limits = registry
+            .limited()
+            .filter_map(|(type_name, limits)| Some((type_name, TypeLimit::new(&limits)?)))
+            .collect();
         let policy = WorkerPolicy {
             registry,
+            limits,
             counters: Arc::default(),
             random: AtomicU64::new(seed | 1),
         };
@@ -352,20 +396,10 @@ where
         stats(&self.rt)
     }
 
-    /// The queue layout this worker declares: its queue, bindings, dead-letter queue and the
-    /// wait queues of the configured delays and of the registered types' policies.
+    /// The queue layout this worker declares: its queue, bindings and dead-letter queue
+    /// (its retries wait on the delay levels of its kind, [`crate::delay`]).
     pub fn queue_spec(&self) -> QueueSpec {
-        let mut spec = self.config.queue.clone();
-        let mut delays: Vec<u32> = spec
-            .retry_delays_ms
-            .iter()
-            .copied()
-            .chain(self.rt.policy.registry.retry_delays_ms())
-            .collect();
-        delays.sort_unstable();
-        delays.dedup();
-        spec.retry_delays_ms = delays;
-        spec
+        self.config.queue.clone()
     }
 
     /// Declares the exchange and the queue layout (idempotent).
@@ -420,6 +454,7 @@ where
 
     async fn subscribe(&self) -> Result<T::Subscription> {
         self.config.validate()?;
+        self.rt.policy.registry.validate()?;
         self.declare().await?;
         let c = &self.config;
         self.rt
@@ -434,8 +469,9 @@ impl<T: Transport + 'static> Policy<T> for WorkerPolicy {
         rt: Arc<WorkerRuntime<T>>,
         delivery: Arc<Delivery>,
         redelivered: bool,
+        mut slot: Slot,
     ) -> Verdict {
-        match handle(&rt, &delivery, redelivered).await {
+        match handle(&rt, &delivery, redelivered, &mut slot).await {
             Follow::Ack => {
                 bump(&rt.policy.counters.succeeded);
                 Verdict::Ack
@@ -445,8 +481,11 @@ impl<T: Transport + 'static> Policy<T> for WorkerPolicy {
                 bump(&rt.policy.counters.retried);
                 Verdict::Ack
             }
-            Follow::DeadLetter(dead) => dead_letter(&rt, &delivery, dead).await,
-            Follow::Stopped => requeue(&rt.counters, &delivery).await,
+            // The rare paths are boxed: their futures (a publish awaiting its confirm) would
+            // otherwise be part of every delivery's task, moved on each spawn.
+            Follow::DeadLetter(dead) => Box::pin(dead_letter(&rt, &delivery, dead)).await,
+            Follow::Stopped => Box::pin(requeue(&rt.counters, &delivery)).await,
+            Follow::GiveBack => Box::pin(give_back_held(&rt, &delivery)).await,
         }
     }
 
@@ -472,13 +511,6 @@ impl<T: Transport + 'static> Policy<T> for WorkerPolicy {
     }
 }
 
-/// Why a message is dead-lettered, and what to put in the headers.
-struct DeadLetter {
-    reason: DeadLetterReason,
-    error: String,
-    attempts: u32,
-}
-
 /// What follows a handled delivery.
 enum Follow {
     Ack,
@@ -489,6 +521,8 @@ enum Follow {
     DeadLetter(DeadLetter),
     /// The transport was closed before the follow-up was confirmed: requeue.
     Stopped,
+    /// Held by its type's limits when the worker stopped: give it back, unstarted.
+    GiveBack,
 }
 
 /// Checks, runs the handler, and performs a retry; returns what is left to do.
@@ -496,6 +530,7 @@ async fn handle<T: Transport>(
     rt: &WorkerRuntime<T>,
     delivery: &Delivery,
     redelivered: bool,
+    slot: &mut Slot,
 ) -> Follow {
     let body = &delivery.body;
     let dead = |reason, error: String, attempts| {
@@ -549,7 +584,23 @@ async fn handle<T: Transport>(
             return dead(DeadLetterReason::Malformed, error, attempt);
         }
     };
-    let (outcome, error) = match run_handler(future, rt.config.handler_timeout, &rt.counters).await
+    // Held here while the type is at its limits; the type's slot is kept until the end.
+    let _admitted = match rt.policy.limits.get(entry.type_name) {
+        None => None,
+        Some(limit) => match limit.admit(slot, &rt.counters).await {
+            Admission::Go(admitted) => Some(admitted),
+            Admission::Stopping => return Follow::GiveBack,
+        },
+    };
+    let type_name = entry.type_name;
+    let (outcome, error) = match run_handler(
+        future,
+        rt.config.handler_timeout,
+        &rt.counters,
+        entry.type_name,
+        delivery.message_id(),
+    )
+    .await
     {
         HandlerRun::Finished(Ok(())) => (Outcome::Success, String::new()),
         HandlerRun::Finished(Err(e)) => {
@@ -562,7 +613,28 @@ async fn handle<T: Transport>(
             format!("handler timed out after {limit:?}"),
         ),
     };
-    follow_up(rt, delivery, &retry, outcome, error, attempt, &limits).await
+    let follow = follow_up(rt, delivery, &retry, outcome, error, attempt, &limits).await;
+    if let Follow::Retried { delay_ms, attempt } = follow {
+        let labels = [("queue", rt.queue.as_str()), ("type", type_name)];
+        metrics::count(metrics::MESSAGES_RETRIED, &labels);
+        rt.counters.event("retried", |emit| {
+            emit(&[
+                ("type", Field::Str(Some(type_name))),
+                ("id", Field::Str(delivery.message_id())),
+                ("attempt", Field::U64(u64::from(attempt))),
+                (
+                    "next_attempt",
+                    Field::U64(u64::from(attempt.saturating_add(1))),
+                ),
+                ("delay_ms", Field::U64(u64::from(delay_ms))),
+                (
+                    "due_at",
+                    Field::I64(crate::protocol::now_millis() + i64::from(delay_ms)),
+                ),
+            ]);
+        });
+    }
+    follow
 }
 
 /// Asks core what follows the handler's `outcome`, and performs a retry.
@@ -594,11 +666,37 @@ async fn follow_up<T: Transport>(
                 }
             };
             let properties = retry_properties(delivery);
-            let publish = || {
-                rt.transport
-                    .publish_delayed(&rt.queue, delay_ms, &rewritten, &properties)
+            let levels = if rt.quorum {
+                QueueKind::Quorum
+            } else {
+                QueueKind::Classic
             };
-            match repeat_follow_up(rt, "retry copy", publish).await {
+            // A `u32` of milliseconds (49 days) is always within the levels' 397 days.
+            let delay = match Delay::from_ms(u64::from(delay_ms)) {
+                Ok(delay) => delay.on(levels),
+                Err(e) => {
+                    return Follow::DeadLetter(DeadLetter {
+                        reason: DeadLetterReason::FollowUpRefused,
+                        error: format!("{error}; the retry cannot wait: {e}"),
+                        attempts,
+                    })
+                }
+            };
+            let publish = || {
+                let publication =
+                    Publication::new("", &rt.queue, &rewritten, &properties).follow_up();
+                rt.transport.publish_delayed(publication, delay)
+            };
+            let c = &rt.policy.counters;
+            // Boxed: see `Policy::handle`.
+            match Box::pin(repeat_follow_up(
+                &rt.counters,
+                Some(&c.follow_ups_repeated),
+                "retry copy",
+                publish,
+            ))
+            .await
+            {
                 Ok(()) => Follow::Retried {
                     delay_ms,
                     attempt: attempts,
@@ -609,31 +707,6 @@ async fn follow_up<T: Transport>(
                     error: format!("{error}; the retry copy was refused: {refused}"),
                     attempts,
                 }),
-            }
-        }
-    }
-}
-
-/// Publishes a follow-up until it is confirmed, again and again with backoff while it fails
-/// for a passing reason (the handler is not run again meanwhile; the runtime aborts this at
-/// the end of the shutdown timeout and requeues). Returns the error when the follow-up is
-/// refused as invalid: it will never be accepted.
-async fn repeat_follow_up<T, F, Fut>(rt: &WorkerRuntime<T>, what: &str, publish: F) -> Result<()>
-where
-    F: Fn() -> Fut,
-    Fut: Future<Output = Result<()>>,
-{
-    let mut backoff = FOLLOW_UP_FIRST_BACKOFF;
-    loop {
-        match publish().await {
-            Ok(()) => return Ok(()),
-            Err(e) if e.is_invalid_input() => return Err(e),
-            Err(e) if e.kind() == ErrorKind::Closed => return Err(e),
-            Err(e) => {
-                bump(&rt.policy.counters.follow_ups_repeated);
-                tracing::warn!(error = %e, ?backoff, "{what} not confirmed; publishing it again");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(FOLLOW_UP_MAX_BACKOFF);
             }
         }
     }
@@ -654,7 +727,8 @@ fn rewrite(body: &[u8], next: &RetryMetadata, limits: &DecodeLimits) -> Result<V
 }
 
 /// Properties of a retry: the delivery's, without the broker's death records, with the
-/// origin exchange and routing key remembered on the first retry.
+/// origin exchange and routing key remembered on the first retry, and the handling span as
+/// the trace parent.
 fn retry_properties(delivery: &Delivery) -> Properties {
     let mut properties = delivery.properties.clone();
     properties.headers.retain(|k, _| {
@@ -668,11 +742,12 @@ fn retry_properties(delivery: &Delivery) -> Properties {
         .headers
         .entry(HEADER_ORIGIN_ROUTING_KEY.to_owned())
         .or_insert_with(|| HeaderValue::Str(delivery.routing_key.clone()));
+    // The same trace, the failed attempt's span as the parent (see `crate::trace`).
+    crate::trace::inject_follow_up(&mut properties.headers);
     properties
 }
 
-/// Publishes into the dead-letter queue with the `x-lepus-*` headers; the delivery is then
-/// acked (or, if the transport refused that publish as invalid, rejected).
+/// Moves the delivery to `<queue>.dead` (see [`crate::consumer::dead_letter`]), logging why.
 async fn dead_letter<T: Transport>(
     rt: &WorkerRuntime<T>,
     delivery: &Delivery,
@@ -684,29 +759,15 @@ async fn dead_letter<T: Transport>(
         attempts = dead.attempts,
         "dead-lettering"
     );
-    let properties =
-        dead_letter_properties(delivery, &rt.queue, dead.reason, dead.error, dead.attempts);
-    let publish = || {
-        rt.transport
-            .publish_dead_letter(&rt.queue, &delivery.body, &properties)
-    };
-    match repeat_follow_up(rt, "dead letter", publish).await {
-        Ok(()) => {
-            bump(&rt.policy.counters.dead_lettered);
-            Verdict::Ack
-        }
-        Err(e) if e.kind() == ErrorKind::Closed => requeue(&rt.counters, delivery).await,
-        Err(e) => {
-            // The transport will not carry it: let the queue's own dead-lettering move it to
-            // `<queue>.dead`, without our headers.
-            tracing::warn!(error = %e, "dead-letter publish refused; rejecting instead");
-            match delivery.reject(false).await {
-                Ok(()) => bump(&rt.policy.counters.dead_lettered),
-                Err(e) => note_settle_error(&rt.counters, &e, "reject"),
-            }
-            Verdict::Settled
-        }
-    }
+    let c = &rt.policy.counters;
+    crate::consumer::dead_letter(
+        rt,
+        delivery,
+        dead,
+        &c.dead_lettered,
+        Some(&c.follow_ups_repeated),
+    )
+    .await
 }
 
 #[cfg(test)]

@@ -10,13 +10,18 @@
 //! - unknown keys are skipped (in the envelope, the metadata and `retryBackoff`);
 //! - a known key given twice is an error ([`DecodeError::Duplicate`]), so no two JSON parsers
 //!   can disagree on which value we acted on.
+//!
+//! One pass over the input (see [`scan`](super::scan)); the metadata is written in place, and
+//! the spans a rewrite needs are recorded only when a rewrite asks for them. Invalid UTF-8
+//! anywhere is [`DecodeError::InvalidUtf8`], whatever else is wrong: strings are checked as
+//! they are read, and before any other error is returned the whole input is.
 
 use super::error::{DecodeError, Field};
 use super::limits::DecodeLimits;
-use super::scan::{parse_seconds_ms, parse_u32, Keyword, Lexer, NumberError};
+use super::scan::{Keyword, Lexer, Number, NumberError, Span};
 use super::text::Text;
 use super::{Metadata, RawEnvelope};
-use crate::retry::{Backoff, Intervals, RetryMetadata, Strategy, MAX_INTERVALS};
+use crate::retry::{Backoff, Intervals, Strategy, MAX_INTERVALS};
 
 /// Metadata keys that [`rewrite_json`](super::rewrite_json) can edit, in emission order.
 pub(crate) const EDITABLE: [Field; 5] = [
@@ -27,8 +32,20 @@ pub(crate) const EDITABLE: [Field; 5] = [
     Field::CorrelationId,
 ];
 
+/// Index of `field` in [`EDITABLE`].
+fn editable_index(field: Field) -> Option<usize> {
+    match field {
+        Field::RetryStrategy => Some(0),
+        Field::RetryLimit => Some(1),
+        Field::RetryCount => Some(2),
+        Field::ResponseQueue => Some(3),
+        Field::CorrelationId => Some(4),
+        _ => None,
+    }
+}
+
 /// Where things are in the input, for rewriting.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, PartialEq, Eq)]
 pub(crate) struct Spans {
     /// Offset of the metadata's closing `}`.
     pub(crate) metadata_close: usize,
@@ -75,13 +92,62 @@ fn number_error(field: Field) -> impl Fn(NumberError) -> DecodeError {
     }
 }
 
-/// Parses a whole JSON envelope without decoding its payload.
+/// Parses a whole JSON envelope without decoding its payload; records the rewrite spans
+/// into `spans` when given.
 pub(crate) fn parse<'a>(
     bytes: &'a [u8],
     limits: &DecodeLimits,
-) -> Result<(RawEnvelope<'a>, Spans), DecodeError> {
-    let src = core::str::from_utf8(bytes).map_err(|_| DecodeError::InvalidUtf8)?;
-    let mut lx = Lexer::new(src);
+    spans: Option<&mut Spans>,
+) -> Result<RawEnvelope<'a>, DecodeError> {
+    let mut raw = RawEnvelope {
+        payload: &[],
+        metadata: Metadata::default(),
+    };
+    match parse_into(bytes, limits, &mut raw, spans) {
+        Ok(()) => Ok(raw),
+        // Invalid UTF-8 anywhere comes before any other error, as when the whole input was
+        // checked first. Strings were checked as they were read; the rest of the input may
+        // not have been reached.
+        Err(e) if e != DecodeError::InvalidUtf8 && core::str::from_utf8(bytes).is_err() => {
+            Err(DecodeError::InvalidUtf8)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Which envelope key a key is.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum EnvelopeKey {
+    Payload,
+    Metadata,
+    Other,
+}
+
+fn envelope_key(key: Span<'_>) -> Result<EnvelopeKey, DecodeError> {
+    if !key.escaped {
+        return Ok(match key.raw {
+            b"payload" => EnvelopeKey::Payload,
+            b"metadata" => EnvelopeKey::Metadata,
+            _ => EnvelopeKey::Other,
+        });
+    }
+    let text = key.text()?;
+    Ok(if text == "payload" {
+        EnvelopeKey::Payload
+    } else if text == "metadata" {
+        EnvelopeKey::Metadata
+    } else {
+        EnvelopeKey::Other
+    })
+}
+
+fn parse_into<'a>(
+    bytes: &'a [u8],
+    limits: &DecodeLimits,
+    raw: &mut RawEnvelope<'a>,
+    mut spans: Option<&mut Spans>,
+) -> Result<(), DecodeError> {
+    let mut lx = Lexer::new(bytes);
     lx.skip_bom();
     lx.skip_ws();
     match lx.peek() {
@@ -93,29 +159,32 @@ pub(crate) fn parse<'a>(
             return Err(DecodeError::NotAnObject);
         }
     }
-    let mut spans = Spans::default();
-    let mut payload: Option<&[u8]> = None;
-    let mut metadata: Option<Metadata<'_>> = None;
+    let mut have_payload = false;
+    let mut have_metadata = false;
     if !lx.eat(b'}') {
         loop {
             let key = lx.key()?;
-            if key == "payload" {
-                if payload.is_some() {
-                    return Err(DecodeError::Duplicate(Field::Payload));
-                }
-                let (start, end) = lx.skip_value(0, limits.max_payload_depth())?;
-                payload = Some(
-                    bytes
+            match envelope_key(key)? {
+                EnvelopeKey::Payload => {
+                    if have_payload {
+                        return Err(DecodeError::Duplicate(Field::Payload));
+                    }
+                    have_payload = true;
+                    let (start, end) = lx.skip_value(0, limits.max_payload_depth())?;
+                    raw.payload = bytes
                         .get(start..end)
-                        .ok_or(DecodeError::Syntax { offset: start })?,
-                );
-            } else if key == "metadata" {
-                if metadata.is_some() {
-                    return Err(DecodeError::Duplicate(Field::Metadata));
+                        .ok_or(DecodeError::Syntax { offset: start })?;
                 }
-                metadata = Some(parse_metadata(&mut lx, &mut spans)?);
-            } else {
-                lx.skip_value(0, DecodeLimits::METADATA_DEPTH)?;
+                EnvelopeKey::Metadata => {
+                    if have_metadata {
+                        return Err(DecodeError::Duplicate(Field::Metadata));
+                    }
+                    have_metadata = true;
+                    parse_metadata(&mut lx, &mut raw.metadata, spans.as_deref_mut())?;
+                }
+                EnvelopeKey::Other => {
+                    lx.skip_value(0, DecodeLimits::METADATA_DEPTH)?;
+                }
             }
             if lx.eat(b',') {
                 continue;
@@ -128,30 +197,41 @@ pub(crate) fn parse<'a>(
     if !lx.at_end() {
         return Err(DecodeError::TrailingData { offset: lx.pos });
     }
-    let payload = payload.ok_or(DecodeError::Missing(Field::Payload))?;
-    let metadata = metadata.ok_or(DecodeError::Missing(Field::Metadata))?;
-    Ok((RawEnvelope { payload, metadata }, spans))
-}
-
-fn metadata_key(key: &Text<'_>) -> Option<Field> {
-    match key.as_plain() {
-        Some("className") => Some(Field::ClassName),
-        Some("retryStrategy") => Some(Field::RetryStrategy),
-        Some("retryLimit") => Some(Field::RetryLimit),
-        Some("retryCount") => Some(Field::RetryCount),
-        Some("retryInterval") => Some(Field::RetryInterval),
-        Some("retryBackoff") => Some(Field::RetryBackoff),
-        Some("response_queue") => Some(Field::ResponseQueue),
-        Some("correlationId") => Some(Field::CorrelationId),
-        Some(_) => None,
-        None => METADATA_KEYS
-            .iter()
-            .copied()
-            .find(|f| *key == f.wire_name()),
+    if !have_payload {
+        return Err(DecodeError::Missing(Field::Payload));
     }
+    if !have_metadata {
+        return Err(DecodeError::Missing(Field::Metadata));
+    }
+    Ok(())
 }
 
-fn parse_metadata<'a>(lx: &mut Lexer<'a>, spans: &mut Spans) -> Result<Metadata<'a>, DecodeError> {
+fn metadata_key(key: Span<'_>) -> Result<Option<Field>, DecodeError> {
+    if !key.escaped {
+        return Ok(match key.raw {
+            b"className" => Some(Field::ClassName),
+            b"retryStrategy" => Some(Field::RetryStrategy),
+            b"retryLimit" => Some(Field::RetryLimit),
+            b"retryCount" => Some(Field::RetryCount),
+            b"retryInterval" => Some(Field::RetryInterval),
+            b"retryBackoff" => Some(Field::RetryBackoff),
+            b"response_queue" => Some(Field::ResponseQueue),
+            b"correlationId" => Some(Field::CorrelationId),
+            _ => None,
+        });
+    }
+    let text = key.text()?;
+    Ok(METADATA_KEYS
+        .iter()
+        .copied()
+        .find(|f| text == f.wire_name()))
+}
+
+fn parse_metadata<'a>(
+    lx: &mut Lexer<'a>,
+    out: &mut Metadata<'a>,
+    mut spans: Option<&mut Spans>,
+) -> Result<(), DecodeError> {
     lx.skip_ws();
     if lx.peek() != Some(b'{') {
         return Err(match lx.peek() {
@@ -161,25 +241,22 @@ fn parse_metadata<'a>(lx: &mut Lexer<'a>, spans: &mut Spans) -> Result<Metadata<
     }
     lx.pos += 1;
     let mut seen = 0u32;
-    let mut class_name = None;
-    let mut retry = RetryMetadata::default();
-    let mut response_queue = None;
-    let mut correlation_id = None;
-    spans.metadata_empty = lx.eat(b'}');
-    if !spans.metadata_empty {
+    let empty = lx.eat(b'}');
+    if !empty {
         loop {
             let key = lx.key()?;
             let start = lx.pos;
-            match metadata_key(&key) {
+            match metadata_key(key)? {
                 None => {
                     lx.skip_value(1, DecodeLimits::METADATA_DEPTH)?;
                 }
                 Some(field) => {
                     mark(&mut seen, field)?;
+                    let retry = &mut out.retry;
                     match field {
                         Field::ClassName => {
-                            class_name =
-                                Some(opt_string(lx, field)?.ok_or(DecodeError::WrongType(field))?);
+                            out.class_name =
+                                opt_string(lx, field)?.ok_or(DecodeError::WrongType(field))?;
                         }
                         Field::RetryStrategy => {
                             retry.strategy = match opt_string(lx, field)? {
@@ -189,20 +266,18 @@ fn parse_metadata<'a>(lx: &mut Lexer<'a>, spans: &mut Spans) -> Result<Metadata<
                         }
                         Field::RetryLimit => retry.limit = opt_u32(lx, field)?,
                         Field::RetryCount => retry.count = opt_u32(lx, field)?.unwrap_or(0),
-                        Field::RetryInterval => retry.intervals = intervals(lx)?,
-                        Field::RetryBackoff => retry.backoff = backoff(lx)?,
-                        Field::ResponseQueue => response_queue = opt_string(lx, field)?,
-                        Field::CorrelationId => correlation_id = opt_string(lx, field)?,
+                        Field::RetryInterval => intervals(lx, &mut retry.intervals)?,
+                        Field::RetryBackoff => backoff(lx, &mut retry.backoff)?,
+                        Field::ResponseQueue => out.response_queue = opt_string(lx, field)?,
+                        Field::CorrelationId => out.correlation_id = opt_string(lx, field)?,
                         _ => {
                             lx.skip_value(1, DecodeLimits::METADATA_DEPTH)?;
                         }
                     }
-                    if let Some(slot) = EDITABLE
-                        .iter()
-                        .position(|f| *f == field)
-                        .and_then(|i| spans.values.get_mut(i))
-                    {
-                        *slot = Some((start, lx.pos));
+                    if let (Some(spans), Some(i)) = (spans.as_deref_mut(), editable_index(field)) {
+                        if let Some(slot) = spans.values.get_mut(i) {
+                            *slot = Some((start, lx.pos));
+                        }
                     }
                 }
             }
@@ -213,17 +288,26 @@ fn parse_metadata<'a>(lx: &mut Lexer<'a>, spans: &mut Spans) -> Result<Metadata<
             break;
         }
     }
-    spans.metadata_close = lx.pos.saturating_sub(1);
-    Ok(Metadata {
-        class_name: class_name.ok_or(DecodeError::Missing(Field::ClassName))?,
-        retry,
-        response_queue,
-        correlation_id,
-    })
+    if let Some(spans) = spans {
+        spans.metadata_empty = empty;
+        spans.metadata_close = lx.pos.saturating_sub(1);
+    }
+    if seen & bit(Field::ClassName) == 0 {
+        return Err(DecodeError::Missing(Field::ClassName));
+    }
+    Ok(())
 }
 
 /// The strategy named by a (possibly escaped) string.
 pub(crate) fn strategy_from_text(t: &Text<'_>) -> Strategy {
+    if let Some(plain) = t.as_plain() {
+        return match plain {
+            "ignore" => Strategy::Ignore,
+            "repeat" => Strategy::Repeat,
+            "backoff" => Strategy::Backoff,
+            _ => Strategy::Unknown,
+        };
+    }
     [Strategy::Ignore, Strategy::Repeat, Strategy::Backoff]
         .into_iter()
         .find(|s| s.as_str().is_some_and(|name| *t == name))
@@ -243,15 +327,18 @@ fn opt_string<'a>(lx: &mut Lexer<'a>, field: Field) -> Result<Option<Text<'a>>, 
     }
 }
 
-/// The text of a number or numeric string, or `None` for `null`.
-fn opt_number_text<'a>(lx: &mut Lexer<'a>, field: Field) -> Result<Option<&'a str>, DecodeError> {
+/// A number or numeric string, or `None` for `null`.
+fn opt_number(lx: &mut Lexer<'_>, field: Field) -> Result<Option<Number>, DecodeError> {
     match lx.peek() {
         Some(b'-' | b'0'..=b'9') => lx.number().map(Some),
         Some(b'"') => {
-            let t = lx.string()?;
-            t.as_plain()
+            let s = lx.string_span()?;
+            if s.escaped {
+                return Err(DecodeError::InvalidNumber(field));
+            }
+            Number::from_string(s.raw)
                 .map(Some)
-                .ok_or(DecodeError::InvalidNumber(field))
+                .map_err(number_error(field))
         }
         Some(b'n') => match lx.keyword()? {
             Keyword::Null => Ok(None),
@@ -263,35 +350,36 @@ fn opt_number_text<'a>(lx: &mut Lexer<'a>, field: Field) -> Result<Option<&'a st
 }
 
 fn opt_u32(lx: &mut Lexer<'_>, field: Field) -> Result<Option<u32>, DecodeError> {
-    match opt_number_text(lx, field)? {
+    match opt_number(lx, field)? {
         None => Ok(None),
-        Some(text) => parse_u32(text).map(Some).map_err(number_error(field)),
+        Some(n) => n.to_u32().map(Some).map_err(number_error(field)),
     }
 }
 
 fn opt_seconds(lx: &mut Lexer<'_>, field: Field) -> Result<Option<u32>, DecodeError> {
-    match opt_number_text(lx, field)? {
+    match opt_number(lx, field)? {
         None => Ok(None),
-        Some(text) => parse_seconds_ms(text)
-            .map(Some)
-            .map_err(number_error(field)),
+        Some(n) => n.to_ms().map(Some).map_err(number_error(field)),
     }
 }
 
-fn intervals(lx: &mut Lexer<'_>) -> Result<Option<Intervals>, DecodeError> {
+fn intervals(lx: &mut Lexer<'_>, out: &mut Option<Intervals>) -> Result<(), DecodeError> {
     const FIELD: Field = Field::RetryInterval;
     match lx.peek() {
         Some(b'[') => lx.pos += 1,
         _ => {
             return match opt_string(lx, FIELD)? {
-                None => Ok(None),
+                None => {
+                    *out = None;
+                    Ok(())
+                }
                 Some(_) => Err(DecodeError::WrongType(FIELD)),
             }
         }
     }
-    let mut out = Intervals::new();
+    let out = out.insert(Intervals::new());
     if lx.eat(b']') {
-        return Ok(Some(out));
+        return Ok(());
     }
     loop {
         lx.skip_ws();
@@ -303,33 +391,49 @@ fn intervals(lx: &mut Lexer<'_>) -> Result<Option<Intervals>, DecodeError> {
             continue;
         }
         lx.expect(b']')?;
-        return Ok(Some(out));
+        return Ok(());
     }
 }
 
-fn backoff(lx: &mut Lexer<'_>) -> Result<Option<Backoff>, DecodeError> {
+fn backoff_key(key: Span<'_>) -> Result<Option<Field>, DecodeError> {
+    if !key.escaped {
+        return Ok(match key.raw {
+            b"base" => Some(Field::BackoffBase),
+            b"factor" => Some(Field::BackoffFactor),
+            b"max" => Some(Field::BackoffMax),
+            b"jitter" => Some(Field::BackoffJitter),
+            _ => None,
+        });
+    }
+    let text = key.text()?;
+    Ok(BACKOFF_KEYS
+        .iter()
+        .find(|(name, _)| text == *name)
+        .map(|(_, f)| *f))
+}
+
+fn backoff(lx: &mut Lexer<'_>, out: &mut Option<Backoff>) -> Result<(), DecodeError> {
     const FIELD: Field = Field::RetryBackoff;
     match lx.peek() {
         Some(b'{') => lx.pos += 1,
         _ => {
             return match opt_string(lx, FIELD)? {
-                None => Ok(None),
+                None => {
+                    *out = None;
+                    Ok(())
+                }
                 Some(_) => Err(DecodeError::WrongType(FIELD)),
             }
         }
     }
-    let mut b = Backoff::default();
+    let b = out.insert(Backoff::default());
     let mut seen = 0u32;
     if lx.eat(b'}') {
-        return Ok(Some(b));
+        return Ok(());
     }
     loop {
         let key = lx.key()?;
-        match BACKOFF_KEYS
-            .iter()
-            .find(|(name, _)| key == *name)
-            .map(|(_, f)| *f)
-        {
+        match backoff_key(key)? {
             None => {
                 // Inside `retryBackoff`, itself inside the metadata.
                 lx.skip_value(2, DecodeLimits::METADATA_DEPTH)?;
@@ -358,6 +462,6 @@ fn backoff(lx: &mut Lexer<'_>) -> Result<Option<Backoff>, DecodeError> {
             continue;
         }
         lx.expect(b'}')?;
-        return Ok(Some(b));
+        return Ok(());
     }
 }

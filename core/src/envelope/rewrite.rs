@@ -5,7 +5,6 @@ use super::encode::Writer;
 use super::error::{EncodeError, Field, RewriteError};
 use super::limits::DecodeLimits;
 use super::text::Text;
-use super::RawEnvelope;
 use crate::retry::Strategy;
 
 /// Metadata values to set when re-publishing an envelope with [`rewrite_json`]; `None` leaves
@@ -103,7 +102,8 @@ pub fn rewrite_json_with(
     limits: &DecodeLimits,
     out: &mut [u8],
 ) -> Result<usize, RewriteError> {
-    let (_, spans) = parse(input, limits)?;
+    let mut spans = Spans::default();
+    parse(input, limits, Some(&mut spans))?;
     rewrite_parsed(input, &spans, edits, out)
 }
 
@@ -113,7 +113,8 @@ pub fn rewrite_json_with(
 /// # Errors
 /// As [`rewrite_json`]; [`RewriteError::CountOverflow`] if the count is `u32::MAX`.
 pub fn rewrite_json_retry(input: &[u8], out: &mut [u8]) -> Result<usize, RewriteError> {
-    let (raw, spans): (RawEnvelope<'_>, Spans) = parse(input, &DecodeLimits::DEFAULT)?;
+    let mut spans = Spans::default();
+    let raw = parse(input, &DecodeLimits::DEFAULT, Some(&mut spans))?;
     let next = raw
         .metadata
         .retry
@@ -132,7 +133,7 @@ pub fn rewrite_json_replay(input: &[u8], out: &mut [u8]) -> Result<usize, Rewrit
     rewrite_json(input, &MetadataEdits::retry_count(0), out)
 }
 
-fn rewrite_parsed(
+pub(crate) fn rewrite_parsed(
     input: &[u8],
     spans: &Spans,
     edits: &MetadataEdits<'_>,

@@ -1,9 +1,15 @@
-//! A small allocation-free JSON lexer and value skipper.
+//! A small allocation-free JSON lexer and value skipper, one pass over the bytes.
 //!
 //! Strict RFC 8259 syntax (<https://www.rfc-editor.org/rfc/rfc8259>): no trailing commas, no
 //! comments, strings without raw control characters and with valid escapes (no lone
 //! surrogates). Nesting is tracked with a fixed-size bit stack, never recursion, and is bounded
 //! by the caller up to [`DecodeLimits::MAX_PAYLOAD_DEPTH`]. Never panics, never allocates.
+//!
+//! The lexer reads bytes, not a `&str`: strings are scanned eight bytes at a time (SWAR on a
+//! `u64`, safe code) for `"`, `\` and control bytes, and UTF-8 is validated only inside
+//! strings that hold a byte above 0x7f; every byte outside a string is ASCII by the grammar,
+//! so an input that lexes has been validated whole. Numbers are read once, their value
+//! accumulated while their syntax is checked.
 
 use super::error::DecodeError;
 use super::limits::DecodeLimits;
@@ -55,23 +61,153 @@ impl Open {
     }
 }
 
-/// A cursor over JSON text.
+const ONES: u64 = u64::from_le_bytes([0x01; 8]);
+const HIGH: u64 = u64::from_le_bytes([0x80; 8]);
+
+/// Bit 7 of each byte of `w` that is `"`, `\` or below 0x20. Exact up to and including the
+/// lowest such byte (borrows only run upwards from a hit), which is all the scan uses.
+#[inline]
+fn stops(w: u64) -> u64 {
+    let has_zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGH;
+    let quote = has_zero(w ^ (ONES * u64::from(b'"')));
+    let backslash = has_zero(w ^ (ONES * u64::from(b'\\')));
+    let control = w.wrapping_sub(ONES * 0x20) & !w & HIGH;
+    quote | backslash | control
+}
+
+/// How many bytes at the start of `rest` are plain string content (not `"`, `\` or a control
+/// byte); ORs the bytes looked at into `high` (bytes past the stop may be counted too: that
+/// only costs a UTF-8 check).
+#[inline]
+fn plain_run(rest: &[u8], high: &mut u64) -> usize {
+    let mut n = 0;
+    // The first word alone (most keys and values end in it), the rest out of line.
+    if let Some(first) = rest.first_chunk::<8>() {
+        let w = u64::from_le_bytes(*first);
+        *high |= w;
+        let s = stops(w);
+        if s != 0 {
+            return (s.trailing_zeros() / 8) as usize;
+        }
+        n = 8;
+    }
+    n + plain_run_long(rest.get(n..).unwrap_or_default(), high)
+}
+
+/// [`plain_run`] past the first word, two words per round.
+#[inline(never)]
+fn plain_run_long(rest: &[u8], high: &mut u64) -> usize {
+    let mut n = 0;
+    let mut pairs = rest.chunks_exact(16);
+    for pair in &mut pairs {
+        let (a, b) = pair.split_at(8);
+        let a = u64::from_le_bytes(<[u8; 8]>::try_from(a).unwrap_or([b'"'; 8]));
+        let b = u64::from_le_bytes(<[u8; 8]>::try_from(b).unwrap_or([b'"'; 8]));
+        *high |= a | b;
+        let (sa, sb) = (stops(a), stops(b));
+        if sa | sb != 0 {
+            return n + if sa != 0 {
+                (sa.trailing_zeros() / 8) as usize
+            } else {
+                8 + (sb.trailing_zeros() / 8) as usize
+            };
+        }
+        n += 16;
+    }
+    let mut chunks = pairs.remainder().chunks_exact(8);
+    for chunk in &mut chunks {
+        let w = u64::from_le_bytes(<[u8; 8]>::try_from(chunk).unwrap_or([b'"'; 8]));
+        *high |= w;
+        let s = stops(w);
+        if s != 0 {
+            return n + (s.trailing_zeros() / 8) as usize;
+        }
+        n += 8;
+    }
+    for &b in chunks.remainder() {
+        if matches!(b, b'"' | b'\\' | 0x00..=0x1f) {
+            return n;
+        }
+        *high |= u64::from(b);
+        n += 1;
+    }
+    n
+}
+
+/// How many ASCII digits start `bytes[pos..]`.
+#[inline]
+fn digits(bytes: &[u8], pos: usize) -> usize {
+    let rest = bytes.get(pos..).unwrap_or_default();
+    rest.iter()
+        .position(|b| !b.is_ascii_digit())
+        .unwrap_or(rest.len())
+}
+
+/// The end of the number token at `bytes[pos..]`, or the offset of its syntax error.
+fn number_end(bytes: &[u8], mut pos: usize) -> Result<usize, usize> {
+    if bytes.get(pos) == Some(&b'-') {
+        pos += 1;
+    }
+    match bytes.get(pos) {
+        Some(b'0') => pos += 1,
+        Some(b'1'..=b'9') => pos += digits(bytes, pos),
+        _ => return Err(pos),
+    }
+    if bytes.get(pos) == Some(&b'.') {
+        pos += 1;
+        let n = digits(bytes, pos);
+        if n == 0 {
+            return Err(pos);
+        }
+        pos += n;
+    }
+    if let Some(b'e' | b'E') = bytes.get(pos) {
+        pos += 1;
+        if let Some(b'+' | b'-') = bytes.get(pos) {
+            pos += 1;
+        }
+        let n = digits(bytes, pos);
+        if n == 0 {
+            return Err(pos);
+        }
+        pos += n;
+    }
+    Ok(pos)
+}
+
+/// A string's content (between the quotes), as found by [`Lexer::string_span`].
+#[derive(Clone, Copy)]
+pub(crate) struct Span<'a> {
+    /// The raw content, valid UTF-8.
+    pub(crate) raw: &'a [u8],
+    /// Whether it holds escapes.
+    pub(crate) escaped: bool,
+}
+
+impl<'a> Span<'a> {
+    /// The content as [`Text`]; it was validated when it was read.
+    pub(crate) fn text(self) -> Result<Text<'a>, DecodeError> {
+        let raw = core::str::from_utf8(self.raw).map_err(|_| DecodeError::InvalidUtf8)?;
+        Ok(Text::validated_json(raw, self.escaped))
+    }
+}
+
+/// A cursor over JSON bytes.
 pub(crate) struct Lexer<'a> {
-    src: &'a str,
+    bytes: &'a [u8],
     pub(crate) pos: usize,
 }
 
 impl<'a> Lexer<'a> {
-    pub(crate) fn new(src: &'a str) -> Self {
-        Lexer { src, pos: 0 }
+    pub(crate) fn new(bytes: &'a [u8]) -> Self {
+        Lexer { bytes, pos: 0 }
     }
 
     /// Skips one UTF-8 byte-order mark (U+FEFF, bytes `EF BB BF`) at the very start of the
-    /// text, which RFC 8259 section 8.1 lets a parser ignore. Positions stay those of `src`.
+    /// input, which RFC 8259 section 8.1 lets a parser ignore. Positions stay those of the input.
     pub(crate) fn skip_bom(&mut self) {
-        const BOM: char = '\u{feff}';
-        if self.pos == 0 && self.src.starts_with(BOM) {
-            self.pos = BOM.len_utf8();
+        if self.pos == 0 && self.bytes.starts_with(b"\xEF\xBB\xBF") {
+            self.pos = 3;
         }
     }
 
@@ -79,23 +215,24 @@ impl<'a> Lexer<'a> {
         DecodeError::Syntax { offset: self.pos }
     }
 
+    #[inline]
     pub(crate) fn peek(&self) -> Option<u8> {
-        self.src.as_bytes().get(self.pos).copied()
+        self.bytes.get(self.pos).copied()
     }
 
     pub(crate) fn at_end(&self) -> bool {
-        self.pos >= self.src.len()
+        self.pos >= self.bytes.len()
     }
 
+    #[inline]
     pub(crate) fn skip_ws(&mut self) {
-        let rest = self.src.as_bytes().get(self.pos..).unwrap_or_default();
-        self.pos += rest
-            .iter()
-            .take_while(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
-            .count();
+        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.bytes.get(self.pos) {
+            self.pos += 1;
+        }
     }
 
     /// Skips whitespace, then consumes `b` or fails.
+    #[inline]
     pub(crate) fn expect(&mut self, b: u8) -> Result<(), DecodeError> {
         self.skip_ws();
         if self.peek() == Some(b) {
@@ -107,6 +244,7 @@ impl<'a> Lexer<'a> {
     }
 
     /// Skips whitespace; consumes `b` and returns true if it is next.
+    #[inline]
     pub(crate) fn eat(&mut self, b: u8) -> bool {
         self.skip_ws();
         if self.peek() == Some(b) {
@@ -117,90 +255,84 @@ impl<'a> Lexer<'a> {
         }
     }
 
-    pub(crate) fn slice(&self, start: usize, end: usize) -> &'a str {
-        self.src.get(start..end).unwrap_or_default()
-    }
-
-    /// Reads a string starting at the current `"`.
-    pub(crate) fn string(&mut self) -> Result<Text<'a>, DecodeError> {
+    /// Reads a string starting at the current `"`: its content, checked for escapes, control
+    /// bytes and (when it holds a byte above 0x7f) UTF-8.
+    #[inline]
+    pub(crate) fn string_span(&mut self) -> Result<Span<'a>, DecodeError> {
         if self.peek() != Some(b'"') {
             return Err(self.syntax());
         }
-        self.pos += 1;
-        let start = self.pos;
-        let bytes = self.src.as_bytes();
+        let bytes = self.bytes;
+        let start = self.pos + 1;
+        let mut pos = start;
         let mut escaped = false;
+        let mut high = 0u64;
         loop {
-            // Fast path: skip plain bytes in one pass.
-            let rest = bytes.get(self.pos..).unwrap_or_default();
-            self.pos += rest
-                .iter()
-                .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
-                .unwrap_or(rest.len());
-            match bytes.get(self.pos) {
-                None => return Err(self.syntax()),
+            pos += plain_run(bytes.get(pos..).unwrap_or_default(), &mut high);
+            match bytes.get(pos) {
                 Some(b'"') => break,
                 Some(b'\\') => {
                     escaped = true;
-                    match decode_escape(bytes, self.pos) {
-                        Some((_, next)) => self.pos = next,
-                        None => return Err(self.syntax()),
+                    match decode_escape(bytes, pos) {
+                        Some((_, next)) => pos = next,
+                        None => {
+                            self.pos = pos;
+                            return Err(self.syntax());
+                        }
                     }
                 }
-                Some(0x00..=0x1f) => return Err(self.syntax()),
-                Some(_) => self.pos += 1,
+                _ => {
+                    // A control byte, or the end of the input.
+                    self.pos = pos;
+                    return Err(self.syntax());
+                }
             }
         }
-        let raw = self.slice(start, self.pos);
-        self.pos += 1;
-        Ok(if escaped {
-            Text::from_json(raw).ok_or(DecodeError::Syntax { offset: start })?
-        } else {
-            Text::plain(raw)
-        })
+        let raw = bytes.get(start..pos).unwrap_or_default();
+        self.pos = pos + 1;
+        if high & HIGH != 0 && core::str::from_utf8(raw).is_err() {
+            return Err(DecodeError::InvalidUtf8);
+        }
+        Ok(Span { raw, escaped })
     }
 
-    fn digits(&mut self) -> usize {
-        let rest = self.src.as_bytes().get(self.pos..).unwrap_or_default();
-        let n = rest.iter().take_while(|b| b.is_ascii_digit()).count();
-        self.pos += n;
-        n
+    /// Reads a string starting at the current `"` as [`Text`].
+    pub(crate) fn string(&mut self) -> Result<Text<'a>, DecodeError> {
+        self.string_span()?.text()
     }
 
-    /// Reads a number token; returns its text.
-    pub(crate) fn number(&mut self) -> Result<&'a str, DecodeError> {
-        let start = self.pos;
-        if self.peek() == Some(b'-') {
-            self.pos += 1;
-        }
-        match self.peek() {
-            Some(b'0') => self.pos += 1,
-            Some(b'1'..=b'9') => {
-                self.digits();
+    /// Skips a number token.
+    #[inline]
+    fn skip_number(&mut self) -> Result<(), DecodeError> {
+        match number_end(self.bytes, self.pos) {
+            Ok(end) => {
+                self.pos = end;
+                Ok(())
             }
-            _ => return Err(self.syntax()),
-        }
-        if self.peek() == Some(b'.') {
-            self.pos += 1;
-            if self.digits() == 0 {
-                return Err(self.syntax());
+            Err(at) => {
+                self.pos = at;
+                Err(self.syntax())
             }
         }
-        if let Some(b'e' | b'E') = self.peek() {
-            self.pos += 1;
-            if let Some(b'+' | b'-') = self.peek() {
-                self.pos += 1;
+    }
+
+    /// Reads a number token and its value in one pass.
+    pub(crate) fn number(&mut self) -> Result<Number, DecodeError> {
+        match Number::lex(self.bytes, self.pos) {
+            Ok((n, end)) => {
+                self.pos = end;
+                Ok(n)
             }
-            if self.digits() == 0 {
-                return Err(self.syntax());
+            Err(at) => {
+                self.pos = at;
+                Err(self.syntax())
             }
         }
-        Ok(self.slice(start, self.pos))
     }
 
     fn literal(&mut self, word: &[u8]) -> Result<(), DecodeError> {
         let end = self.pos.saturating_add(word.len());
-        if self.src.as_bytes().get(self.pos..end) == Some(word) {
+        if self.bytes.get(self.pos..end) == Some(word) {
             self.pos = end;
             Ok(())
         } else {
@@ -219,9 +351,10 @@ impl<'a> Lexer<'a> {
     }
 
     /// Reads an object key and its `:`, after the `{` or `,`.
-    pub(crate) fn key(&mut self) -> Result<Text<'a>, DecodeError> {
+    #[inline]
+    pub(crate) fn key(&mut self) -> Result<Span<'a>, DecodeError> {
         self.skip_ws();
-        let key = self.string()?;
+        let key = self.string_span()?;
         self.expect(b':')?;
         self.skip_ws();
         Ok(key)
@@ -238,6 +371,23 @@ impl<'a> Lexer<'a> {
         let max = limit.saturating_sub(level);
         self.skip_ws();
         let start = self.pos;
+        // Scalars need no bit stack.
+        match self.peek() {
+            Some(b'"') => {
+                self.string_span()?;
+                return Ok((start, self.pos));
+            }
+            Some(b'-' | b'0'..=b'9') => {
+                self.skip_number()?;
+                return Ok((start, self.pos));
+            }
+            Some(b'{' | b'[') => {}
+            Some(_) => {
+                self.keyword()?;
+                return Ok((start, self.pos));
+            }
+            None => return Err(self.syntax()),
+        }
         let mut open = Open::new();
         'value: loop {
             self.skip_ws();
@@ -262,10 +412,10 @@ impl<'a> Lexer<'a> {
                     }
                 }
                 Some(b'"') => {
-                    self.string()?;
+                    self.string_span()?;
                 }
                 Some(b'-' | b'0'..=b'9') => {
-                    self.number()?;
+                    self.skip_number()?;
                 }
                 Some(_) => {
                     self.keyword()?;
@@ -306,54 +456,131 @@ pub(crate) enum Keyword {
     Null,
 }
 
-/// A number token split into its parts (digits only, validated by [`Lexer::number`]).
-struct NumberParts<'a> {
+/// A number token's value, read in the same pass that checks its syntax.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Number {
     negative: bool,
-    int: &'a [u8],
-    frac: &'a [u8],
+    /// The integer part, when it fits a `u64` (else `int_overflow`).
+    int: u64,
+    int_overflow: bool,
+    /// The first three fraction digits as milliseconds (`.05` is 50).
+    ms: u32,
+    /// Whether every fraction digit is zero.
+    frac_zero: bool,
+    /// Whether every fraction digit after the third is zero.
+    sub_ms_zero: bool,
     has_exp: bool,
 }
 
-fn split_number(text: &str) -> Option<NumberParts<'_>> {
-    // Validate the full grammar with the lexer: the whole text must be one number.
-    let mut lx = Lexer::new(text);
-    lx.number().ok()?;
-    if !lx.at_end() {
-        return None;
-    }
-    let bytes = text.as_bytes();
-    let (negative, rest) = match bytes.split_first() {
-        Some((b'-', rest)) => (true, rest),
-        _ => (false, bytes),
-    };
-    let int_len = rest.iter().take_while(|b| b.is_ascii_digit()).count();
-    let (int, rest) = rest.split_at_checked(int_len)?;
-    let (frac, rest) = match rest.split_first() {
-        Some((b'.', after)) => {
-            let n = after.iter().take_while(|b| b.is_ascii_digit()).count();
-            after.split_at_checked(n)?
+impl Number {
+    /// Lexes the number at `bytes[pos..]`: its value and the position after it, or the
+    /// offset of the syntax error.
+    fn lex(bytes: &[u8], mut pos: usize) -> Result<(Number, usize), usize> {
+        let mut n = Number {
+            frac_zero: true,
+            sub_ms_zero: true,
+            ..Number::default()
+        };
+        if bytes.get(pos) == Some(&b'-') {
+            n.negative = true;
+            pos += 1;
         }
-        _ => (&[][..], rest),
-    };
-    Some(NumberParts {
-        negative,
-        int,
-        frac,
-        has_exp: !rest.is_empty(),
-    })
-}
-
-fn accumulate(digits: &[u8], mut acc: u64) -> Option<u64> {
-    for &d in digits {
-        acc = acc
-            .checked_mul(10)?
-            .checked_add(u64::from(d.wrapping_sub(b'0')))?;
+        match bytes.get(pos) {
+            Some(b'0') => pos += 1,
+            Some(b'1'..=b'9') => {
+                while let Some(&d @ b'0'..=b'9') = bytes.get(pos) {
+                    match n
+                        .int
+                        .checked_mul(10)
+                        .and_then(|v| v.checked_add(u64::from(d - b'0')))
+                    {
+                        Some(v) => n.int = v,
+                        None => n.int_overflow = true,
+                    }
+                    pos += 1;
+                }
+            }
+            _ => return Err(pos),
+        }
+        if bytes.get(pos) == Some(&b'.') {
+            pos += 1;
+            let mut count = 0u32;
+            while let Some(&d @ b'0'..=b'9') = bytes.get(pos) {
+                let d = d - b'0';
+                if count < 3 {
+                    n.ms = n.ms * 10 + u32::from(d);
+                } else if d != 0 {
+                    n.sub_ms_zero = false;
+                }
+                if d != 0 {
+                    n.frac_zero = false;
+                }
+                count = count.saturating_add(1);
+                pos += 1;
+            }
+            if count == 0 {
+                return Err(pos);
+            }
+            for _ in count..3 {
+                n.ms *= 10;
+            }
+        }
+        if let Some(b'e' | b'E') = bytes.get(pos) {
+            pos += 1;
+            if let Some(b'+' | b'-') = bytes.get(pos) {
+                pos += 1;
+            }
+            let start = pos;
+            while let Some(b'0'..=b'9') = bytes.get(pos) {
+                pos += 1;
+            }
+            if pos == start {
+                return Err(pos);
+            }
+            n.has_exp = true;
+        }
+        Ok((n, pos))
     }
-    Some(acc)
-}
 
-fn is_zero(digits: &[u8]) -> bool {
-    digits.iter().all(|&d| d == b'0')
+    /// The content of a numeric string (`"5"`), which must be one whole number token.
+    pub(crate) fn from_string(raw: &[u8]) -> Result<Number, NumberError> {
+        match Number::lex(raw, 0) {
+            Ok((n, end)) if end == raw.len() => Ok(n),
+            _ => Err(NumberError::Invalid),
+        }
+    }
+
+    /// Whether the integer part is zero (`0`, `-0`).
+    fn int_zero(&self) -> bool {
+        self.int == 0 && !self.int_overflow
+    }
+
+    /// A non-negative integer (`5`, also `5.0`).
+    pub(crate) fn to_u32(self) -> Result<u32, NumberError> {
+        if self.has_exp || !self.frac_zero {
+            return Err(NumberError::Invalid);
+        }
+        if (self.negative && !self.int_zero()) || self.int_overflow {
+            return Err(NumberError::Range);
+        }
+        u32::try_from(self.int).map_err(|_| NumberError::Range)
+    }
+
+    /// Seconds (`15`, `0.05`) as milliseconds.
+    pub(crate) fn to_ms(self) -> Result<u32, NumberError> {
+        if self.has_exp || !self.sub_ms_zero {
+            return Err(NumberError::Invalid);
+        }
+        if (self.negative && !(self.int_zero() && self.ms == 0)) || self.int_overflow {
+            return Err(NumberError::Range);
+        }
+        let ms = self
+            .int
+            .checked_mul(1000)
+            .and_then(|v| v.checked_add(u64::from(self.ms)))
+            .ok_or(NumberError::Range)?;
+        u32::try_from(ms).map_err(|_| NumberError::Range)
+    }
 }
 
 /// Why a number does not fit a field.
@@ -365,41 +592,43 @@ pub(crate) enum NumberError {
     Range,
 }
 
-/// Parses a non-negative integer (`5`, also `5.0`); `text` is a number token or the content of
-/// a numeric string.
-pub(crate) fn parse_u32(text: &str) -> Result<u32, NumberError> {
-    let n = split_number(text).ok_or(NumberError::Invalid)?;
-    if n.has_exp || !is_zero(n.frac) {
-        return Err(NumberError::Invalid);
-    }
-    if n.negative && !is_zero(n.int) {
-        return Err(NumberError::Range);
-    }
-    let v = accumulate(n.int, 0).ok_or(NumberError::Range)?;
-    u32::try_from(v).map_err(|_| NumberError::Range)
-}
+#[cfg(test)]
+mod tests {
+    use super::plain_run;
 
-/// Parses seconds (`15`, `0.05`) into milliseconds.
-pub(crate) fn parse_seconds_ms(text: &str) -> Result<u32, NumberError> {
-    let n = split_number(text).ok_or(NumberError::Invalid)?;
-    if n.has_exp {
-        return Err(NumberError::Invalid);
+    /// The word-at-a-time scan stops where a byte-at-a-time scan does, for every length and
+    /// stop position across the word and pair boundaries, after ASCII and non-ASCII bytes.
+    #[test]
+    fn plain_run_stops_where_a_byte_scan_does() {
+        for len in 0..48 {
+            for fill in [b'a', 0x7f, 0xc3, 0xff, b' ', b'/'] {
+                for stop in [
+                    None,
+                    Some(b'"'),
+                    Some(b'\\'),
+                    Some(0x00),
+                    Some(0x1f),
+                    Some(b'\n'),
+                ] {
+                    for at in 0..=len {
+                        let mut v = vec![fill; len];
+                        if let (Some(b), Some(slot)) = (stop, v.get_mut(at)) {
+                            *slot = b;
+                        }
+                        let want = v
+                            .iter()
+                            .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
+                            .unwrap_or(len);
+                        let mut high = 0;
+                        assert_eq!(plain_run(&v, &mut high), want, "{v:?}");
+                        // A byte above 0x7f before the stop is never missed (ones past it may
+                        // be counted too).
+                        if fill >= 0x80 && want > 0 {
+                            assert_ne!(high & 0x8080_8080_8080_8080, 0, "{v:?}");
+                        }
+                    }
+                }
+            }
+        }
     }
-    let (ms_digits, rest) = n.frac.split_at_checked(3).unwrap_or((n.frac, &[]));
-    if !is_zero(rest) {
-        return Err(NumberError::Invalid);
-    }
-    if n.negative && !(is_zero(n.int) && is_zero(ms_digits)) {
-        return Err(NumberError::Range);
-    }
-    let secs = accumulate(n.int, 0).ok_or(NumberError::Range)?;
-    let mut frac = accumulate(ms_digits, 0).ok_or(NumberError::Range)?;
-    for _ in ms_digits.len()..3 {
-        frac *= 10;
-    }
-    let ms = secs
-        .checked_mul(1000)
-        .and_then(|v| v.checked_add(frac))
-        .ok_or(NumberError::Range)?;
-    u32::try_from(ms).map_err(|_| NumberError::Range)
 }

@@ -6,6 +6,7 @@ mod golden;
 mod malformed;
 mod php;
 mod props;
+mod reference;
 mod rewrite;
 mod text;
 

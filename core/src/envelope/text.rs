@@ -49,6 +49,12 @@ impl<'a> Text<'a> {
         Some(Text { raw, escaped })
     }
 
+    /// The raw content of a JSON string already checked by the lexer (escapes valid, no `"`
+    /// or control character unescaped), holding escapes when `escaped`.
+    pub(crate) const fn validated_json(raw: &'a str, escaped: bool) -> Text<'a> {
+        Text { raw, escaped }
+    }
+
     /// The string itself when it holds no escapes (the usual case); `None` otherwise.
     pub fn as_plain(&self) -> Option<&'a str> {
         if self.escaped {

@@ -3,6 +3,9 @@
 //!
 //! Run: `cargo run -p lepus-examples --bin checkout`
 //! or:  `AMQP_ADDR=amqp://127.0.0.1:5672/%2f cargo run -p lepus-examples --bin checkout`
+//!
+//! With `--serve` (on RabbitMQ) the workers emit operational events, keep running until Ctrl-C
+//! and leave the dead letters in place, for `lepus console --amqp $AMQP_ADDR` to show.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -22,7 +25,17 @@ async fn main() -> ExitCode {
         }
     };
     println!("Lepus checkout demo on the {} broker\n", broker.name());
-    let outcome = checkout::run(Arc::clone(&broker)).await;
+    let serve = std::env::args().skip(1).any(|a| a == "--serve");
+    let outcome = if serve {
+        let events = lepus::events::Events::start(
+            Arc::clone(&broker),
+            lepus::events::EventsConfig::default(),
+        );
+        println!("serving: open `lepus console --amqp \"$AMQP_ADDR\"`; Ctrl-C stops the workers\n");
+        checkout::serve(Arc::clone(&broker), events, lepus::shutdown_signal()).await
+    } else {
+        checkout::run(Arc::clone(&broker)).await
+    };
     if let Err(e) = broker.close().await {
         eprintln!("closing the broker connection failed: {e}");
     }

@@ -35,7 +35,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             Ok(())
         }
     });
-    let transport = Arc::new(AmqpTransport::connect(AmqpConfig::from_env()).await?);
+    let transport = Arc::new(AmqpTransport::connect(AmqpConfig::from_env()?).await?);
     let worker = Worker::new(
         Arc::clone(&transport),
         worker_config_for(&queue, false),

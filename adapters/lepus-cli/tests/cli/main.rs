@@ -2,4 +2,5 @@
 //! codes) and against RabbitMQ (publish, call, tail, dead letters, topology).
 
 mod broker;
+mod browser;
 mod offline;

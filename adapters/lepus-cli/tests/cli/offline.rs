@@ -85,7 +85,38 @@ fn usage_errors_exit_1() {
             "--retry-interval",
             "a,b",
         ][..],
+        &[
+            "publish",
+            "T",
+            "--key",
+            "k",
+            "--json",
+            "{}",
+            "--priority",
+            "256",
+        ][..],
         &["dead", "replay", "q"][..],
+        &[
+            "publish", "T", "--key", "k", "--json", "{}", "--delay", "soon",
+        ][..],
+        &[
+            "publish", "T", "--key", "k", "--json", "{}", "--delay", "400d",
+        ][..],
+        &[
+            "publish", "T", "--key", "k", "--json", "{}", "--at", "tomorrow",
+        ][..],
+        &[
+            "publish",
+            "T",
+            "--key",
+            "k",
+            "--json",
+            "{}",
+            "--delay",
+            "1s",
+            "--at",
+            "2030-01-01T00:00:00Z",
+        ][..],
         &["call", "T", "--key", "k", "--json", "{}", "--timeout", "5x"][..],
         &[
             "call",
@@ -185,4 +216,90 @@ fn an_http_server_is_not_a_broker_and_exits_2() {
     for parser in ["ParserErrors", "Nom", "Parsing Error", "failed to parse"] {
         assert!(!stderr.contains(parser), "parser text `{parser}`: {stderr}");
     }
+}
+
+/// One rule everywhere: no address chooses no broker. Without `--amqp` and `AMQP_ADDR` a
+/// command that needs RabbitMQ is a usage error naming both, never a connection to a default.
+#[test]
+fn no_broker_address_is_a_usage_error() {
+    for args in [
+        &["publish", "T", "--key", "k", "--json", "{}"][..],
+        &["call", "T", "--key", "k", "--json", "{}"][..],
+    ] {
+        let out = lepus(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(code(&out), 1, "{args:?}: {stderr}");
+        assert!(stderr.contains("--amqp"), "{stderr}");
+        assert!(stderr.contains("AMQP_ADDR"), "{stderr}");
+    }
+    // Commands that need no broker still run.
+    assert_eq!(code(&lepus(&["route", "a.*", "a.b"])), 0);
+}
+
+#[test]
+fn schedule_usage_errors_exit_1_before_connecting() {
+    let base = [
+        "--amqp",
+        "amqp://127.0.0.1:1/%2f",
+        "schedule",
+        "T",
+        "--key",
+        "k",
+    ];
+    for extra in [
+        &["--json", "{}", "--schedule", "s", "--cron", "every day"][..],
+        &["--json", "{}", "--schedule", "s", "--cron", "0 0 30 2 *"][..],
+        &["--json", "{}", "--schedule", "s", "--every", "0s"][..],
+        &["--json", "{}", "--schedule", "s"][..],
+        &[
+            "--json",
+            "{}",
+            "--schedule",
+            "s",
+            "--every",
+            "1s",
+            "--cron",
+            "* * * * *",
+        ][..],
+        &["--json", "{}", "--schedule", "a b", "--every", "1s"][..],
+        &[
+            "--json",
+            "{}",
+            "--schedule",
+            "s",
+            "--every",
+            "1s",
+            "--entry",
+            "a/b",
+        ][..],
+        &["--json", "{bad", "--schedule", "s", "--every", "1s"][..],
+    ] {
+        let args: Vec<&str> = base.iter().chain(extra).copied().collect();
+        let out = lepus(&args);
+        assert_eq!(
+            code(&out),
+            1,
+            "{extra:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!out.stderr.is_empty(), "{extra:?} says why");
+    }
+    let out = lepus(&[
+        "--amqp",
+        "amqp://127.0.0.1:1/%2f",
+        "schedule",
+        "T",
+        "--key",
+        "k",
+        "--json",
+        "{}",
+        "--schedule",
+        "s",
+        "--cron",
+        "every day",
+    ]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cron expression"),
+        "{out:?}"
+    );
 }

@@ -1,121 +1,422 @@
 //! Matching publisher confirms and returned (unroutable) messages to the publish they belong to.
 //!
-//! lapin hands each `basic.return` to whichever confirmation it resolves next; when the broker
-//! confirms several publishes at once (`basic.ack` with `multiple`), that is not necessarily
-//! the confirmation of the returned message (lapin iterates its pending tags in hash order).
-//! Trusting it would report an unroutable message as delivered and a delivered one as
-//! unroutable. So the returned message is matched by its `message_id` instead, which this
-//! crate sets on every publish.
+//! Three things in lapin decide how this works.
 //!
-//! Why this is exact: RabbitMQ sends a message's `basic.return` before its `basic.ack`, and
-//! lapin attaches a waiting returned message to the first confirmation it resolves after the
-//! return arrived. So by the time a publish's own confirmation is resolved, the confirmation
-//! carrying its returned message (if any) is resolved too: either itself (a single ack) or one
-//! of the same multiple ack, which resolves every older pending publish at once. One task per
-//! channel (the [`ConfirmTracker`]) waits for the oldest confirmation, then sweeps the resolved
-//! ones from the oldest on (and [`LOOKAHEAD`] further, for confirmations that arrived out of
-//! order), collects the message ids of all returned messages, and only then settles each
-//! resolved publish: unroutable if its own id was returned, else as the broker confirmed it.
-//! A sweep costs O(resolved + [`LOOKAHEAD`]), not O(in flight).
+//! **Numbering.** lapin gives a publish its delivery tag under one lock (its acknowledgements)
+//! and queues its frames under another (its frame queue). Two publishes started at once on two
+//! threads can therefore reach the broker in the other order than their tags, while the broker
+//! numbers messages in the order they arrive: each publish would then get the other's
+//! `basic.ack` or `basic.nack`, and a nacked message be reported as stored. So every publish on
+//! a channel starts under one lock of the channel's [`ConfirmTracker`]
+//! ([`ConfirmTracker::publish`]): lapin's first poll of `basic_publish` takes the tag and queues
+//! the frames, both before that poll returns, so tags and wire order agree.
 //!
-//! One more care: lapin resolves the confirmations of one multiple ack one by one while
-//! holding its acknowledgement lock, so a sweep running on another thread can see a publish
-//! resolved while the carrier of its returned message is not yet. Before settling, the sweep
-//! therefore takes that lock once ([`sync_with_lapin`]): every batch that had begun resolving
-//! is then complete, and a second look collects all the returned messages of those batches.
-//! Only publishes seen resolved before that point are settled.
+//! **Returns.** lapin hands each `basic.return` to whichever confirmation it resolves next;
+//! when the broker confirms several publishes at once (`basic.ack` with `multiple`), that is
+//! not necessarily the returned message's own (lapin walks its pending tags in hash order), and
+//! a later single ack can carry it too. So a returned message is matched by its `message_id`,
+//! which this crate sets on every publish. RabbitMQ sends a message's `basic.return` before its
+//! `basic.ack`, so the confirmation carrying it (its *carrier*) is resolved no later than the
+//! message's own. A publish is settled only once every confirmation resolved before its own
+//! was looked at: every publish started before its resolution was seen has handed in its
+//! confirmation, and lapin's acknowledgement lock was taken once ([`sync_with_lapin`]) so that
+//! a `multiple` ack being resolved on another thread has finished.
+//!
+//! One case stays open: a publisher that stops waiting between starting a publish and handing
+//! in its confirmation (its future dropped: the send timed out or the connection was lost)
+//! takes the confirmation with it, and with it any returned message that confirmation carried;
+//! the publish that message belongs to is then reported confirmed. A connection loss fails
+//! every confirmation of the channel anyway; a send timeout leaves this case.
+//!
+//! The price of that rule: a publish started and then neither polled to the end nor dropped
+//! holds back the settlement of every publish resolved after it started. Within this crate a
+//! publish is always driven to its hand-in, as soon as its frames are written.
+//!
+//! **Wakers.** Each confirmation is polled with a waker of its own, which records that one
+//! publish and wakes the settling task; the task polls only the confirmations that woke, so the
+//! cost per publish is a constant number of polls, whatever the number in flight.
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
-use std::pin::Pin;
-use std::task::{Context, Poll, Waker};
+use std::pin::{pin, Pin};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Wake, Waker};
 
 use lapin::{Channel, Confirmation, PublisherConfirm};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{oneshot, Notify};
 
 use crate::error::{Error, ErrorKind, Result};
 
-/// How many publishes past the first unconfirmed one a sweep looks at.
-const LOOKAHEAD: usize = 256;
+/// The reply code of a returned message that carried none we could read (`NO_ROUTE`).
+const NO_ROUTE: u16 = 312;
 
-/// A publish waiting for its confirmation.
+/// Starts publishes on one confirm-mode channel and settles their confirmations (see the
+/// module docs). Dropping it lets its settling task end once every publish is settled.
+#[derive(Debug)]
+pub(crate) struct ConfirmTracker {
+    shared: Arc<Shared>,
+}
+
+/// What the publishers and the settling task of one channel share.
+#[derive(Debug)]
+struct Shared {
+    /// Held while a publish starts, so that lapin numbers publishes in their wire order.
+    start: Mutex<()>,
+    book: Mutex<Book>,
+    woken: Arc<Woken>,
+}
+
+/// Publishes whose confirmation woke, and the settling task to tell.
+#[derive(Debug, Default)]
+struct Woken {
+    slots: Mutex<Vec<u64>>,
+    task: Notify,
+}
+
+/// One publish, from its start to its settlement.
+enum Slot {
+    /// Numbered by lapin; its confirmation is not handed in yet.
+    Started,
+    /// Its confirmation is handed in and polled with its own waker.
+    Sent(Tracked),
+    /// Its confirmation resolved; waiting to be settled.
+    Resolved(Tracked, lapin::Result<Answer>),
+    /// Settled, or abandoned by a publisher that stopped waiting.
+    Done,
+}
+
+/// What the broker answered to a publish.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Answer {
+    /// `basic.ack`.
+    Ack,
+    /// `basic.nack`.
+    Nack,
+    /// Nothing: the channel is not in confirm mode.
+    NotRequested,
+}
+
+/// A publish whose confirmation is handed in.
 struct Tracked {
     message_id: String,
     confirm: PublisherConfirm,
-    outcome: Option<lapin::Result<Confirmation>>,
+    waker: Waker,
     settle: oneshot::Sender<Result<()>>,
 }
 
-/// Hands publishes of one confirm-mode channel to the task that settles them.
-#[derive(Debug, Clone)]
-pub(crate) struct ConfirmTracker {
-    sender: mpsc::UnboundedSender<Tracked>,
+/// The publishes of one channel in start order, from `base` on.
+#[derive(Default)]
+struct Book {
+    base: u64,
+    slots: VecDeque<Slot>,
+    /// The oldest started publish that has not handed in its confirmation; the end of `slots`
+    /// when there is none. Hand-ins come nearly in start order, so moving it is cheap.
+    first_unhanded: u64,
+    /// Resolved publishes not yet in `batch`.
+    fresh: Vec<u64>,
+    /// Resolved publishes to settle once every publish below `horizon` has handed in.
+    batch: Option<Batch>,
+    /// Message ids of returned messages whose publish is not settled yet, with the reply code.
+    returned: HashMap<String, u16>,
+    /// The tracker is dropped: no publish starts any more.
+    closed: bool,
 }
 
-impl std::fmt::Debug for Tracked {
+/// A resolved confirmation: the answer, and the message id and reply code of the returned
+/// message it carried.
+type Resolution = (lapin::Result<Answer>, Option<(String, u16)>);
+
+/// Resolved publishes settled together.
+struct Batch {
+    horizon: u64,
+    slots: Vec<u64>,
+}
+
+impl std::fmt::Debug for Book {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Tracked")
-            .field("message_id", &self.message_id)
+        f.debug_struct("Book")
+            .field("base", &self.base)
+            .field("in_flight", &self.slots.len())
             .finish()
     }
 }
 
-impl ConfirmTracker {
-    /// Starts the settling task of one channel; it ends when every tracker clone is dropped
-    /// and every tracked publish is settled.
-    pub(crate) fn start(channel: Channel) -> Self {
-        let (sender, receiver) = mpsc::unbounded_channel();
-        tokio::spawn(settle_loop(channel, receiver));
-        ConfirmTracker { sender }
+/// The waker of one publish's confirmation.
+struct SlotWaker {
+    slot: u64,
+    woken: Arc<Woken>,
+}
+
+impl Wake for SlotWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
     }
 
-    /// Tracks the confirmation of the publish of `message_id`; the returned receiver yields
-    /// its outcome.
-    pub(crate) fn track(
-        &self,
-        message_id: String,
-        confirm: PublisherConfirm,
-    ) -> oneshot::Receiver<Result<()>> {
-        let (settle, outcome) = oneshot::channel();
-        let tracked = Tracked {
-            message_id,
-            confirm,
-            outcome: None,
-            settle,
-        };
-        if let Err(mpsc::error::SendError(tracked)) = self.sender.send(tracked) {
-            // The settling task is gone (runtime shutting down): the outcome is unknown.
-            let _ =
-                tracked.settle.send(Err(Error::new(ErrorKind::ChannelClosed)
-                    .context("publisher confirm tracking stopped")));
-        }
-        outcome
+    fn wake_by_ref(self: &Arc<Self>) {
+        lock(&self.woken.slots).push(self.slot);
+        self.woken.task.notify_one();
     }
 }
 
-async fn settle_loop(channel: Channel, mut incoming: mpsc::UnboundedReceiver<Tracked>) {
-    let mut pending: VecDeque<Tracked> = VecDeque::new();
-    let mut returned: HashMap<String, u16> = HashMap::new();
-    let mut open = true;
-    while open || !pending.is_empty() {
-        if pending.is_empty() {
-            match incoming.recv().await {
-                Some(t) => pending.push_back(t),
-                None => open = false,
+/// Marks a started publish abandoned if its publisher stops before handing in.
+struct Ticket<'a> {
+    shared: &'a Shared,
+    slot: u64,
+    handed: bool,
+}
+
+impl Drop for Ticket<'_> {
+    fn drop(&mut self) {
+        if !self.handed {
+            let mut book = lock(&self.shared.book);
+            if let Some(slot) = book.slot_mut(self.slot) {
+                *slot = Slot::Done;
             }
-        } else {
-            tokio::select! {
-                t = incoming.recv(), if open => match t {
-                    Some(t) => pending.push_back(t),
-                    None => open = false,
-                },
-                () = OldestConfirm(&mut pending) => {}
+            book.advance_unhanded();
+            drop(book);
+            self.shared.woken.task.notify_one();
+        }
+    }
+}
+
+impl ConfirmTracker {
+    /// Starts the settling task of `channel` (in confirm mode).
+    pub(crate) fn start(channel: Channel) -> Self {
+        let shared = Arc::new(Shared {
+            start: Mutex::new(()),
+            book: Mutex::new(Book::default()),
+            woken: Arc::new(Woken::default()),
+        });
+        tokio::spawn(settle_loop(channel, Arc::clone(&shared)));
+        ConfirmTracker { shared }
+    }
+
+    /// Runs `publish` (lapin's `basic_publish` on this tracker's channel), starting it under
+    /// the channel's start lock, and tracks the confirmation of the publish of `message_id`;
+    /// the returned receiver yields the settled outcome. A publish that fails to send is the
+    /// error here (its outcome is then never settled).
+    pub(crate) async fn publish(
+        &self,
+        message_id: String,
+        publish: impl Future<Output = Result<PublisherConfirm>>,
+    ) -> Result<oneshot::Receiver<Result<()>>> {
+        let shared = &*self.shared;
+        let mut publish = pin!(publish);
+        let mut ticket: Option<Ticket<'_>> = None;
+        let confirm = std::future::poll_fn(|cx| {
+            if ticket.is_some() {
+                return publish.as_mut().poll(cx);
+            }
+            // The slot is in the book before lapin numbers the publish: a settlement that
+            // waits for every publish started before it then waits for this one too.
+            let _start = lock(&shared.start);
+            let mut book = lock(&shared.book);
+            let slot = book.end();
+            book.slots.push_back(Slot::Started);
+            drop(book);
+            ticket = Some(Ticket {
+                shared,
+                slot,
+                handed: false,
+            });
+            publish.as_mut().poll(cx)
+        })
+        .await?;
+        let Some(mut ticket) = ticket else {
+            // poll_fn polled at least once, so there is a ticket; never reached.
+            return Err(Error::new(ErrorKind::ChannelClosed).context("publish not started"));
+        };
+        let (settle, outcome) = oneshot::channel();
+        let waker = Waker::from(Arc::new(SlotWaker {
+            slot: ticket.slot,
+            woken: Arc::clone(&shared.woken),
+        }));
+        let mut tracked = Tracked {
+            message_id,
+            confirm,
+            waker,
+            settle,
+        };
+        let mut book = lock(&shared.book);
+        if book.slot_mut(ticket.slot).is_none() {
+            return Err(
+                Error::new(ErrorKind::ChannelClosed).context("publisher confirm tracking stopped")
+            );
+        }
+        ticket.handed = true;
+        let waiting = book.batch.as_ref().is_some_and(|b| ticket.slot < b.horizon);
+        let resolved = tracked.poll();
+        let resolved_now = resolved.is_some();
+        book.record(ticket.slot, tracked, resolved);
+        book.advance_unhanded();
+        drop(book);
+        if resolved_now || waiting {
+            shared.woken.task.notify_one();
+        }
+        Ok(outcome)
+    }
+}
+
+impl Drop for ConfirmTracker {
+    fn drop(&mut self) {
+        lock(&self.shared.book).closed = true;
+        self.shared.woken.task.notify_one();
+    }
+}
+
+impl Tracked {
+    /// Polls the confirmation with its own waker; on resolution, the answer and the message
+    /// id and reply code of the returned message it carried, if any.
+    fn poll(&mut self) -> Option<Resolution> {
+        let mut cx = Context::from_waker(&self.waker);
+        let Poll::Ready(outcome) = Pin::new(&mut self.confirm).poll(&mut cx) else {
+            return None;
+        };
+        let (acked, carried) = match outcome {
+            Ok(Confirmation::Ack(carried)) => (Ok(Answer::Ack), carried),
+            Ok(Confirmation::Nack(carried)) => (Ok(Answer::Nack), carried),
+            Ok(Confirmation::NotRequested) => (Ok(Answer::NotRequested), None),
+            Err(e) => (Err(e), None),
+        };
+        // Without an id the return cannot be matched: blame the carrier, as lapin does.
+        let carried = carried.map(|message| {
+            let id = match message.delivery.properties.message_id() {
+                Some(id) => id.as_str().to_string(),
+                None => self.message_id.clone(),
+            };
+            (id, message.reply_code)
+        });
+        Some((acked, carried))
+    }
+}
+
+impl Book {
+    fn slot_mut(&mut self, slot: u64) -> Option<&mut Slot> {
+        let index = usize::try_from(slot.checked_sub(self.base)?).ok()?;
+        self.slots.get_mut(index)
+    }
+
+    /// Puts a handed-in confirmation in its slot, resolved or not.
+    fn record(&mut self, slot: u64, tracked: Tracked, resolved: Option<Resolution>) {
+        let entry = match resolved {
+            None => Slot::Sent(tracked),
+            Some((acked, carried)) => {
+                if let Some((id, reply_code)) = carried {
+                    self.returned.insert(id, reply_code);
+                }
+                self.fresh.push(slot);
+                Slot::Resolved(tracked, acked)
+            }
+        };
+        if let Some(place) = self.slot_mut(slot) {
+            *place = entry;
+        }
+    }
+
+    /// Polls the confirmations that woke.
+    fn poll_woken(&mut self, woken: &Woken) {
+        let slots = std::mem::take(&mut *lock(&woken.slots));
+        for slot in slots {
+            let Some(place) = self.slot_mut(slot) else {
+                continue;
+            };
+            let Slot::Sent(tracked) = place else {
+                continue;
+            };
+            if let Some(resolved) = tracked.poll() {
+                if let Slot::Sent(tracked) = std::mem::replace(place, Slot::Done) {
+                    self.record(slot, tracked, Some(resolved));
+                }
             }
         }
-        while let Ok(t) = incoming.try_recv() {
-            pending.push_back(t);
+    }
+
+    /// True when every publish below `horizon` has handed in its confirmation.
+    fn handed_in_below(&self, horizon: u64) -> bool {
+        self.first_unhanded >= horizon
+    }
+
+    /// Moves `first_unhanded` past the publishes that handed in or were abandoned.
+    fn advance_unhanded(&mut self) {
+        let end = self.end();
+        while self.first_unhanded < end {
+            if let Some(Slot::Started) = self.slot_mut(self.first_unhanded) {
+                return;
+            }
+            self.first_unhanded += 1;
         }
-        sweep(&channel, &mut pending, &mut returned);
+    }
+
+    /// The number the next publish to start gets.
+    fn end(&self) -> u64 {
+        self.base + self.slots.len() as u64
+    }
+
+    /// Settles the publishes of `batch`, then forgets settled publishes at the front.
+    fn settle(&mut self, batch: Batch) {
+        for slot in batch.slots {
+            let Some(place) = self.slot_mut(slot) else {
+                continue;
+            };
+            let Slot::Resolved(tracked, acked) = std::mem::replace(place, Slot::Done) else {
+                continue;
+            };
+            let result = match acked {
+                Err(e) => Err(Error::from_lapin(e)),
+                Ok(_) if self.returned.contains_key(&tracked.message_id) => {
+                    let reply_code = self.returned.remove(&tracked.message_id);
+                    Err(Error::new(ErrorKind::Unroutable {
+                        reply_code: reply_code.unwrap_or(NO_ROUTE),
+                    }))
+                }
+                Ok(Answer::Ack) => Ok(()),
+                Ok(Answer::Nack) => Err(Error::new(ErrorKind::Nacked)),
+                Ok(Answer::NotRequested) => {
+                    Err(Error::new(ErrorKind::Broker).context("publisher confirms are not enabled"))
+                }
+            };
+            // The publisher may have stopped waiting (its future was dropped): nothing to do.
+            let _ = tracked.settle.send(result);
+        }
+        while matches!(self.slots.front(), Some(Slot::Done)) {
+            self.slots.pop_front();
+            self.base += 1;
+        }
+        if self.slots.is_empty() {
+            // Returns of abandoned publishes: nobody will ask for them.
+            self.returned.clear();
+        }
+    }
+}
+
+async fn settle_loop(channel: Channel, shared: Arc<Shared>) {
+    loop {
+        shared.woken.task.notified().await;
+        let mut book = lock(&shared.book);
+        book.poll_woken(&shared.woken);
+        loop {
+            if book.batch.is_none() && !book.fresh.is_empty() {
+                let horizon = book.end();
+                let slots = std::mem::take(&mut book.fresh);
+                book.batch = Some(Batch { horizon, slots });
+            }
+            let Some(horizon) = book.batch.as_ref().map(|b| b.horizon) else {
+                break;
+            };
+            if !book.handed_in_below(horizon) {
+                // A handover below the horizon wakes this task again.
+                break;
+            }
+            // Carriers resolved in a `multiple` ack that another thread is still resolving.
+            sync_with_lapin(&channel);
+            book.poll_woken(&shared.woken);
+            if let Some(batch) = book.batch.take() {
+                book.settle(batch);
+            }
+        }
+        if book.closed && book.slots.is_empty() {
+            return;
+        }
     }
 }
 
@@ -125,127 +426,13 @@ async fn settle_loop(channel: Channel, mut incoming: mpsc::UnboundedReceiver<Tra
 /// marker, which only `wait_for_confirms` uses, and nothing here calls it otherwise.)
 fn sync_with_lapin(channel: &Channel) {
     let mut noop = Context::from_waker(Waker::noop());
-    let mut wait = std::pin::pin!(channel.wait_for_confirms());
+    let mut wait = pin!(channel.wait_for_confirms());
     let _ = wait.as_mut().poll(&mut noop);
 }
 
-/// Ready once the oldest tracked confirmation is resolved (recording its outcome), at once
-/// if it already was.
-struct OldestConfirm<'a>(&'a mut VecDeque<Tracked>);
-
-impl Future for OldestConfirm<'_> {
-    type Output = ();
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let Some(front) = self.0.front_mut() else {
-            return Poll::Pending;
-        };
-        if front.outcome.is_some() {
-            return Poll::Ready(());
-        }
-        match Pin::new(&mut front.confirm).poll(cx) {
-            Poll::Ready(outcome) => {
-                front.outcome = Some(outcome);
-                Poll::Ready(())
-            }
-            Poll::Pending => Poll::Pending,
-        }
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(guard) => guard,
+        Err(poisoned) => poisoned.into_inner(),
     }
-}
-
-/// Settles every tracked publish whose confirmation is resolved, after collecting the message
-/// ids of all returned messages carried by any of them. Touches only the entries
-/// [`poll_resolved`] looked at, never the whole backlog.
-fn sweep(channel: &Channel, pending: &mut VecDeque<Tracked>, returned: &mut HashMap<String, u16>) {
-    let swept = poll_resolved(pending);
-    let resolved_before_sync: Vec<bool> = pending
-        .iter()
-        .take(swept)
-        .map(|t| t.outcome.is_some())
-        .collect();
-    if !resolved_before_sync.iter().any(|&r| r) {
-        return;
-    }
-    sync_with_lapin(channel);
-    // A second look: carriers of returned messages resolved since the first look.
-    let looked = poll_resolved(pending).max(swept);
-    for tracked in pending.iter_mut().take(looked) {
-        // Each carried message is taken once: the carrier's own outcome stays an ack (or
-        // nack), and the id waits in `returned` for its publish.
-        let carried = match tracked.outcome.take() {
-            Some(Ok(Confirmation::Ack(Some(message)))) => {
-                tracked.outcome = Some(Ok(Confirmation::Ack(None)));
-                Some(message)
-            }
-            Some(Ok(Confirmation::Nack(Some(message)))) => {
-                tracked.outcome = Some(Ok(Confirmation::Nack(None)));
-                Some(message)
-            }
-            other => {
-                tracked.outcome = other;
-                None
-            }
-        };
-        if let Some(message) = carried {
-            // Without an id the return cannot be matched: blame the carrier, as lapin does.
-            let id = match message.delivery.properties.message_id() {
-                Some(id) => id.as_str().to_string(),
-                None => tracked.message_id.clone(),
-            };
-            returned.insert(id, message.reply_code);
-        }
-    }
-    // Settle the resolved ones among the first `swept`; the others go back, in order.
-    let mut kept = Vec::new();
-    for (settle_now, mut tracked) in resolved_before_sync.into_iter().zip(pending.drain(..swept)) {
-        let outcome = if settle_now {
-            tracked.outcome.take()
-        } else {
-            None
-        };
-        let Some(outcome) = outcome else {
-            kept.push(tracked);
-            continue;
-        };
-        let result = match outcome {
-            Err(e) => Err(Error::from_lapin(e)),
-            Ok(_) if returned.contains_key(&tracked.message_id) => {
-                let reply_code = returned.remove(&tracked.message_id).unwrap_or(312);
-                Err(Error::new(ErrorKind::Unroutable { reply_code }))
-            }
-            Ok(Confirmation::Ack(_)) => Ok(()),
-            Ok(Confirmation::Nack(_)) => Err(Error::new(ErrorKind::Nacked)),
-            Ok(Confirmation::NotRequested) => {
-                Err(Error::new(ErrorKind::Broker).context("publisher confirms are not enabled"))
-            }
-        };
-        // The publisher may have stopped waiting (its future was dropped): nothing to do.
-        let _ = tracked.settle.send(result);
-    }
-    for tracked in kept.into_iter().rev() {
-        pending.push_front(tracked);
-    }
-}
-
-/// Polls the oldest tracked confirmations (up to [`LOOKAHEAD`] unresolved ones) and records
-/// those that resolved; returns how many entries were looked at.
-fn poll_resolved(pending: &mut VecDeque<Tracked>) -> usize {
-    let mut noop = Context::from_waker(Waker::noop());
-    let mut unresolved_seen = 0usize;
-    let mut swept = 0usize;
-    for tracked in pending.iter_mut() {
-        if tracked.outcome.is_none() {
-            if let Poll::Ready(outcome) = Pin::new(&mut tracked.confirm).poll(&mut noop) {
-                tracked.outcome = Some(outcome);
-            }
-        }
-        swept += 1;
-        if tracked.outcome.is_none() {
-            unresolved_seen += 1;
-            if unresolved_seen > LOOKAHEAD {
-                break;
-            }
-        }
-    }
-    swept
 }

@@ -13,8 +13,8 @@ use crate::amqp::properties::{from_amqp, short_name};
 use crate::amqp::subscription::AmqpSubscription;
 use crate::amqp::transport::AmqpTransport;
 use crate::delivery::{Acknowledger, Delivery};
-use crate::error::{Error, ErrorKind, NameKind, Result};
-use crate::names::{check_binding_pattern, check_exchange_name, check_queue_name};
+use crate::error::{Error, ErrorKind, NameKind, NameProblem, Result};
+use crate::names::{check_binding_pattern, check_queue_name, check_target_exchange};
 
 /// AMQP reply code of a missing queue or exchange.
 const NOT_FOUND: u16 = 404;
@@ -154,12 +154,22 @@ impl AmqpTransport {
 
     /// Taps `exchange`: declares a temporary queue (exclusive to this connection, deleted
     /// with it), binds it with each of `patterns` and consumes it. Copies of the routed
-    /// messages flow to the tap; nobody else's queue loses a message.
+    /// messages flow to the tap; nobody else's queue loses a message. The broker's own
+    /// `amq.*` exchanges may be tapped (RabbitMQ's firehose, `amq.rabbitmq.trace`, observes
+    /// without adding a route to the exchange watched); the default exchange `""` cannot be
+    /// bound.
+    ///
+    /// Mind that binding is routing: while a tap on a user exchange runs, messages whose key
+    /// it matches are routed, also those no other queue takes (a mandatory send that would be
+    /// `Unroutable` is not).
     ///
     /// # Errors
     /// Invalid names or patterns; 404 when the exchange does not exist; connection errors.
     pub async fn tap(&self, exchange: &str, patterns: &[String]) -> Result<AmqpSubscription> {
-        check_exchange_name(exchange)?;
+        if exchange.is_empty() {
+            return Err(Error::invalid_name(NameKind::Exchange, NameProblem::Empty));
+        }
+        check_target_exchange(exchange)?;
         for pattern in patterns {
             check_binding_pattern(pattern)?;
         }

@@ -45,6 +45,9 @@ pub(crate) fn to_amqp(
     if let Some(c) = &props.correlation_id {
         out = out.with_correlation_id(short(NameKind::Property("correlation_id"), c)?);
     }
+    if let Some(p) = props.priority {
+        out = out.with_priority(p);
+    }
     if let Some(r) = &props.reply_to {
         out = out.with_reply_to(short(NameKind::Property("reply_to"), r)?);
     }
@@ -101,6 +104,7 @@ pub(crate) fn from_amqp(props: &BasicProperties) -> Properties {
             .map(headers_from)
             .unwrap_or_default(),
         transient: *props.delivery_mode() == Some(TRANSIENT),
+        priority: *props.priority(),
     }
 }
 
@@ -160,6 +164,7 @@ mod tests {
             .with_content_type("application/json")
             .with_correlation_id("c-1")
             .with_reply_to("replies")
+            .with_priority(7)
             .with_header("retryCount", 3i64)
             .with_header("reason", "boom")
             .with_header("ok", true)
@@ -172,6 +177,7 @@ mod tests {
         assert!(amqp.is_ok());
         let amqp = amqp.unwrap_or_default();
         assert_eq!(*amqp.delivery_mode(), Some(2));
+        assert_eq!(*amqp.priority(), Some(7));
         let back = from_amqp(&amqp);
         let expected = Properties {
             message_id: Some("id-1".into()),

@@ -6,7 +6,9 @@
 //! pipeline. Every message is mandatory and persistent. When the broker closes the channel
 //! (for example after a publish to a missing exchange), the next publish opens a new one.
 
+use std::future::Future;
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::ShortString;
@@ -52,8 +54,9 @@ impl ConfirmChannel {
 
     /// Sends one prepared publication; the receiver yields its settled outcome.
     async fn send(&self, p: &Prepared, body: &[u8]) -> Result<oneshot::Receiver<Result<()>>> {
-        let confirm = send_frames(&self.channel, p, body).await?;
-        Ok(self.confirms.track(p.message_id.clone(), confirm))
+        self.confirms
+            .publish(p.message_id.clone(), send_frames(&self.channel, p, body))
+            .await
     }
 }
 
@@ -145,9 +148,25 @@ impl ConfirmPublisher {
             .map(|p| self.prepare(p))
             .collect::<Result<Vec<_>>>()?;
         let channel = self.channel().await?;
-        let mut pending = Vec::with_capacity(batch.len());
-        for (publication, prepared) in batch.iter().zip(&prepared) {
-            pending.push(channel.send(prepared, publication.body).await);
+        // Every publish starts (lapin numbers it and queues its frames) before any write is
+        // awaited, so the batch goes out in one stream instead of one I/O round per message.
+        let mut sends: Vec<_> = batch
+            .iter()
+            .zip(&prepared)
+            .map(|(publication, prepared)| Box::pin(channel.send(prepared, publication.body)))
+            .collect();
+        let mut started = Vec::with_capacity(sends.len());
+        for send in &mut sends {
+            started.push(std::future::poll_fn(|cx| Poll::Ready(send.as_mut().poll(cx))).await);
+        }
+        // Then every confirmation is handed in (the writes finish in order) before any outcome
+        // is awaited: a publish is settled only once those started before it handed in.
+        let mut pending = Vec::with_capacity(sends.len());
+        for (send, first) in sends.into_iter().zip(started) {
+            pending.push(match first {
+                Poll::Ready(sent) => sent,
+                Poll::Pending => send.await,
+            });
         }
         let mut outcomes = Vec::with_capacity(batch.len());
         for ((sent, publication), prepared) in pending.into_iter().zip(batch).zip(&prepared) {
@@ -192,6 +211,12 @@ impl ConfirmPublisher {
         if current.channel.status().connected() {
             return Ok(current);
         }
+        // Boxed: reopening is rare and its future large; every publish's future (moved
+        // whole when a caller spawns it) would carry it.
+        Box::pin(self.reopen()).await
+    }
+
+    async fn reopen(&self) -> Result<Arc<ConfirmChannel>> {
         if self.fixed {
             return Err(Error::new(ErrorKind::ChannelClosed).context("the reply channel is closed"));
         }

@@ -120,7 +120,11 @@ impl ReplyReceiver for AmqpReplyReceiver {
             item = next => item?,
             // lapin may leave the stream pending when the connection is gone.
             () = self.session.closed() => {
-                tracing::warn!("connection lost; RPC reply consumer ended");
+                if self.session.connection.status().errored() {
+                    tracing::warn!("connection lost; RPC reply consumer ended");
+                } else {
+                    tracing::debug!("connection closed; RPC reply consumer ended");
+                }
                 return None;
             }
         };

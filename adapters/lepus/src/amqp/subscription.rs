@@ -10,7 +10,7 @@ use lapin::{Channel, Consumer};
 use crate::amqp::properties::{from_amqp, short_name};
 use crate::amqp::supervisor::{Session, Supervisor, FIRST_BACKOFF};
 use crate::delivery::{Acknowledger, Delivery};
-use crate::error::{Error, NameKind, Result};
+use crate::error::{Error, ErrorKind, NameKind, Result};
 use crate::names::check_queue_name;
 use std::sync::Arc;
 
@@ -105,8 +105,12 @@ impl AmqpSubscription {
                         self.live = Some(live);
                         continue;
                     }
-                    // The queue is gone, or the broker refuses: nothing to resume.
-                    Ok(Err(e)) if !e.is_connection_error() => {
+                    // The queue is gone, or the broker refuses: nothing to resume. (A channel
+                    // closed under the consume, or a hard error that closed the connection,
+                    // is not that: consuming is tried again on the next connection.)
+                    Ok(Err(e))
+                        if !e.is_connection_error() && e.kind() != ErrorKind::ChannelClosed =>
+                    {
                         self.cancelled = true;
                         return Some(Err(e));
                     }
@@ -184,7 +188,7 @@ impl AmqpSubscription {
             }),
             Err(_) => {
                 self.live = None;
-                Err(Error::new(crate::error::ErrorKind::Timeout)
+                Err(Error::new(ErrorKind::Timeout)
                     .context(format!("cancel consumer of {:?}: no answer", self.queue)))
             }
         }
@@ -208,7 +212,7 @@ async fn consume(
         Some(dropped) => tokio::select! {
             session = sup.session(deadline) => session?,
             _ = dropped => {
-                return Err(Error::new(crate::error::ErrorKind::ChannelClosed)
+                return Err(Error::new(ErrorKind::ChannelClosed)
                     .context(format!("subscription to {queue:?} dropped")));
             }
         },

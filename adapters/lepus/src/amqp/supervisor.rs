@@ -47,6 +47,8 @@ pub(crate) struct Session {
     pub(crate) publisher: Arc<ConfirmPublisher>,
     /// 1 for the first connection, +1 per reconnection.
     pub(crate) generation: u64,
+    /// Index of the address (in `AMQP_ADDR`'s list) the connection is on.
+    pub(crate) node: usize,
     /// Becomes true once the connection is lost (never back to false).
     closed: watch::Receiver<bool>,
 }
@@ -92,10 +94,12 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Supervisor {
-    /// Connects for the first time (an unreachable broker is an error at once).
+    /// Connects for the first time, retrying with backoff up to
+    /// [`AmqpConfig::startup_timeout`] while the failure may pass (zero: one round over the
+    /// addresses).
     pub(crate) async fn open(config: AmqpConfig) -> Result<Arc<Supervisor>> {
         let blocked = Arc::new(AtomicBool::new(false));
-        let session = open_session(&config, 1, &blocked).await?;
+        let session = open_first(&config, &blocked).await?;
         Ok(Arc::new(Supervisor {
             config,
             current: Mutex::new(Arc::new(session)),
@@ -139,6 +143,14 @@ impl Supervisor {
         lock(&self.queues).remove(name);
     }
 
+    /// The address (password hidden) a session is connected to.
+    pub(crate) fn node_of(&self, session: &Session) -> String {
+        let all = crate::amqp::connection::addresses(&self.config.addr);
+        all.get(session.node)
+            .map(|a| crate::amqp::connection::redact(a))
+            .unwrap_or_default()
+    }
+
     /// True once [`Supervisor::shut_down`] was called.
     pub(crate) fn is_shut(&self) -> bool {
         *self.shut.borrow()
@@ -169,6 +181,13 @@ impl Supervisor {
         if current.is_open() {
             return Ok(current);
         }
+        // Boxed: reconnecting is rare and its future large; every publish's future (moved
+        // whole when a caller spawns it) would carry it.
+        Box::pin(self.reconnect(deadline)).await
+    }
+
+    /// [`Self::session`] once the current session is found closed: one reconnection at a time.
+    async fn reconnect(&self, deadline: Option<Instant>) -> Result<Arc<Session>> {
         let _reconnecting = match deadline {
             Some(deadline) => tokio::time::timeout_at(deadline, self.reconnecting.lock())
                 .await
@@ -187,10 +206,17 @@ impl Supervisor {
             "connection to RabbitMQ lost; reconnecting"
         );
         let mut backoff = FIRST_BACKOFF;
+        // Start at the next node: the one just lost may be down (on one node, it is the same).
+        let next_node = current.node + 1;
         loop {
             let attempt = async {
-                let session =
-                    open_session(&self.config, current.generation + 1, &self.blocked).await?;
+                let session = open_session(
+                    &self.config,
+                    current.generation + 1,
+                    next_node,
+                    &self.blocked,
+                )
+                .await?;
                 self.replay_topology(&session).await?;
                 Ok::<_, Error>(session)
             };
@@ -209,7 +235,12 @@ impl Supervisor {
                     let session = Arc::new(session);
                     *lock(&self.current) = Arc::clone(&session);
                     self.reconnections.fetch_add(1, Ordering::Relaxed);
-                    tracing::info!(generation = session.generation, "reconnected to RabbitMQ");
+                    crate::metrics::count(crate::metrics::RECONNECTIONS, &[]);
+                    tracing::info!(
+                        generation = session.generation,
+                        node = %self.node_of(&session),
+                        "reconnected to RabbitMQ"
+                    );
                     return Ok(session);
                 }
                 Err(e) => {
@@ -239,10 +270,27 @@ impl Supervisor {
         for exchange in &exchanges {
             topology::declare_exchange(&channel, exchange).await?;
         }
-        for spec in &queues {
-            topology::declare_queue(&channel, spec, self.config.expire_wait_queues).await?;
+        let mut channel = Some(channel);
+        for (i, spec) in queues.iter().enumerate() {
+            // The delay levels of each kind once, with the first queue of that kind.
+            let first = !queues[..i].iter().any(|s| s.kind == spec.kind);
+            let ch = match channel.take() {
+                Some(ch) => ch,
+                None => session.open_channel("declare the topology again").await?,
+            };
+            topology::declare_queue(&ch, spec, first).await?;
+            if first {
+                // Declaring the levels may end with the channel closed by the broker (the
+                // queue for unrouted messages on a node that is down): the next queue gets
+                // a channel of its own.
+                let _ = ch.close(200, "topology declared".into()).await;
+            } else {
+                channel = Some(ch);
+            }
         }
-        let _ = channel.close(200, "topology declared".into()).await;
+        if let Some(channel) = channel {
+            let _ = channel.close(200, "topology declared".into()).await;
+        }
         tracing::info!(
             exchanges = exchanges.len(),
             queues = queues.len(),
@@ -252,12 +300,49 @@ impl Supervisor {
     }
 }
 
+/// The first session, retried with backoff within `config.startup_timeout`.
+async fn open_first(config: &AmqpConfig, blocked: &Arc<AtomicBool>) -> Result<Session> {
+    let deadline = Instant::now() + config.startup_timeout;
+    let mut backoff = FIRST_BACKOFF;
+    let mut attempts = 1u32;
+    let mut node = 0;
+    loop {
+        let error = match open_session(config, 1, node, blocked).await {
+            Ok(session) => {
+                if attempts > 1 {
+                    tracing::info!(attempts, "connected to RabbitMQ");
+                }
+                return Ok(session);
+            }
+            Err(e) => e,
+        };
+        let now = Instant::now();
+        if !error.is_retryable() || now + backoff > deadline {
+            if attempts > 1 {
+                return Err(error.context(format!(
+                    "RabbitMQ stayed unreachable for {attempts} attempts within the start-up \
+                     timeout of {:?}",
+                    config.startup_timeout
+                )));
+            }
+            return Err(error);
+        }
+        tracing::warn!(error = %error, ?backoff, "RabbitMQ not reachable yet; retrying");
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+        attempts += 1;
+        node += 1;
+    }
+}
+
 async fn open_session(
     config: &AmqpConfig,
     generation: u64,
+    first_node: usize,
     blocked: &Arc<AtomicBool>,
 ) -> Result<Session> {
-    let connection = Arc::new(connect(config).await?);
+    let (connection, node) = connect(config, first_node).await?;
+    let connection = Arc::new(connection);
     let (closed_tx, closed) = watch::channel(false);
     watch_connection(&connection, Arc::downgrade(blocked), closed_tx);
     let channels = Arc::new(OpenChannels::default());
@@ -274,6 +359,7 @@ async fn open_session(
         channels,
         publisher,
         generation,
+        node,
         closed,
     })
 }
@@ -313,6 +399,11 @@ fn watch_connection(
                         flag.store(false, Ordering::Relaxed);
                     }
                     tracing::info!("RabbitMQ unblocked publishing");
+                }
+                // lapin reports a channel's soft error (a 404 on one declaration) here too,
+                // with the connection still up: that is no loss of the connection.
+                Some(Event::Error(e)) if weak.upgrade().is_some_and(|c| c.status().connected()) => {
+                    tracing::debug!(error = %e, "error on a channel; the connection stays");
                 }
                 Some(Event::Error(e)) => {
                     tracing::warn!(error = %e, "RabbitMQ connection failed");

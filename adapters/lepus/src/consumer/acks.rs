@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::counters::{bump, Counters};
+use super::counters::Counters;
 use super::runtime::note_settle_error;
 use crate::core::ack::{AckPolicy, AckWindow};
 use crate::delivery::Delivery;
@@ -70,7 +70,7 @@ impl Acks {
             // waiting for an ack on the old channel can no longer be acked (the broker
             // redelivers it).
             for _ in 0..self.ready.len() {
-                bump(&counters.acks_lost);
+                counters.bump(&counters.acks_lost, crate::metrics::ACKS_LOST);
             }
             let policy = self.window.policy();
             *self.window = AckWindow::new(policy);
@@ -99,7 +99,7 @@ impl Acks {
         if delivery.generation() != self.generation {
             // Delivered on a channel that is gone: settling it can only fail.
             if verdict == Verdict::Ack {
-                bump(&counters.acks_lost);
+                counters.bump(&counters.acks_lost, crate::metrics::ACKS_LOST);
             }
             return;
         }
@@ -166,7 +166,7 @@ impl Acks {
         if let Err(e) = last.ack_multiple().await {
             for _ in 1..covered.len() {
                 if e.kind() == crate::error::ErrorKind::AckLost {
-                    bump(&counters.acks_lost);
+                    counters.bump(&counters.acks_lost, crate::metrics::ACKS_LOST);
                 }
             }
             note_settle_error(counters, &e, "ack multiple");

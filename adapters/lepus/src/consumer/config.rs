@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use crate::core::envelope::DecodeLimits;
 use crate::error::{Error, ErrorKind, Result};
+use crate::events::Events;
 use crate::protocol::DEFAULT_MAX_PAYLOAD;
 
 /// Settings of the consumer runtime, embedded in [`crate::WorkerConfig`] and
@@ -32,6 +33,9 @@ pub struct ConsumerConfig {
     /// [`MAX_PAYLOAD_DEPTH`]: default [`DecodeLimits::DEFAULT_PAYLOAD_DEPTH`] (128). Deeper
     /// messages are dead-lettered as `malformed` (an RPC server answers `decode`).
     pub payload_depth: u32,
+    /// Where the consumer emits its events (received, handled, retried, dead-lettered, ...):
+    /// `None` (the default) emits nothing. See [`crate::events`].
+    pub events: Option<Events>,
 }
 
 /// Deepest payload nesting a consumer accepts: typed payloads are decoded by serde, which
@@ -47,11 +51,19 @@ impl Default for ConsumerConfig {
             handler_timeout: None,
             shutdown_timeout: Duration::from_secs(30),
             payload_depth: DecodeLimits::DEFAULT_PAYLOAD_DEPTH,
+            events: None,
         }
     }
 }
 
 impl ConsumerConfig {
+    /// Emits the consumer's events to `events` (see [`crate::events`]).
+    #[must_use]
+    pub fn events(mut self, events: Events) -> Self {
+        self.events = Some(events);
+        self
+    }
+
     /// Sets the prefetch.
     #[must_use]
     pub fn prefetch(mut self, prefetch: u16) -> Self {

@@ -5,18 +5,21 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::Semaphore;
+use tokio::sync::{watch, Notify, Semaphore};
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
 use super::acks::{Acks, Verdict};
 use super::config::ConsumerConfig;
 use super::counters::{bump, Counters};
+use super::hold::Slot;
 use crate::core::redelivery::{
     self, DeliveryInfo, Redelivery, COUNT_HEADER, DEFAULT_DELIVERY_LIMIT, QUORUM_COUNT_HEADER,
 };
 use crate::delivery::Delivery;
 use crate::error::{Error, ErrorKind, Result};
+use crate::events::Field;
+use crate::metrics;
 use crate::properties::HeaderValue;
 use crate::topology::{QueueKind, QueueSpec};
 use crate::transport::{Publication, Subscription, Transport};
@@ -57,11 +60,13 @@ impl core::fmt::Display for Refusal {
 /// the work it stands for is done (the handler finished, its follow-up was confirmed).
 pub(crate) trait Policy<T: Transport>: Sized + Send + Sync + 'static {
     /// Handles a delivery that passed the runtime's checks. `redelivered`: the message was
-    /// (or may have been) delivered before.
+    /// (or may have been) delivered before. `slot` is the delivery's handler slot, which a
+    /// policy may give up while it holds the delivery ([`super::TypeLimit::admit`]).
     fn handle(
         rt: Arc<Runtime<T, Self>>,
         delivery: Arc<Delivery>,
         redelivered: bool,
+        slot: Slot,
     ) -> impl Future<Output = Verdict> + Send;
 
     /// A delivery the runtime refused before any handler ran.
@@ -94,13 +99,14 @@ impl<T, P> Runtime<T, P> {
         config: ConsumerConfig,
         policy: P,
     ) -> Self {
+        let counters = Arc::new(Counters::new(&spec.name).with_events(config.events.clone()));
         Runtime {
             transport,
             queue: spec.name.clone(),
             delivery_limit: spec.delivery_limit.unwrap_or(DEFAULT_DELIVERY_LIMIT),
             quorum: spec.kind == QueueKind::Quorum,
             config,
-            counters: Arc::new(Counters::default()),
+            counters,
             policy,
         }
     }
@@ -121,6 +127,10 @@ where
     let queue = rt.queue.clone();
     tokio::pin!(shutdown);
     let permits = Arc::new(Semaphore::new(rt.config.concurrency.max(1)));
+    // Tells held deliveries to give themselves back.
+    let (stop, stopping) = watch::channel(false);
+    // A held delivery that may start wants the slot the loop holds while it waits.
+    let wanted = Arc::new(Notify::new());
     let mut tasks: JoinSet<Verdict> = JoinSet::new();
     let mut in_flight: InFlight = HashMap::new();
     let mut acks = Acks::new();
@@ -133,6 +143,7 @@ where
     let mut permit: Option<tokio::sync::OwnedSemaphorePermit> = None;
     let mut ended: Option<Error> = None;
     tracing::info!(queue = %queue, "consumer started");
+    counters.event("started", |emit| emit(&[]));
     loop {
         let deadline = acks.deadline();
         if deadline != armed {
@@ -155,6 +166,11 @@ where
                 let Ok(acquired) = acquired else { break };
                 permit = Some(acquired);
             }
+            () = wanted.notified(), if permit.is_some() => {
+                // The held delivery is queued for a slot first: it gets this one, and the
+                // loop takes the next free one behind it.
+                permit = None;
+            }
             next = subscription.next(), if permit.is_some() => match next {
                 None => {
                     ended = Some(Error::new(ErrorKind::ChannelClosed)
@@ -166,12 +182,28 @@ where
                     ended = Some(e);
                     break;
                 }
-                Some(Ok(delivery)) => {
+                Some(Ok(mut delivery)) => {
                     let Some(permit) = permit.take() else { break };
-                    bump(&counters.received);
+                    counters.bump(&counters.received, metrics::MESSAGES_RECEIVED);
+                    counters.event("received", |emit| {
+                        emit(&[
+                            ("type", Field::Str(delivery.properties.message_type.as_deref())),
+                            ("id", Field::Str(delivery.message_id())),
+                        ]);
+                    });
+                    in_flight_gauge(counters, 1.0);
+                    crate::delay::arrival(&mut delivery);
                     let tracked = acks.receive(counters, &delivery);
                     let delivery = Arc::new(delivery);
-                    let task = process(Arc::clone(&rt), Arc::clone(&delivery), permit);
+                    let slot = Slot::new(
+                        permit,
+                        Arc::clone(&permits),
+                        stopping.clone(),
+                        Arc::clone(&wanted),
+                    );
+                    // Boxed: the task's future is large (the handler's run, the span, the
+                    // policy's follow-ups), and spawning moves an unboxed one several times.
+                    let task = Box::pin(process(Arc::clone(&rt), Arc::clone(&delivery), slot));
                     let handle = tasks.spawn(task);
                     in_flight.insert(handle.id(), (delivery, tracked));
                 }
@@ -179,8 +211,10 @@ where
         }
     }
     drop(permit);
+    // Held deliveries give themselves back now, alongside step 1.
+    let _ = stop.send(true);
 
-    // 1. Stop the flow; give back what arrived but was not started.
+    // 1. Stop the flow; give back what arrived but was not started (held ones included).
     if ended.is_none() {
         if let Err(e) = subscription.cancel().await {
             tracing::warn!(queue = %queue, error = %e, "cancelling the consumer failed");
@@ -192,7 +226,7 @@ where
         while let Ok(Some(Ok(delivery))) =
             tokio::time::timeout(Duration::from_millis(100), subscription.next()).await
         {
-            bump(&counters.received);
+            counters.bump(&counters.received, metrics::MESSAGES_RECEIVED);
             if giving_back {
                 giving_back = give_back(&rt, &delivery, until).await;
             } else {
@@ -223,10 +257,27 @@ where
     acks.flush(counters).await;
     drop(subscription);
     tracing::info!(queue = %queue, stats = ?counters.snapshot(), "consumer stopped");
+    counters.event("stopped", |emit| emit(&[]));
     match ended {
         Some(e) => Err(e),
         None => Ok(()),
     }
+}
+
+/// Moves the `in flight` gauge of the consumer's queue by `delta`.
+fn in_flight_gauge(counters: &Counters, delta: f64) {
+    metrics::gauge_add(
+        metrics::MESSAGES_IN_FLIGHT,
+        &[("queue", &counters.queue)],
+        delta,
+    );
+}
+
+/// Counts a refusal, by reason.
+fn refused(counters: &Counters, reason: &'static str) {
+    bump(&counters.refused);
+    let labels = [("queue", counters.queue.as_str()), ("reason", reason)];
+    metrics::count(metrics::MESSAGES_REFUSED, &labels);
 }
 
 /// Running delivery tasks: their delivery, and whether the ack window tracks it.
@@ -253,68 +304,85 @@ async fn reap<T, P>(
         }
     };
     if let Some((delivery, tracked)) = in_flight.remove(&id) {
+        in_flight_gauge(&rt.counters, -1.0);
         acks.finish(&rt.counters, delivery, tracked, verdict).await;
     }
 }
 
 /// One delivery from the runtime's checks to its verdict, in a span of its own.
-async fn process<T, P>(
-    rt: Arc<Runtime<T, P>>,
-    delivery: Arc<Delivery>,
-    _permit: tokio::sync::OwnedSemaphorePermit,
-) -> Verdict
+async fn process<T, P>(rt: Arc<Runtime<T, P>>, delivery: Arc<Delivery>, slot: Slot) -> Verdict
 where
     T: Transport + 'static,
     P: Policy<T>,
 {
+    let message_id = delivery.message_id().unwrap_or("");
     let span = tracing::info_span!(
         "lepus.message",
         queue = %rt.queue,
-        message_id = delivery.message_id().unwrap_or(""),
+        message_id,
         message_type = delivery.properties.message_type.as_deref().unwrap_or(""),
         delivery_tag = delivery.delivery_tag,
         attempt = tracing::field::Empty,
+        trace_id = tracing::field::Empty,
+        span_id = tracing::field::Empty,
+        parent_span_id = tracing::field::Empty,
+        "otel.name" = format!("process {}", rt.queue),
+        "otel.kind" = "consumer",
+        "messaging.system" = "rabbitmq",
+        "messaging.operation.type" = "process",
+        "messaging.destination.name" = %delivery.exchange,
+        "messaging.rabbitmq.destination.routing_key" = %delivery.routing_key,
+        "messaging.message.id" = message_id,
+        "messaging.message.conversation_id" =
+            delivery.properties.correlation_id.as_deref().unwrap_or(""),
     );
-    async {
+    // The one place a message's trace is read: the handler (and what it publishes), the
+    // retry copy and the dead letter all continue it.
+    let context = crate::trace::for_delivery(&delivery.properties.headers, &span);
+    crate::trace::record(&span, &context);
+    let processing = async {
         let limit = rt.config.max_body;
         if delivery.body.len() > limit.saturating_add(RETRY_GROWTH) {
-            bump(&rt.counters.refused);
+            refused(&rt.counters, "oversized");
             let refusal = Refusal::Oversized {
                 len: delivery.body.len(),
                 limit,
             };
-            return P::refuse(rt, delivery, refusal).await;
+            // The refusals and the recount are boxed (rare; see the worker's `handle`).
+            return Box::pin(P::refuse(rt, delivery, refusal)).await;
         }
         match redelivery::decide(delivery_info(&delivery, rt.quorum), rt.delivery_limit) {
-            Redelivery::Handle { redelivered, .. } => P::handle(rt, delivery, redelivered).await,
+            Redelivery::Handle { redelivered, .. } => {
+                P::handle(rt, delivery, redelivered, slot).await
+            }
             Redelivery::Recount { deliveries } => {
-                match publish_counted_copy(&*rt, &delivery, deliveries).await {
+                match Box::pin(publish_counted_copy(&*rt, &delivery, deliveries)).await {
                     Ok(()) => {
                         tracing::warn!(
                             deliveries,
                             "redelivered message published again with its count"
                         );
-                        bump(&rt.counters.recounted);
+                        rt.counters.bump(&rt.counters.recounted, metrics::MESSAGES_RECOUNTED);
                         Verdict::Ack
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "publishing the counted copy failed; requeueing");
-                        requeue(&rt.counters, &delivery).await
+                        Box::pin(requeue(&rt.counters, &delivery)).await
                     }
                 }
             }
             Redelivery::DeadLetter { deliveries } => {
-                bump(&rt.counters.refused);
+                refused(&rt.counters, "delivery-limit");
                 let refusal = Refusal::DeliveryLimit {
                     deliveries,
                     limit: rt.delivery_limit,
                 };
-                P::refuse(rt, delivery, refusal).await
+                Box::pin(P::refuse(rt, delivery, refusal)).await
             }
         }
     }
-    .instrument(span)
-    .await
+    .instrument(span);
+    context.scope(processing).await
 }
 
 /// Gives back a delivery whose handler never started (shutdown) without counting it as a
@@ -341,7 +409,9 @@ async fn give_back<T: Transport, P>(
     match published {
         Ok(()) => {
             match delivery.ack().await {
-                Ok(()) => bump(&rt.counters.requeued),
+                Ok(()) => rt
+                    .counters
+                    .bump(&rt.counters.requeued, metrics::MESSAGES_REQUEUED),
                 // The broker delivers the original again as well: a duplicate, not a loss.
                 Err(e) => note_settle_error(&rt.counters, &e, "give back"),
             }
@@ -353,6 +423,16 @@ async fn give_back<T: Transport, P>(
             false
         }
     }
+}
+
+/// Gives back a held delivery at shutdown (see [`give_back`]), within the shutdown timeout.
+pub(crate) async fn give_back_held<T: Transport, P>(
+    rt: &Runtime<T, P>,
+    delivery: &Delivery,
+) -> Verdict {
+    let until = tokio::time::Instant::now() + rt.config.shutdown_timeout;
+    give_back(rt, delivery, until).await;
+    Verdict::Settled
 }
 
 /// Publishes a copy of `delivery` straight into the consumer's queue with [`COUNT_HEADER`]
@@ -376,7 +456,7 @@ async fn publish_counted_copy<T: Transport, P>(
 /// Requeues a delivery (`nack` with requeue).
 pub(crate) async fn requeue(counters: &Counters, delivery: &Delivery) -> Verdict {
     match delivery.nack(true).await {
-        Ok(()) => bump(&counters.requeued),
+        Ok(()) => counters.bump(&counters.requeued, metrics::MESSAGES_REQUEUED),
         Err(e) => note_settle_error(counters, &e, "requeue"),
     }
     Verdict::Settled
@@ -385,7 +465,7 @@ pub(crate) async fn requeue(counters: &Counters, delivery: &Delivery) -> Verdict
 /// Logs a failed settlement; counts a lost acknowledgement.
 pub(crate) fn note_settle_error(counters: &Counters, e: &Error, what: &str) {
     if e.kind() == ErrorKind::AckLost {
-        bump(&counters.acks_lost);
+        counters.bump(&counters.acks_lost, metrics::ACKS_LOST);
         tracing::warn!(error = %e, "{what}: acknowledgement lost; the broker redelivers");
     } else {
         tracing::warn!(error = %e, "{what} failed");

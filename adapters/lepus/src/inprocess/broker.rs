@@ -5,6 +5,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use lepus_core::exchange::ExchangeKind;
 use tokio::sync::mpsc;
 
+use crate::core::delay::TOP_LEVEL;
+use crate::delay::{self, Delay, DELIVERY_EXCHANGE, UNROUTED};
 use crate::delivery::Delivery;
 use crate::error::Result;
 use crate::inprocess::exchange::QueueId;
@@ -18,13 +20,15 @@ use crate::names::{
 use crate::properties::{Headers, Properties};
 use crate::protocol::DEFAULT_MAX_PAYLOAD;
 use crate::protocol::{new_message_id, now_seconds};
-use crate::topology::{dead_letter_queue_name, wait_queue_name, QueueKind, QueueSpec};
+use crate::topology::{dead_letter_queue_name, QueueKind, QueueSpec};
 use crate::transport::{Publication, Transport};
 
 /// The broker's state, shared by its handles, subscriptions and deliveries.
 pub(crate) struct Shared {
     state: Mutex<State>,
     max_payload: usize,
+    /// The schedule ledgers (see [`crate::ledger`]).
+    pub(crate) ledgers: crate::inprocess::ledger::Ledgers,
 }
 
 impl core::fmt::Debug for Shared {
@@ -134,6 +138,7 @@ impl InProcessBroker {
             shared: Arc::new(Shared {
                 state: Mutex::new(State::new()),
                 max_payload: bytes,
+                ledgers: crate::inprocess::ledger::Ledgers::default(),
             }),
         }
     }
@@ -223,7 +228,7 @@ impl InProcessBroker {
 
     /// Checks a publication and turns it into a stored message (message id and timestamp
     /// filled in when absent, as the RabbitMQ publisher does).
-    fn prepare(&self, p: &Publication<'_>) -> Result<Stored> {
+    pub(crate) fn prepare(&self, p: &Publication<'_>) -> Result<Stored> {
         check_target_exchange(p.exchange)?;
         check_routing_key(p.routing_key)?;
         check_payload(p.body.len(), p.body_limit(self.shared.max_payload))?;
@@ -245,7 +250,7 @@ impl InProcessBroker {
         })
     }
 
-    fn send(&self, p: &Publication<'_>, message: Stored) -> Result<()> {
+    pub(crate) fn send(&self, p: &Publication<'_>, message: Stored) -> Result<()> {
         match self.with_state(|s, clock| s.publish(p.exchange, message, clock)) {
             Err(e) if !p.mandatory && e.is_unroutable() => Ok(()),
             other => other,
@@ -258,18 +263,35 @@ impl InProcessBroker {
         })
     }
 
-    fn declare_wait_queue(&self, queue: &str, delay_ms: u32) -> Result<String> {
-        let name = wait_queue_name(queue, delay_ms)?;
-        let args = QueueArgs {
-            kind: QueueKind::Classic,
-            dead_letter: Some(DeadLetterTarget {
-                exchange: String::new(),
-                routing_key: Some(queue.to_owned()),
-            }),
-            message_ttl_ms: Some(delay_ms),
-        };
-        self.with_state(|s, _| s.declare_queue(&name, args))?;
-        Ok(name)
+    /// Declares the delay levels of `kind` ([`crate::delay`]) unless they exist: the same
+    /// exchanges, queues and bindings as on RabbitMQ, routed by core's topic matcher.
+    fn declare_delay_levels(&self, kind: QueueKind) -> Result<()> {
+        let none = Headers::new();
+        self.with_state(|s, _| {
+            if s.has_exchange(&delay::level_name(kind, TOP_LEVEL)) {
+                return Ok(());
+            }
+            s.declare_exchange(UNROUTED, ExchangeKind::Fanout)?;
+            s.declare_queue(UNROUTED, QueueArgs::plain(QueueKind::Classic))?;
+            s.bind(UNROUTED, UNROUTED, "", &none)?;
+            s.declare_exchange_with(DELIVERY_EXCHANGE, ExchangeKind::Topic, Some(UNROUTED))?;
+            for level in delay::levels(kind) {
+                s.declare_exchange(&level.name, ExchangeKind::Headers)?;
+                let args = QueueArgs {
+                    kind,
+                    dead_letter: Some(DeadLetterTarget {
+                        exchange: level.below.clone(),
+                        routing_key: None,
+                    }),
+                    message_ttl_ms: Some(level.ttl_ms),
+                    max_priority: None,
+                };
+                s.declare_queue(&level.name, args)?;
+                s.bind(&level.name, &level.name, "", &level.wait_binding)?;
+                s.bind_exchange(&level.below, &level.name, "", &level.pass_binding)?;
+            }
+            Ok(())
+        })
     }
 }
 
@@ -282,6 +304,8 @@ impl Transport for InProcessBroker {
 
     async fn declare_queue(&self, spec: &QueueSpec) -> Result<()> {
         spec.validate()?;
+        let deliveries = delay::delivery_patterns(spec)?;
+        self.declare_delay_levels(spec.kind)?;
         let queue = spec.name.as_str();
         let dead = dead_letter_queue_name(queue)?;
         let args = QueueArgs {
@@ -291,11 +315,12 @@ impl Transport for InProcessBroker {
                 routing_key: Some(dead.clone()),
             }),
             message_ttl_ms: None,
+            max_priority: spec.max_priority,
         };
         let none = Headers::new();
         self.with_state(|s, _| {
-            s.declare_queue(&dead, QueueArgs::plain(spec.kind))?;
             s.declare_queue(queue, args)?;
+            s.declare_queue(&dead, QueueArgs::plain(spec.kind))?;
             if !spec.bindings.is_empty() && !s.has_exchange(&spec.exchange) {
                 return Err(
                     crate::Error::new(crate::ErrorKind::BrokerRefused { reply_code: 404 })
@@ -305,12 +330,11 @@ impl Transport for InProcessBroker {
             for pattern in &spec.bindings {
                 s.bind(queue, &spec.exchange, pattern, &none)?;
             }
+            for pattern in &deliveries {
+                s.bind(queue, DELIVERY_EXCHANGE, pattern, &none)?;
+            }
             Ok(())
-        })?;
-        for &delay in &spec.retry_delays_ms {
-            self.declare_wait_queue(queue, delay)?;
-        }
-        Ok(())
+        })
     }
 
     async fn publish(&self, publication: Publication<'_>) -> Result<()> {
@@ -330,16 +354,21 @@ impl Transport for InProcessBroker {
             .collect())
     }
 
-    async fn publish_delayed(
-        &self,
-        queue: &str,
-        delay_ms: u32,
-        body: &[u8],
-        properties: &Properties,
-    ) -> Result<()> {
-        let wait_queue = self.declare_wait_queue(queue, delay_ms)?;
-        self.publish(Publication::new("", &wait_queue, body, properties).follow_up())
-            .await
+    async fn publish_delayed(&self, publication: Publication<'_>, delay: Delay) -> Result<()> {
+        if delay.as_ms() == 0 {
+            return self.publish(publication).await;
+        }
+        let key = delay::key(&publication)?;
+        let properties = delay::with_levels(publication.properties, delay)?;
+        self.declare_delay_levels(delay.levels())?;
+        let entry = delay::entry_exchange(delay);
+        self.publish(Publication {
+            exchange: &entry,
+            routing_key: key.as_str(),
+            properties: &properties,
+            ..publication
+        })
+        .await
     }
 
     async fn publish_dead_letter(

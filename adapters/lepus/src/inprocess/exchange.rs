@@ -58,6 +58,8 @@ enum Bindings {
 pub(crate) struct ExchangeEntry {
     kind: ExchangeKind,
     bindings: Bindings,
+    /// Where messages this exchange routes nowhere go (`alternate-exchange`).
+    alternate: Option<String>,
 }
 
 impl ExchangeEntry {
@@ -70,7 +72,22 @@ impl ExchangeEntry {
             },
             _ => Bindings::Table(Vec::new()),
         };
-        ExchangeEntry { kind, bindings }
+        ExchangeEntry {
+            kind,
+            bindings,
+            alternate: None,
+        }
+    }
+
+    /// The same exchange with an alternate exchange.
+    pub(crate) fn with_alternate(mut self, alternate: Option<String>) -> Self {
+        self.alternate = alternate;
+        self
+    }
+
+    /// The alternate exchange, if any.
+    pub(crate) fn alternate(&self) -> Option<&str> {
+        self.alternate.as_deref()
     }
 
     pub(crate) fn kind(&self) -> ExchangeKind {

@@ -12,7 +12,8 @@
 //! - `queue`: ready messages, arguments (dead-letter target, TTL), round-robin consumers;
 //! - `dead_letter`: the `x-death` header;
 //! - `subscription`: [`InProcessSubscription`] and settling deliveries;
-//! - `broker`: [`InProcessBroker`], the lock around the state and the expiry timers.
+//! - `broker`: [`InProcessBroker`], the lock around the state and the expiry timers;
+//! - `ledger`: the schedule ledgers ([`crate::ledger`]) and [`InProcessLease`].
 //!
 //! Capacities (per exchange): see the constants below. Differences from RabbitMQ: nothing
 //! is persisted (the broker lives as long as its handles); wait queues never expire (no
@@ -22,6 +23,7 @@
 mod broker;
 mod dead_letter;
 mod exchange;
+mod ledger;
 mod queue;
 mod reply;
 mod state;
@@ -31,6 +33,7 @@ pub use broker::InProcessBroker;
 pub use exchange::{
     MAX_TABLE_BINDINGS, ROUTE_CHUNK, TOPIC_BINDINGS, TOPIC_EDGES, TOPIC_NODES, TOPIC_WORD_BYTES,
 };
+pub use ledger::InProcessLease;
 pub use lepus_core::exchange::ExchangeKind;
 pub use reply::{InProcessReplyReceiver, InProcessRequestSender};
 pub use subscription::InProcessSubscription;

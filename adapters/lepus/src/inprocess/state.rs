@@ -85,6 +85,10 @@ pub(crate) struct State {
     /// Queues whose expiry timer the caller must start.
     timers: Vec<QueueId>,
     route_buf: Vec<QueueId>,
+    /// Exchanges bound to other exchanges, by the destination id they are bound as (ids from
+    /// the queues' sequence, never reused).
+    exchange_dests: HashMap<QueueId, String>,
+    exchange_dest_ids: HashMap<String, QueueId>,
     /// Open direct reply-to channels by their `amq.rabbitmq.reply-to.<token>` name.
     reply_routes: HashMap<String, UnboundedSender<Stored>>,
 }
@@ -104,32 +108,86 @@ impl State {
             next_consumer: 0,
             timers: Vec::new(),
             route_buf: Vec::new(),
+            exchange_dests: HashMap::new(),
+            exchange_dest_ids: HashMap::new(),
             reply_routes: HashMap::new(),
         }
     }
 
     /// Declares an exchange; an existing one of another kind is refused (406).
     pub(crate) fn declare_exchange(&mut self, name: &str, kind: ExchangeKind) -> Result<()> {
+        self.declare_exchange_with(name, kind, None)
+    }
+
+    /// Declares an exchange with an alternate exchange (`alternate-exchange`); an existing
+    /// one of another kind or alternate is refused (406).
+    pub(crate) fn declare_exchange_with(
+        &mut self,
+        name: &str,
+        kind: ExchangeKind,
+        alternate: Option<&str>,
+    ) -> Result<()> {
         match self.exchanges.get(name) {
-            Some(e) if e.kind() == kind => Ok(()),
+            Some(e) if e.kind() == kind && e.alternate() == alternate => Ok(()),
             Some(e) => Err(refused(
                 406,
                 format!(
-                    "exchange {name:?} exists as {:?}, not {kind:?} (PRECONDITION_FAILED)",
-                    e.kind()
+                    "exchange {name:?} exists as {:?} with alternate {:?}, not {kind:?} with \
+                     {alternate:?} (PRECONDITION_FAILED)",
+                    e.kind(),
+                    e.alternate()
                 ),
             )),
             None => {
-                self.exchanges
-                    .insert(name.to_owned(), ExchangeEntry::new(kind));
+                let entry = ExchangeEntry::new(kind).with_alternate(alternate.map(str::to_owned));
+                self.exchanges.insert(name.to_owned(), entry);
                 Ok(())
             }
         }
     }
 
-    /// Deletes an exchange and its bindings; a missing one is fine.
+    /// Deletes an exchange, its bindings and the bindings to it; a missing one is fine.
     pub(crate) fn delete_exchange(&mut self, name: &str) {
         self.exchanges.remove(name);
+        if let Some(id) = self.exchange_dest_ids.remove(name) {
+            self.exchange_dests.remove(&id);
+            for entry in self.exchanges.values_mut() {
+                entry.unbind_queue(id);
+            }
+        }
+    }
+
+    /// Binds exchange `destination` to exchange `source` with `key` and `args`
+    /// (`exchange.bind`).
+    pub(crate) fn bind_exchange(
+        &mut self,
+        destination: &str,
+        source: &str,
+        key: &str,
+        args: &Headers,
+    ) -> Result<()> {
+        if !self.exchanges.contains_key(destination) {
+            return Err(not_found("exchange", destination));
+        }
+        let id = match self.exchange_dest_ids.get(destination) {
+            Some(&id) => id,
+            None => {
+                let id = self.next_queue;
+                self.next_queue = self.next_queue.wrapping_add(1);
+                self.exchange_dest_ids.insert(destination.to_owned(), id);
+                self.exchange_dests.insert(id, destination.to_owned());
+                id
+            }
+        };
+        let entry = self
+            .exchanges
+            .get_mut(source)
+            .ok_or_else(|| not_found("exchange", source))?;
+        entry.bind(key, args, id).map_err(|e| {
+            e.context(format!(
+                "bind exchange {destination:?} to exchange {source:?} with {key:?}"
+            ))
+        })
     }
 
     /// Number of bindings of an exchange.
@@ -150,6 +208,9 @@ impl State {
         if let Some(&id) = self.queue_ids.get(name) {
             return match self.queues.get(&id) {
                 Some(q) if q.args == args => Ok(id),
+                Some(q) if q.args.kind != args.kind => {
+                    Err(crate::topology::kind_mismatch(name, args.kind))
+                }
                 _ => Err(refused(
                     406,
                     format!("queue {name:?} exists with other arguments (PRECONDITION_FAILED)"),
@@ -292,13 +353,59 @@ impl State {
                 return Err(not_found("exchange", exchange));
             }
         };
-        match entry.route(routing_key, headers, &mut out) {
-            Ok(()) => Ok(out),
-            Err(e) => {
-                self.route_buf = out;
-                Err(e)
-            }
+        if let Err(e) = entry.route(routing_key, headers, &mut out) {
+            self.route_buf = out;
+            return Err(e);
         }
+        let to_alternate = out.is_empty() && entry.alternate().is_some();
+        let to_exchanges = out.iter().any(|id| self.exchange_dests.contains_key(id));
+        if !to_alternate && !to_exchanges {
+            return Ok(out);
+        }
+        self.route_on(exchange, routing_key, headers, out)
+    }
+
+    /// Routing through exchange-to-exchange bindings and alternate exchanges, as RabbitMQ
+    /// does: every exchange reached routes the message once (a cycle ends), an exchange that
+    /// routes it nowhere hands it to its alternate exchange, and each queue receives it once.
+    /// `found` is what `first` routed to already (it is not routed again).
+    fn route_on(
+        &mut self,
+        first: &str,
+        routing_key: &str,
+        headers: &Headers,
+        mut found: Vec<QueueId>,
+    ) -> Result<Vec<QueueId>> {
+        let mut out = Vec::new();
+        let mut visited: Vec<String> = vec![first.to_owned()];
+        let mut pending: Vec<String> = Vec::new();
+        if found.is_empty() {
+            let alternate = self.exchanges.get(first).and_then(|e| e.alternate());
+            pending.extend(alternate.map(str::to_owned));
+        }
+        loop {
+            for id in found.drain(..) {
+                match self.exchange_dests.get(&id) {
+                    Some(next) => pending.push(next.clone()),
+                    None if !out.contains(&id) => out.push(id),
+                    None => {}
+                }
+            }
+            let Some(name) = pending.pop() else { break };
+            if visited.contains(&name) {
+                continue;
+            }
+            let Some(entry) = self.exchanges.get_mut(&name) else {
+                continue;
+            };
+            entry.route(routing_key, headers, &mut found)?;
+            if found.is_empty() {
+                pending.extend(entry.alternate().map(str::to_owned));
+            }
+            visited.push(name);
+        }
+        self.route_buf = found;
+        Ok(out)
     }
 
     fn enqueue_all(&mut self, routed: &[QueueId], message: Stored, clock: Clock) {
@@ -373,7 +480,7 @@ impl State {
             } else {
                 // The subscription is gone: stop delivering to it, keep the message.
                 consumer.tx = None;
-                queue.ready.push_front(message);
+                queue.push_front(message);
             }
         }
     }
@@ -427,7 +534,7 @@ impl State {
         if let Some(queue) = self.queues.get_mut(&id) {
             for (_, mut message) in consumer.unacked.into_iter().rev() {
                 message.redelivered = true;
-                queue.ready.push_front(message);
+                queue.push_front(message);
             }
         }
         self.after_change(id);
@@ -465,7 +572,7 @@ impl State {
                 if requeue {
                     message.redelivered = true;
                     if let Some(queue) = self.queues.get_mut(&id) {
-                        queue.ready.push_front(message);
+                        queue.push_front(message);
                     }
                 } else {
                     self.dead_letter(id, message, DeathReason::Rejected, clock);

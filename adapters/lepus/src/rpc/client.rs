@@ -1,12 +1,13 @@
 //! [`RpcClient`]: calls, scatter-gather and started calls collected later.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use tokio::task::JoinHandle;
 use tokio::time::{Duration, Instant};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::properties::Properties;
+use crate::publisher::DeclareOnce;
 use crate::reply::{ReplyMode, ReplyTransport, RequestSender};
 use crate::transport::Publication;
 
@@ -27,6 +28,12 @@ pub struct RpcClientConfig {
     /// The exchange requests are published to, with [`crate::Message::ROUTING_KEY`]
     /// (`""`: the default exchange, the routing key then names the server's queue).
     pub exchange: String,
+    /// Declare [`RpcClientConfig::exchange`] (durable topic, idempotent) before the first
+    /// request (default true), so a client started before its servers gets
+    /// [`crate::ErrorKind::Unroutable`], not a channel-closing `NOT_FOUND`. Tools that must
+    /// not create topology (the `lepus call` command line: a mistyped exchange is an error)
+    /// turn it off.
+    pub declare_exchange: bool,
     /// Direct reply-to (default) or an exclusive reply queue.
     pub reply_mode: ReplyMode,
     /// Slots of the pending-call table at start (default 1024).
@@ -42,6 +49,7 @@ impl RpcClientConfig {
         RpcClientConfig {
             exchange: exchange.into(),
             reply_mode: ReplyMode::DirectReplyTo,
+            declare_exchange: true,
             initial_capacity: 1024,
             max_in_flight: 65_536,
         }
@@ -51,6 +59,14 @@ impl RpcClientConfig {
     #[must_use]
     pub fn reply_mode(mut self, mode: ReplyMode) -> Self {
         self.reply_mode = mode;
+        self
+    }
+
+    /// Whether to declare the exchange before the first request (see
+    /// [`RpcClientConfig::declare_exchange`]).
+    #[must_use]
+    pub fn declare_exchange(mut self, declare: bool) -> Self {
+        self.declare_exchange = declare;
         self
     }
 
@@ -123,16 +139,25 @@ struct Inner<T: ReplyTransport> {
     path: Arc<ReplyPath<T::Sender>>,
     correlator: Arc<Correlator>,
     config: RpcClientConfig,
-    task: JoinHandle<()>,
-    _transport: Arc<T>,
+    /// The request exchange, declared before the first request.
+    declared: DeclareOnce,
+    /// The reply task; taken by [`RpcClient::close`].
+    task: Mutex<Option<JoinHandle<()>>>,
+    transport: Arc<T>,
 }
 
 impl<T: ReplyTransport> Drop for Inner<T> {
     fn drop(&mut self) {
-        self.task.abort();
+        if let Some(task) = lock(&self.task).take() {
+            task.abort();
+        }
         self.path.close();
         self.correlator.close();
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl<T: ReplyTransport> Clone for RpcClient<T> {
@@ -185,8 +210,9 @@ impl<T: ReplyTransport + 'static> RpcClient<T> {
                 path,
                 correlator,
                 config,
-                task,
-                _transport: transport,
+                declared: DeclareOnce::default(),
+                task: Mutex::new(Some(task)),
+                transport,
             }),
         })
     }
@@ -226,6 +252,31 @@ impl<T: ReplyTransport> RpcClient<T> {
         self.inner.correlator.is_closed()
     }
 
+    /// Closes the client for good, for every clone: calls in flight end at once with
+    /// [`RpcError::Closed`] (their replies, should they come, are dropped), later calls fail
+    /// with it, and the reply path is closed (the reply task stops, its channel is closed
+    /// with the transport's). Call it before closing the transport (a [`crate::Host`] does):
+    /// a client whose transport closes under it takes that for the loss of its reply path.
+    /// Closing twice is a no-op; dropping every clone does the same without waiting.
+    pub async fn close(&self) {
+        let inner = &self.inner;
+        // The reply task first, so that it does not take the closing for a loss.
+        let task = lock(&inner.task).take();
+        if let Some(task) = task {
+            task.abort();
+            // Returns at once: the task only awaits the broker, which an abort cancels.
+            let _ = task.await;
+            tracing::debug!(exchange = %inner.config.exchange, "RPC client closed");
+        }
+        inner.path.close();
+        inner.correlator.close();
+    }
+
+    /// The transport the client publishes on.
+    pub fn transport(&self) -> &Arc<T> {
+        &self.inner.transport
+    }
+
     /// Sends `request` and awaits its reply for at most `timeout`.
     ///
     /// # Errors
@@ -248,20 +299,34 @@ impl<T: ReplyTransport> RpcClient<T> {
         request: &R,
         deadline: Instant,
     ) -> Result<R::Reply, RpcError> {
-        let (mut pending, correlation_id) = self.register::<R>(deadline)?;
-        let send = self.send_encoded(&correlation_id, R::ROUTING_KEY, deadline, |id, to| {
-            encode_request(request, id, to)
-        });
-        // The reply proves the request arrived: it may overtake the publisher confirm, which
-        // is then not waited for. A failed publish ends the call at once.
-        tokio::select! {
-            biased;
-            reply = &mut pending => reply,
-            sent = send => {
-                sent?;
-                pending.await
+        let started = std::time::Instant::now();
+        let reply = async {
+            let (mut pending, correlation_id) = self.register::<R>(deadline)?;
+            let send = self.send_encoded(&correlation_id, R::ROUTING_KEY, deadline, |id, to| {
+                encode_request(request, id, to)
+            });
+            // The reply proves the request arrived: it may overtake the publisher confirm,
+            // which is then not waited for. A failed publish ends the call at once.
+            tokio::select! {
+                biased;
+                reply = &mut pending => reply,
+                sent = send => {
+                    sent?;
+                    pending.await
+                }
             }
         }
+        .await;
+        let outcome = match &reply {
+            Ok(_) => "ok",
+            Err(RpcError::Remote { .. }) => "remote_error",
+            Err(RpcError::Timeout) => "timeout",
+            Err(_) => "error",
+        };
+        let labels = [("type", R::TYPE), ("outcome", outcome)];
+        let elapsed = started.elapsed().as_secs_f64();
+        crate::metrics::seconds(crate::metrics::RPC_CLIENT_DURATION, &labels, elapsed);
+        reply
     }
 
     /// Publishes `request` (returns once the broker confirmed it) and hands back the
@@ -335,18 +400,48 @@ impl<T: ReplyTransport> RpcClient<T> {
         encode: impl Fn(&str, &str) -> Result<(Vec<u8>, Properties)> + Send,
     ) -> Result<(), RpcError> {
         let inner = &self.inner;
+        let declare = async {
+            if inner.config.declare_exchange {
+                inner
+                    .declared
+                    .ensure(&*inner.transport, &inner.config.exchange)
+                    .await
+            } else {
+                Ok(())
+            }
+        };
+        match tokio::time::timeout_at(deadline, declare).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(e.into()),
+            Err(_) => return Err(RpcError::Timeout),
+        }
         let mut stale = 0;
         loop {
             let (sender, generation) = inner.path.ready(stale, deadline).await?;
-            let (body, properties) = encode(correlation_id, sender.reply_to())?;
+            let span = crate::publisher::publish_span(&inner.config.exchange);
+            let (body, mut properties) = encode(correlation_id, sender.reply_to())?;
+            // Inside the span: its trace context is the request's parent.
+            let trace = span.in_scope(|| crate::trace::inject_publish(&mut properties.headers));
+            crate::trace::record(&span, &trace);
+            span.record("messaging.rabbitmq.destination.routing_key", routing_key);
+            crate::publisher::record_properties(&span, &properties);
             let publication =
                 Publication::new(&inner.config.exchange, routing_key, &body, &properties);
-            match tokio::time::timeout_at(deadline, sender.publish(publication)).await {
+            let publish = tracing::Instrument::instrument(sender.publish(publication), span);
+            match tokio::time::timeout_at(deadline, publish).await {
                 Ok(Ok(())) => return Ok(()),
                 Ok(Err(e)) if is_path_loss(&e) => {
                     tracing::debug!(error = %e, generation, "request interrupted by the loss of the reply path; sending it again on the next one");
                     inner.path.lost(generation);
                     stale = generation;
+                }
+                Ok(Err(e)) if e.kind() == ErrorKind::Nacked => {
+                    // The call fails (the request was not stored), and the next ones go out on
+                    // a new reply channel: after a quorum queue's leader was lost, RabbitMQ
+                    // 3.10 was seen nacking every later request of one channel.
+                    tracing::warn!(error = %e, generation, "request nacked; opening a new reply path for the next calls");
+                    inner.path.lost(generation);
+                    return Err(e.into());
                 }
                 Ok(Err(e)) => return Err(e.into()),
                 Err(_) => return Err(RpcError::Timeout),

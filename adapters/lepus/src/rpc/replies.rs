@@ -49,7 +49,8 @@ pub(crate) async fn read_replies<T: ReplyTransport + 'static>(
             reply = next_reply(&mut receiver) => match reply {
                 Some(reply) => correlator.complete(reply),
                 None => {
-                    tracing::warn!(generation, "RPC reply consumer ended; opening a new reply path");
+                    // Logged as a loss by the transport; here only what happens next.
+                    tracing::info!(generation, "RPC reply consumer ended; opening a new reply path");
                     path.lost(generation);
                     receiver = None;
                     pause = Duration::ZERO;
@@ -73,6 +74,13 @@ pub(crate) async fn read_replies<T: ReplyTransport + 'static>(
                         tracing::warn!(error = %e, ?backoff, "opening the RPC reply path failed; retrying");
                         pause = backoff;
                         backoff = (backoff * 2).min(MAX_BACKOFF);
+                    }
+                    Err(e) if e.kind() == crate::error::ErrorKind::Closed => {
+                        // The transport was closed by its owner: an end, not a failure.
+                        tracing::debug!(error = %e, "transport closed; RPC client closed");
+                        path.close();
+                        correlator.close();
+                        return;
                     }
                     Err(e) => {
                         tracing::error!(error = %e, "the RPC reply path cannot be opened again; client closed");

@@ -25,14 +25,15 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::consumer::{
-    bump, dead_letter_properties, requeue, run_handler, serve, ConsumerConfig, Counters,
-    HandlerRun, Policy, Refusal, Runtime, Verdict,
+    bump, requeue, run_handler, serve, ConsumerConfig, Counters, DeadLetter, HandlerRun, Policy,
+    Refusal, Runtime, Slot, Verdict,
 };
 use crate::core::envelope::{decode_json_raw_with, DecodeError, RawEnvelope};
 use crate::core::redelivery::DEFAULT_DELIVERY_LIMIT;
 use crate::core::retry::DeadLetterReason;
 use crate::delivery::Delivery;
 use crate::error::Result;
+use crate::events::Field;
 use crate::handlers::{Context, HandlerError, HandlerErrorKind, HandlerTable};
 use crate::topology::QueueSpec;
 use crate::transport::{Publication, Transport};
@@ -84,6 +85,14 @@ impl RpcServerConfig {
         self
     }
 
+    /// Chooses a classic or a quorum request queue: on a cluster, a quorum queue (with its
+    /// dead-letter queue) keeps requests through the loss of a node.
+    #[must_use]
+    pub fn kind(mut self, kind: crate::topology::QueueKind) -> Self {
+        self.queue = self.queue.kind(kind);
+        self
+    }
+
     /// Sets the prefetch.
     #[must_use]
     pub fn prefetch(mut self, prefetch: u16) -> Self {
@@ -124,6 +133,13 @@ impl RpcServerConfig {
     #[must_use]
     pub fn no_reply(mut self, policy: NoReplyPolicy) -> Self {
         self.no_reply = policy;
+        self
+    }
+
+    /// Emits the server's events to `events` (see [`crate::events`]); off by default.
+    #[must_use]
+    pub fn events(mut self, events: crate::events::Events) -> Self {
+        self.consumer.events = Some(events);
         self
     }
 
@@ -265,6 +281,29 @@ impl RpcServerHandle {
     /// back to the queue, no reply is sent for them.
     pub fn abort(self) {
         self.join.abort();
+    }
+
+    /// Aborts the server's task (what a [`crate::Host`] does past its drain deadline).
+    pub(crate) fn abort_handle(&self) -> tokio::task::AbortHandle {
+        self.join.abort_handle()
+    }
+
+    /// True once the server stopped by itself (its subscription ended).
+    pub fn is_finished(&self) -> bool {
+        self.join.is_finished()
+    }
+
+    /// As [`RpcServerHandle::shutdown`], returning the error that had ended consumption
+    /// instead of logging it.
+    pub(crate) async fn shutdown_checked(mut self) -> Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        match (&mut self.join).await {
+            Ok(outcome) => outcome,
+            Err(e) => Err(crate::error::Error::new(crate::error::ErrorKind::Broker)
+                .context(format!("RPC server task failed: {e}"))),
+        }
     }
 }
 
@@ -410,6 +449,8 @@ impl<T: Transport + 'static> Policy<T> for ServerPolicy {
         rt: Arc<ServerRuntime<T>>,
         delivery: Arc<Delivery>,
         redelivered: bool,
+        // Held for the whole call: the handler slot (RPC servers hold no deliveries).
+        _slot: Slot,
     ) -> Verdict {
         let c = &rt.policy.counters;
         let limits = rt.config.decode_limits();
@@ -419,11 +460,24 @@ impl<T: Transport + 'static> Policy<T> for ServerPolicy {
             bump(&c.no_reply);
             if rt.policy.no_reply == NoReplyPolicy::DeadLetter {
                 let error = "the request names no reply address".to_owned();
-                return dead_letter(&rt, &delivery, DeadLetterReason::NoReplyTo, error, true).await;
+                return dead_letter(&rt, &delivery, DeadLetterReason::NoReplyTo, error).await;
             }
         }
+        let started = std::time::Instant::now();
         let answer = answer(&rt, &delivery, envelope, &address, redelivered).await;
-        reply(&rt, &delivery, &address, answer).await
+        let verdict = reply(&rt, &delivery, &address, answer).await;
+        // Receipt to reply (the handler's own time is in `handled`).
+        rt.counters.event("served", |emit| {
+            emit(&[
+                (
+                    "type",
+                    Field::Str(delivery.properties.message_type.as_deref()),
+                ),
+                ("id", Field::Str(delivery.message_id())),
+                ("ms", Field::F64(started.elapsed().as_secs_f64() * 1000.0)),
+            ]);
+        });
+        verdict
     }
 
     async fn refuse(
@@ -440,7 +494,7 @@ impl<T: Transport + 'static> Policy<T> for ServerPolicy {
                 RemoteErrorKind::DeliveryLimit,
             ),
         };
-        let verdict = dead_letter(&rt, &delivery, reason, refusal.to_string(), false).await;
+        let verdict = dead_letter(&rt, &delivery, reason, refusal.to_string()).await;
         if verdict == Verdict::Ack && address.reply_to.is_some() {
             // Dead-lettered: the requester learns why at once instead of timing out.
             let answer = Answer::Error(kind, refusal.to_string());
@@ -485,7 +539,23 @@ async fn answer<T: Transport>(
         Ok(future) => future,
         Err(e) => return Answer::Error(RemoteErrorKind::Decode, e),
     };
-    match run_handler(future, rt.config.handler_timeout, &rt.counters).await {
+    // One span per request, inside the runtime's `lepus.message` span.
+    let span = tracing::info_span!(
+        "lepus.rpc.request",
+        "otel.name" = entry.type_name,
+        "otel.kind" = "server",
+        "rpc.system" = "lepus",
+        "rpc.method" = entry.type_name,
+        "messaging.message.conversation_id" = address.correlation_id.as_deref().unwrap_or(""),
+    );
+    let run = run_handler(
+        future,
+        rt.config.handler_timeout,
+        &rt.counters,
+        entry.type_name,
+        delivery.message_id(),
+    );
+    match tracing::Instrument::instrument(run, span).await {
         HandlerRun::Finished(Ok(json)) => Answer::Reply {
             json,
             class: entry.meta,
@@ -524,6 +594,16 @@ async fn reply<T: Transport>(
     }
 }
 
+/// Counts a reply in `counter` and in the metrics, by outcome.
+fn reply_sent<T>(rt: &ServerRuntime<T>, counter: &AtomicU64, outcome: &'static str) {
+    bump(counter);
+    rt.counters.event("replied", |emit| {
+        emit(&[("outcome", Field::Str(Some(outcome)))])
+    });
+    let labels = [("queue", rt.queue.as_str()), ("outcome", outcome)];
+    crate::metrics::count(crate::metrics::RPC_REPLIES, &labels);
+}
+
 enum Sent {
     /// Published, or dropped for good (requester gone, reply refused): ack the request.
     Done,
@@ -549,7 +629,7 @@ async fn send_reply<T: Transport>(
         Ok(e) => e,
         Err(e) => {
             tracing::warn!(error = %e, "RPC reply could not be encoded");
-            bump(&c.reply_failures);
+            reply_sent(rt, &c.reply_failures, "failed");
             return Sent::Done;
         }
     };
@@ -564,59 +644,42 @@ async fn send_reply<T: Transport>(
     match rt.transport.publish(publication).await {
         Ok(()) => {
             match answer {
-                Answer::Reply { .. } => bump(&c.replied),
-                Answer::Error(..) => bump(&c.remote_errors),
+                Answer::Reply { .. } => reply_sent(rt, &c.replied, "reply"),
+                Answer::Error(..) => reply_sent(rt, &c.remote_errors, "error"),
             }
             Sent::Done
         }
         Err(e) if e.is_unroutable() => {
-            bump(&c.unroutable_replies);
+            reply_sent(rt, &c.unroutable_replies, "unroutable");
             tracing::warn!(reply_to, "RPC reply unroutable (requester gone); dropped");
             Sent::Done
         }
         Err(e) if e.is_retryable() => {
-            bump(&c.reply_failures);
+            reply_sent(rt, &c.reply_failures, "failed");
             tracing::warn!(error = %e, "RPC reply not published; request requeued");
             Sent::Retry
         }
         Err(e) => {
-            bump(&c.reply_failures);
+            reply_sent(rt, &c.reply_failures, "failed");
             tracing::warn!(error = %e, reply_to, "RPC reply refused; request acked");
             Sent::Done
         }
     }
 }
 
-/// Moves a request to `<queue>.dead` with the `x-lepus-*` headers. `requeue_on_failure`:
-/// give the request back when the dead letter is not confirmed (else reject it, so that the
-/// queue's own dead-lettering takes it).
+/// Moves a request to `<queue>.dead` with the `x-lepus-*` headers (see
+/// [`crate::consumer::dead_letter`]: published again while not confirmed, so the handler never
+/// runs twice for it).
 async fn dead_letter<T: Transport>(
     rt: &ServerRuntime<T>,
     delivery: &Delivery,
     reason: DeadLetterReason,
     error: String,
-    requeue_on_failure: bool,
 ) -> Verdict {
-    let properties = dead_letter_properties(delivery, &rt.queue, reason, error, 1);
-    match rt
-        .transport
-        .publish_dead_letter(&rt.queue, &delivery.body, &properties)
-        .await
-    {
-        Ok(()) => {
-            bump(&rt.policy.counters.dead_lettered);
-            Verdict::Ack
-        }
-        Err(e) if requeue_on_failure && !e.is_invalid_input() => {
-            tracing::warn!(error = %e, "dead-lettering an RPC request failed; requeued");
-            requeue(&rt.counters, delivery).await
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "dead-lettering an RPC request failed; rejecting");
-            if let Err(e) = delivery.reject(false).await {
-                tracing::debug!(error = %e, "reject failed; the broker will redeliver");
-            }
-            Verdict::Settled
-        }
-    }
+    let dead = DeadLetter {
+        reason,
+        error,
+        attempts: 1,
+    };
+    crate::consumer::dead_letter(rt, delivery, dead, &rt.policy.counters.dead_lettered, None).await
 }

@@ -26,6 +26,20 @@ async fn unreachable_broker_is_a_clear_error() {
     assert!(!text.contains("secret"), "password leaked: {text}");
 }
 
+/// Without the `rustls` feature an `amqps://` address, even one of several, is refused before
+/// anything is connected, and the error names the feature (the TLS tests themselves, in
+/// `tls.rs`, run with it).
+#[cfg(not(feature = "rustls"))]
+#[tokio::test]
+async fn amqps_without_rustls_names_the_feature() {
+    let config = AmqpConfig::new("amqp://127.0.0.1:1/%2f,amqps://guest:secret@127.0.0.1:1/%2f");
+    let err = AmqpTransport::connect(config).await.err().unwrap();
+    assert_eq!(err.kind(), ErrorKind::FeatureDisabled { feature: "rustls" });
+    let text = err.to_string();
+    assert!(text.contains("`rustls` feature"), "{text}");
+    assert!(!text.contains("secret"), "password leaked: {text}");
+}
+
 /// What a local stand-in server does with each connection it accepts.
 #[derive(Clone, Copy)]
 enum Stranger {
@@ -237,7 +251,7 @@ async fn close_is_final() {
     assert!(!t.is_connected());
     t.close().await.expect("closing twice is not an error");
     drop(client);
-    cleanup(&admin, &spec, &[]).await;
+    cleanup(&admin, &spec).await;
     admin.close().await.unwrap();
 }
 
@@ -280,6 +294,143 @@ async fn close_right_after_dropping_a_subscription_is_clean() {
             .unwrap_or_else(|_| panic!("round {round}: close hung"));
         closed.unwrap_or_else(|e| panic!("round {round}: close failed: {e}"));
     }
-    cleanup(&admin, &spec, &[]).await;
+    cleanup(&admin, &spec).await;
     admin.close().await.unwrap();
+}
+
+/// A list of addresses (a cluster's nodes): a dead port and a node that accepts TCP but never
+/// answers (a frozen, SIGSTOPped node) are each given up after the connect timeout, and the
+/// connection lands on the live broker, which the transport reports.
+#[tokio::test]
+async fn several_addresses_fall_over_to_a_live_one() {
+    let Some(probe) = amqp_support::connect("several_addresses_fall_over_to_a_live_one").await
+    else {
+        return;
+    };
+    let live = probe.config().addr.clone();
+    probe.close().await.unwrap();
+    let frozen = stranger(Stranger::Silent).await;
+    let addr = format!(
+        "amqp://guest:secret@127.0.0.1:1/%2f, amqp://guest:secret@127.0.0.1:{frozen}/%2f ,{live}"
+    );
+    let config = AmqpConfig::new(addr).connect_timeout(Duration::from_millis(500));
+    let started = std::time::Instant::now();
+    let t = AmqpTransport::connect(config)
+        .await
+        .expect("the live address");
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(3), "{took:?}");
+    assert_eq!(t.node(), lepus::amqp::redact(&live));
+    t.declare_exchange(&unique("failover-x")).await.unwrap();
+    t.close().await.unwrap();
+
+    // No address answers: the error names each one, passwords hidden.
+    let dead =
+        format!("amqp://guest:secret@127.0.0.1:1/%2f,amqp://guest:secret@127.0.0.1:{frozen}/%2f");
+    let config = AmqpConfig::new(dead).connect_timeout(Duration::from_millis(300));
+    let err = AmqpTransport::connect(config)
+        .await
+        .expect_err("none answers");
+    assert_eq!(err.kind(), ErrorKind::ConnectionFailed);
+    let text = err.to_string();
+    assert!(text.contains("none of the 2 broker addresses"), "{text}");
+    assert!(
+        text.contains("127.0.0.1:1") && text.contains(&frozen.to_string()),
+        "{text}"
+    );
+    assert!(!text.contains("secret"), "{text}");
+}
+
+/// The address of `addr` moved to `127.0.0.1:port` (credentials and virtual host kept), and
+/// the `host:port` it named.
+fn moved_to(addr: &str, port: u16) -> (String, String) {
+    let (scheme, rest) = addr.split_once("://").expect("an amqp:// address");
+    let end = rest.find('/').unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(end);
+    let (userinfo, hostport) = match authority.rsplit_once('@') {
+        Some((u, h)) => (format!("{u}@"), h.to_owned()),
+        None => (String::new(), authority.to_owned()),
+    };
+    let hostport = if hostport.contains(':') {
+        hostport
+    } else {
+        format!("{hostport}:5672")
+    };
+    (
+        format!("{scheme}://{userinfo}127.0.0.1:{port}{path}"),
+        hostport,
+    )
+}
+
+/// Celery's retry on start-up: the broker appears 1.5 s after the program started connecting
+/// (a TCP proxy to RabbitMQ starts listening on the port only then); with a start-up timeout
+/// the first connection is retried with backoff and succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connecting_at_start_waits_for_a_broker_that_appears_later() {
+    let probe = broker!("connecting_at_start_waits_for_a_broker_that_appears_later");
+    let upstream_addr = probe.config().addr.clone();
+    probe.close().await.unwrap();
+    let port = {
+        let free = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        free.local_addr().unwrap().port()
+    };
+    let (addr, upstream) = moved_to(&upstream_addr, port);
+    let proxy = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+        loop {
+            let (mut client, _) = listener.accept().await.unwrap();
+            let upstream = upstream.clone();
+            tokio::spawn(async move {
+                if let Ok(mut broker) = TcpStream::connect(&upstream).await {
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut broker).await;
+                }
+            });
+        }
+    });
+    let started = std::time::Instant::now();
+    let broker = lepus::connect_to_within(Some(&addr), Duration::from_secs(20))
+        .await
+        .expect("connected once the broker appeared");
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(1_400), "{waited:?}");
+    assert!(
+        waited < Duration::from_secs(10),
+        "backoff is bounded: {waited:?}"
+    );
+    assert!(broker.is_connected());
+    let x = unique("startup-x");
+    broker.declare_exchange(&x).await.unwrap();
+    broker.delete_exchange(&x).await.unwrap();
+    broker.close().await.unwrap();
+    proxy.abort();
+}
+
+/// Without a broker, a start-up timeout bounds the retries and the error says so; the default
+/// (zero) fails at the first refusal.
+#[tokio::test]
+async fn startup_timeout_bounds_the_retries() {
+    let port = {
+        let free = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        free.local_addr().unwrap().port()
+    };
+    let addr = format!("amqp://127.0.0.1:{port}/%2f");
+    let started = std::time::Instant::now();
+    let err =
+        AmqpTransport::connect(AmqpConfig::new(&addr).startup_timeout(Duration::from_secs(1)))
+            .await
+            .err()
+            .unwrap();
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(700), "retried: {took:?}");
+    assert!(took < Duration::from_secs(3), "bounded: {took:?}");
+    assert_eq!(err.kind(), ErrorKind::ConnectionFailed);
+    assert!(err.to_string().contains("start-up timeout"), "{err}");
+    let started = std::time::Instant::now();
+    let err = AmqpTransport::connect(AmqpConfig::new(&addr))
+        .await
+        .err()
+        .unwrap();
+    assert!(started.elapsed() < Duration::from_millis(500));
+    assert!(!err.to_string().contains("start-up timeout"), "{err}");
 }

@@ -48,7 +48,7 @@ async fn prefetch_limits_unacked_deliveries() {
     assert_eq!(seen, 50);
     drop(sub);
     assert_eq!(wait_for_count(&t, &spec.name, 0).await, 0);
-    cleanup(&t, &spec, &[]).await;
+    cleanup(&t, &spec).await;
 }
 
 #[tokio::test]
@@ -83,7 +83,7 @@ async fn unacked_and_requeued_messages_are_redelivered() {
         Some(ErrorKind::AckLost)
     );
     drop(sub);
-    cleanup(&t, &spec, &[]).await;
+    cleanup(&t, &spec).await;
 }
 
 #[tokio::test]
@@ -98,5 +98,5 @@ async fn ack_multiple_settles_earlier_deliveries() {
     last.unwrap().ack_multiple().await.unwrap();
     drop(sub);
     assert_eq!(wait_for_count(&t, &spec.name, 0).await, 0);
-    cleanup(&t, &spec, &[]).await;
+    cleanup(&t, &spec).await;
 }

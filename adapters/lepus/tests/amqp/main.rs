@@ -6,8 +6,12 @@
 #[path = "../support/amqp.rs"]
 mod amqp_support;
 
+mod confirms;
 mod connection;
 mod consume;
 mod publish;
 mod routing_conformance;
+mod schedule;
+#[cfg(feature = "rustls")]
+mod tls;
 mod topology;

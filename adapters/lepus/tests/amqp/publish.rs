@@ -5,9 +5,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use amqp_support::{cleanup, message_count, unique, wait_for_count};
-use lepus::{
-    AmqpConfig, ErrorKind, HeaderValue, NameKind, Properties, Publication, QueueSpec, Transport,
-};
+use lepus::{ErrorKind, HeaderValue, NameKind, Properties, Publication, QueueSpec, Transport};
 
 async fn setup(t: &lepus::AmqpTransport, prefix: &str, pattern: &str) -> QueueSpec {
     let spec = QueueSpec::new(unique(prefix), unique(&format!("{prefix}-ex"))).bind(pattern);
@@ -85,7 +83,7 @@ async fn publish_is_confirmed_with_properties_filled() {
     assert_eq!(d.properties.headers.get("missing"), None::<&HeaderValue>);
     d.ack().await.unwrap();
     drop(sub);
-    cleanup(&t, &spec, &[]).await;
+    cleanup(&t, &spec).await;
 }
 
 #[tokio::test]
@@ -110,7 +108,7 @@ async fn unroutable_is_an_error_and_the_channel_survives() {
         .await
         .unwrap();
     assert_eq!(wait_for_count(&t, &spec.name, 1).await, 1);
-    cleanup(&t, &spec, &[]).await;
+    cleanup(&t, &spec).await;
 }
 
 /// lapin attaches a returned message to whichever confirmation it resolves next, which under
@@ -169,7 +167,7 @@ async fn pipelined_mix_of_routable_and_unroutable_gets_each_its_own_outcome() {
         wait_for_count(&t, &spec.name, routed as u32).await,
         routed as u32
     );
-    cleanup(&t, &spec, &[]).await;
+    cleanup(&t, &spec).await;
 }
 
 /// Runs futures concurrently on the current task (no extra dependency).
@@ -225,12 +223,12 @@ async fn missing_exchange_is_refused_and_publishing_recovers() {
     t.publish(Publication::new(&spec.exchange, "k", b"x", &props))
         .await
         .unwrap();
-    cleanup(&t, &spec, &[]).await;
+    cleanup(&t, &spec).await;
 }
 
 #[tokio::test]
 async fn invalid_input_is_refused_before_sending() {
-    let config = AmqpConfig::from_env().max_payload(1024);
+    let config = amqp_support::env_config().max_payload(1024);
     let t = broker!("invalid_input_is_refused_before_sending", config);
     let spec = setup(&t, "invalid", "#").await;
     let props = Properties::new();
@@ -288,7 +286,7 @@ async fn invalid_input_is_refused_before_sending() {
     // The connection is still fine, and nothing reached the queue.
     t.publish(ok).await.unwrap();
     assert_eq!(wait_for_count(&t, &spec.name, 1).await, 1);
-    cleanup(&t, &spec, &[]).await;
+    cleanup(&t, &spec).await;
 }
 
 #[tokio::test]
@@ -347,7 +345,7 @@ async fn thousand_pipelined_publishes_are_confirmed() {
     eprintln!("1,000 concurrent publishes: {concurrent:?}; batch of 1,000: {batched:?}");
     assert_eq!(wait_for_count(&t, &spec.name, 2001).await, 2001);
     assert_eq!(message_count(&t, &spec.name).await, 2001);
-    cleanup(&t, &spec, &[]).await;
+    cleanup(&t, &spec).await;
 }
 
 #[tokio::test]
@@ -373,5 +371,28 @@ async fn transient_stays_transient_and_dead_letters_are_persistent() {
     assert_eq!(d.message_id(), Some("dead-1"));
     assert!(!d.properties.transient, "dead letters are kept on disk");
     browser.close().await.unwrap();
-    cleanup(&t, &spec, &[]).await;
+    cleanup(&t, &spec).await;
+}
+
+#[derive(Debug, serde::Serialize, serde::Deserialize, lepus::Message)]
+#[lepus(type = "LepusTestFirst", routing_key = "first.sent")]
+struct First {
+    n: u32,
+}
+
+/// Deploy order does not matter: a producer started before any worker declares its exchange
+/// before its first send, which is then unroutable (no queue bound yet, the send is
+/// mandatory), not a channel-closing NOT_FOUND; once a worker's queue is bound, sends arrive.
+#[tokio::test]
+async fn a_producer_started_first_declares_its_exchange() {
+    let t = std::sync::Arc::new(broker!("a_producer_started_first_declares_its_exchange"));
+    let spec = QueueSpec::new(unique("first"), unique("first-ex")).bind("first.#");
+    let publisher = lepus::Publisher::new(std::sync::Arc::clone(&t), spec.exchange.clone());
+    let err = publisher.send(&First { n: 1 }).await.unwrap_err();
+    assert!(err.is_unroutable(), "not NOT_FOUND: {err}");
+    // A clone shares the declaration; the worker side declares its queue later.
+    t.declare_queue(&spec).await.unwrap();
+    publisher.clone().send(&First { n: 2 }).await.unwrap();
+    assert_eq!(amqp_support::wait_for_count(&t, &spec.name, 1).await, 1);
+    cleanup(&t, &spec).await;
 }

@@ -126,14 +126,10 @@ impl Transport for Recording {
     }
     async fn publish_delayed(
         &self,
-        queue: &str,
-        delay_ms: u32,
-        body: &[u8],
-        properties: &Properties,
+        publication: Publication<'_>,
+        delay: lepus::Delay,
     ) -> lepus::Result<()> {
-        self.inner
-            .publish_delayed(queue, delay_ms, body, properties)
-            .await
+        self.inner.publish_delayed(publication, delay).await
     }
     async fn publish_dead_letter(
         &self,

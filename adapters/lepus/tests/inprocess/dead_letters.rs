@@ -1,21 +1,20 @@
-//! In-process broker: dead letters (`<queue>.dead`, `x-death`) and wait queues
-//! (`<queue>.wait.<ms>`) on paused tokio time.
+//! In-process broker: dead letters (`<queue>.dead`, `x-death`) and the delay levels on paused
+//! tokio time.
 
 use std::time::Duration;
 
+use lepus::delay::{level_name, UNROUTED};
 use lepus::{
-    Delivery, HeaderValue, InProcessBroker, InProcessSubscription, Properties, Publication,
-    QueueSpec, Transport,
+    Delay, Delivery, HeaderValue, InProcessBroker, InProcessSubscription, Properties, Publication,
+    QueueKind, QueueSpec, Transport,
 };
 use tokio::time::Instant;
 
 async fn setup(b: &InProcessBroker) -> QueueSpec {
-    let spec = QueueSpec::new("mailer", "shop")
-        .bind("mailer.#")
-        .retry_delays_ms([15_000, 30_000]);
+    let spec = QueueSpec::new("mailer", "shop").bind("mailer.#");
     b.declare_exchange("shop").await.unwrap();
     b.declare_queue(&spec).await.unwrap();
-    // Another queue on the same binding: wait queues must not return messages to it.
+    // Another queue on the same binding: a retry must not reach it.
     b.declare_queue(&QueueSpec::new("audit", "shop").bind("mailer.#"))
         .await
         .unwrap();
@@ -127,17 +126,37 @@ async fn publish_dead_letter_keeps_headers() {
         .is_unroutable());
 }
 
+/// A retry of `body` to the queue `mailer` after `ms`.
+async fn retry(b: &InProcessBroker, ms: u64, body: &[u8], props: &Properties) {
+    let publication = Publication::new("", "mailer", body, props);
+    b.publish_delayed(publication, Delay::from_ms(ms).unwrap())
+        .await
+        .unwrap();
+}
+
+/// The level queues a delay of `ms` waits at, highest first.
+fn levels_of(ms: u64) -> Vec<String> {
+    (0..35u8)
+        .rev()
+        .filter(|&k| ms >> k & 1 == 1)
+        .map(|k| level_name(QueueKind::Classic, k))
+        .collect()
+}
+
 #[tokio::test(start_paused = true)]
-async fn wait_queue_returns_after_exactly_the_delay_to_the_origin_only() {
+async fn delayed_retry_returns_after_exactly_the_delay_to_the_origin_only() {
     let b = InProcessBroker::new();
     setup(&b).await;
     let mut sub = b.consume("mailer", 5).await.unwrap();
     let start = Instant::now();
     let props = Properties::new().with_message_id("retry-1");
-    b.publish_delayed("mailer", 15_000, b"again", &props)
-        .await
-        .unwrap();
-    assert_eq!(b.message_count("mailer.wait.15000").unwrap(), 1);
+    retry(&b, 15_000, b"again", &props).await;
+    // 15 000 = 8192 + 4096 + 2048 + 512 + 128 + 16 + 8: it waits at level 13 first.
+    assert_eq!(
+        b.message_count(&level_name(QueueKind::Classic, 13))
+            .unwrap(),
+        1
+    );
 
     assert!(
         next_within(&mut sub, 14_999).await.is_none(),
@@ -152,37 +171,34 @@ async fn wait_queue_returns_after_exactly_the_delay_to_the_origin_only() {
     assert_eq!(d.body, b"again");
     assert_eq!(d.message_id(), Some("retry-1"));
     assert!(!d.redelivered);
-    assert_eq!(d.routing_key, "mailer");
     assert_eq!(
-        x_death(&d),
-        [("mailer.wait.15000".into(), "expired".into(), 1)]
+        d.exchange, "lepus.delay.02",
+        "dead-lettered by level 3 to level 2"
     );
+    let mut deaths = x_death(&d);
+    deaths.sort();
+    let mut expected: Vec<(String, String, i64)> = levels_of(15_000)
+        .into_iter()
+        .map(|q| (q, "expired".to_owned(), 1))
+        .collect();
+    expected.sort();
+    assert_eq!(deaths, expected, "one wait per 1 bit");
     d.ack().await.unwrap();
-    assert_eq!(b.message_count("mailer.wait.15000").unwrap(), 0);
     assert_eq!(b.message_count("audit").unwrap(), 0, "origin queue only");
 }
 
 #[tokio::test(start_paused = true)]
-async fn wait_queues_do_not_block_each_other_and_keep_fifo() {
+async fn delays_do_not_block_each_other_and_keep_fifo() {
     let b = InProcessBroker::new();
     setup(&b).await;
     let mut sub = b.consume("mailer", 50).await.unwrap();
     let start = Instant::now();
     let props = Properties::new();
-    b.publish_delayed("mailer", 30_000, b"long", &props)
-        .await
-        .unwrap();
-    b.publish_delayed("mailer", 15_000, b"short-1", &props)
-        .await
-        .unwrap();
+    retry(&b, 30_000, b"long", &props).await;
+    retry(&b, 15_000, b"short-1", &props).await;
     tokio::time::sleep(Duration::from_millis(1_000)).await;
-    // A delay that was not declared up front gets its wait queue on first use.
-    b.publish_delayed("mailer", 200, b"lazy", &props)
-        .await
-        .unwrap();
-    b.publish_delayed("mailer", 15_000, b"short-2", &props)
-        .await
-        .unwrap();
+    retry(&b, 200, b"lazy", &props).await;
+    retry(&b, 15_000, b"short-2", &props).await;
 
     let mut arrivals = Vec::new();
     while let Some(d) = next_within(&mut sub, 60_000).await {
@@ -204,6 +220,63 @@ async fn wait_queues_do_not_block_each_other_and_keep_fifo() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn delays_of_a_year_are_exact_to_the_millisecond() {
+    let b = InProcessBroker::new();
+    setup(&b).await;
+    let mut sub = b.consume("mailer", 50).await.unwrap();
+    let start = Instant::now();
+    let year = 365 * 86_400_000 + 1;
+    for (ms, body) in [
+        (year, "a year and 1 ms"),
+        (86_400_000, "a day"),
+        (1, "1 ms"),
+    ] {
+        retry(&b, ms, body.as_bytes(), &Properties::new()).await;
+    }
+    let mut arrivals = Vec::new();
+    while let Some(d) = next_within(&mut sub, 400 * 86_400_000).await {
+        arrivals.push((
+            String::from_utf8(d.body.clone()).unwrap(),
+            start.elapsed().as_millis(),
+        ));
+        d.ack().await.unwrap();
+    }
+    assert_eq!(
+        arrivals,
+        [
+            ("1 ms".to_owned(), 1),
+            ("a day".to_owned(), 86_400_000),
+            ("a year and 1 ms".to_owned(), u128::from(year)),
+        ]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn delayed_send_reaches_the_queues_a_plain_send_would() {
+    let b = InProcessBroker::new();
+    setup(&b).await;
+    b.declare_queue(&QueueSpec::new("billing", "shop").bind("billing.#"))
+        .await
+        .unwrap();
+    let props = Properties::new().with_message_id("later");
+    let send = Publication::new("shop", "mailer.ad.expired", b"envelope", &props);
+    b.publish_delayed(send, Delay::from_ms(90_000).unwrap())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(89_999)).await;
+    assert_eq!(b.message_count("mailer").unwrap(), 0, "not before its time");
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    for queue in ["mailer", "audit"] {
+        let d = b
+            .get(queue)
+            .unwrap()
+            .expect("delivered to every bound queue");
+        assert_eq!(d.body, b"envelope");
+    }
+    assert_eq!(b.message_count("billing").unwrap(), 0);
+}
+
+#[tokio::test(start_paused = true)]
 async fn retry_cycle_counts_deaths_and_ends_in_the_dead_letter_queue() {
     let b = InProcessBroker::new();
     setup(&b).await;
@@ -216,18 +289,17 @@ async fn retry_cycle_counts_deaths_and_ends_in_the_dead_letter_queue() {
     ))
     .await
     .unwrap();
-    // Two retries through the same wait queue, then a rejection.
+    // Two retries through the same levels, then a rejection.
     for attempt in 1..=2 {
         let d = next_within(&mut sub, 100_000).await.unwrap();
-        b.publish_delayed("mailer", 15_000, &d.body, &d.properties)
-            .await
-            .unwrap();
+        retry(&b, 15_000, &d.body, &d.properties).await;
         d.ack().await.unwrap();
         let back = next_within(&mut sub, 100_000).await.unwrap();
-        assert_eq!(
-            x_death(&back),
-            [("mailer.wait.15000".into(), "expired".into(), attempt)]
-        );
+        let deaths = x_death(&back);
+        assert_eq!(deaths.len(), levels_of(15_000).len());
+        assert!(deaths
+            .iter()
+            .all(|(_, reason, count)| reason == "expired" && *count == attempt));
         back.nack(true).await.unwrap();
     }
     let d = next_within(&mut sub, 100_000).await.unwrap();
@@ -235,23 +307,18 @@ async fn retry_cycle_counts_deaths_and_ends_in_the_dead_letter_queue() {
     d.reject(false).await.unwrap();
     let dead = b.get("mailer.dead").unwrap().unwrap();
     assert_eq!(dead.body, b"flaky");
-    assert_eq!(
-        x_death(&dead),
-        [
-            ("mailer".into(), "rejected".into(), 1),
-            ("mailer.wait.15000".into(), "expired".into(), 2),
-        ]
-    );
+    let deaths = x_death(&dead);
+    assert_eq!(deaths[0], ("mailer".into(), "rejected".into(), 1));
+    assert!(deaths[1..].iter().all(|(_, _, count)| *count == 2));
 }
 
 #[tokio::test(start_paused = true)]
-async fn expired_messages_without_origin_are_dropped() {
+async fn delayed_messages_without_a_destination_wait_in_unrouted() {
     let b = InProcessBroker::new();
     setup(&b).await;
-    b.publish_delayed("mailer", 15_000, b"x", &Properties::new())
-        .await
-        .unwrap();
+    retry(&b, 15_000, b"x", &Properties::new()).await;
     b.delete_queue("mailer").await.unwrap();
     tokio::time::sleep(Duration::from_millis(20_000)).await;
-    assert_eq!(b.message_count("mailer.wait.15000").unwrap(), 0);
+    let kept = b.get(UNROUTED).unwrap().expect("kept, not dropped");
+    assert_eq!(kept.body, b"x");
 }

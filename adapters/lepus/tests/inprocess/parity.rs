@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use amqp_support::{next_within, unique};
 use lepus::{
-    Delivery, HeaderValue, InProcessBroker, Properties, Publication, QueueSpec, Subscription,
-    Transport,
+    Delay, Delivery, HeaderValue, InProcessBroker, Properties, Publication, QueueSpec,
+    Subscription, Transport,
 };
 use tokio::time::Instant;
 
@@ -51,9 +51,7 @@ async fn next<S: Subscription>(sub: &mut S) -> Delivery {
 /// Topic routing, unroutable, requeue, reject to `<queue>.dead`, a wait queue and a
 /// dead-letter publish: what the worker relies on, identical on every transport.
 async fn worker_semantics<T: Transport>(t: &T, n: &Names) {
-    let ads = QueueSpec::new(&n.ads, &n.exchange)
-        .bind("mailer.ad.*")
-        .retry_delays_ms([200]);
+    let ads = QueueSpec::new(&n.ads, &n.exchange).bind("mailer.ad.*");
     let all = QueueSpec::new(&n.all, &n.exchange).bind("mailer.#");
     t.declare_exchange(&n.exchange).await.unwrap();
     t.declare_queue(&ads).await.unwrap();
@@ -101,22 +99,42 @@ async fn worker_semantics<T: Transport>(t: &T, n: &Names) {
     );
     dead.ack().await.unwrap();
 
-    // A wait queue returns the message to its origin only, after the delay.
+    // A retry on the delay levels returns the message to its origin only, after the delay
+    // (200 ms = 128 + 64 + 8: its last wait is at level 3).
     let started = Instant::now();
-    t.publish_delayed(&n.ads, 200, b"later", &props)
+    let retry = Publication::new("", &n.ads, b"later", &props);
+    t.publish_delayed(retry, Delay::from_ms(200).unwrap())
         .await
         .unwrap();
     let back = next(&mut sub_ads).await;
     assert!(started.elapsed() >= Duration::from_millis(200));
     assert_eq!(back.body, b"later");
+    assert!(
+        back.exchange.starts_with(lepus::delay::PREFIX),
+        "{}",
+        back.exchange
+    );
     assert_eq!(
         first_death(&back),
-        Some((format!("{}.wait.200", n.ads), "expired".to_owned(), 1))
+        Some(("lepus.delay.03".to_owned(), "expired".to_owned(), 1))
     );
     back.ack().await.unwrap();
     assert!(
         next_within(&mut sub_all, 300).await.is_none(),
         "origin only"
+    );
+
+    // A delayed send is routed by the topic exchange's bindings when its time comes.
+    let send = Publication::new(&n.exchange, "mailer.invoice", b"invoice later", &props);
+    t.publish_delayed(send, Delay::from_ms(100).unwrap())
+        .await
+        .unwrap();
+    let later = next(&mut sub_all).await;
+    assert_eq!(later.body, b"invoice later");
+    later.ack().await.unwrap();
+    assert!(
+        next_within(&mut sub_ads, 300).await.is_none(),
+        "`mailer.ad.*` does not match"
     );
 
     // Publishing straight into the dead-letter queue.
@@ -138,7 +156,6 @@ async fn worker_semantics<T: Transport>(t: &T, n: &Names) {
     for q in [
         n.ads.clone(),
         dead_name,
-        format!("{}.wait.200", n.ads),
         n.all.clone(),
         format!("{}.dead", n.all),
     ] {

@@ -167,6 +167,12 @@ async fn redeclaring_differently_is_refused() {
     let quorum = spec.clone().kind(lepus::QueueKind::Quorum);
     let err = b.declare_queue(&quorum).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::BrokerRefused { reply_code: 406 });
+    let text = err.to_string();
+    assert!(
+        text.contains("queue \"q\" exists on the broker as a classic queue"),
+        "{text}"
+    );
+    assert!(text.contains("To migrate"), "{text}");
     // Bindings need their exchange.
     let err = b
         .declare_queue(&QueueSpec::new("r", "missing").bind("#"))

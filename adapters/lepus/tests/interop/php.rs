@@ -129,12 +129,11 @@ async fn php_producer_messages_are_handled_by_our_worker() {
                 Ok(())
             }
         });
-    // The payment's retryInterval [0.2] (seconds) waits in `<queue>.wait.200`.
+    // The payment's retryInterval [0.2] (seconds) waits 200 ms on the delay levels.
     let config = WorkerConfig::new(name.clone(), format!("{name}.x"))
         .bind("mailer.#")
         .bind("billing.#")
-        .bind("stats.#")
-        .retry_delays_ms([200]);
+        .bind("stats.#");
     let worker = Worker::new(Arc::clone(&t), config, registry);
     let spec = worker.queue_spec();
     let handle = worker.start().await.unwrap();
@@ -169,7 +168,7 @@ async fn php_producer_messages_are_handled_by_our_worker() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let stats = handle.shutdown().await.unwrap();
-    amqp_support::cleanup(&t, &spec, &[]).await;
+    amqp_support::cleanup(&t, &spec).await;
 
     // Five mails, each once, decoded from numeric strings and null.
     let seen = seen.lock().unwrap().clone();

@@ -105,7 +105,7 @@ async fn php_style_envelope_from_pika_is_handled_by_our_worker() {
     }
     assert_eq!(stats.succeeded, count);
     assert_eq!(stats.dead_lettered, 0);
-    amqp_support::cleanup(&t, &spec, &[]).await;
+    amqp_support::cleanup(&t, &spec).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -175,5 +175,5 @@ async fn our_publisher_is_read_by_a_pika_consumer() {
             serde_json::json!([15, 30, 60, 300, 86400])
         );
     }
-    amqp_support::cleanup(&t, &spec, &[]).await;
+    amqp_support::cleanup(&t, &spec).await;
 }

@@ -10,9 +10,11 @@ mod amqp_support;
 mod rpc_support;
 
 mod call;
+mod host;
 mod limits;
 mod load;
 mod recovery;
 mod replies;
 mod send;
 mod shutdown;
+mod traces;

@@ -17,8 +17,8 @@ use lepus::rpc::{
     Request, RpcClient, RpcClientConfig, RpcServer, RpcServerConfig, RpcServerHandle,
 };
 use lepus::{
-    AmqpConfig, AmqpTransport, InProcessBroker, Message, Properties, Publication, ReplyMode,
-    ReplyTransport, RpcError, Transport,
+    AmqpTransport, InProcessBroker, Message, Properties, Publication, ReplyMode, ReplyTransport,
+    RpcError, Transport,
 };
 use rpc_support::*;
 use serde::{Deserialize, Serialize};
@@ -165,7 +165,7 @@ async fn connection_closed_by_broker(mode: ReplyMode, test: &str) {
     let q = amqp_support::unique("rpc-recover");
     let x = format!("{q}.x");
     let named = |role: &str| {
-        AmqpTransport::connect(AmqpConfig::from_env().connection_name(format!("{q}-{role}")))
+        AmqpTransport::connect(amqp_support::env_config().connection_name(format!("{q}-{role}")))
     };
     // The server and the client each on a connection of their own, both closed by the broker.
     let server_t = Arc::new(named("server").await.unwrap());
@@ -256,12 +256,22 @@ async fn exclusive_queue_recovers_after_connections_closed() {
 
 /// A request to a missing exchange makes RabbitMQ close the channel, which is also the reply
 /// channel: the caller gets the refusal, the client opens a new path and keeps working.
+/// (The client declares its exchange before its first request: here it is deleted after.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_request_does_not_end_the_client() {
     let t = Arc::new(broker!("rpc refused request"));
     let q = amqp_support::unique("rpc-refused");
     let x = format!("{q}.x");
     let client = RpcClient::new(Arc::clone(&t), &x).await.unwrap();
+    // Declared by the client, but no queue is bound yet: unroutable, the channel stays.
+    let unroutable = client
+        .call(&Add { a: 1, b: 1 }, Duration::from_secs(5))
+        .await;
+    match &unroutable {
+        Err(RpcError::Transport(e)) => assert!(e.is_unroutable(), "{e}"),
+        other => panic!("no queue is bound: {other:?}"),
+    }
+    t.delete_exchange(&x).await.unwrap();
     let before = client.reply_to();
     let refused = client
         .call(&Add { a: 1, b: 1 }, Duration::from_secs(5))

@@ -1,5 +1,5 @@
 //! Shared helpers of the `amqp_*` integration tests, which run against the real RabbitMQ at
-//! `AMQP_ADDR` (default `amqp://127.0.0.1:5672/%2f`).
+//! `AMQP_ADDR` (unset: skipped, or failed when the broker is required).
 #![allow(dead_code)]
 
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -26,6 +26,12 @@ macro_rules! broker {
             None => return,
         }
     };
+}
+
+/// The configuration for `AMQP_ADDR`; unset, an empty address, whose connection error makes
+/// [`connect_with`] skip the test (or fail it when the broker is required).
+pub fn env_config() -> lepus::AmqpConfig {
+    lepus::AmqpConfig::from_env().unwrap_or_else(|_| lepus::AmqpConfig::new(""))
 }
 
 /// A name unique to this test run: `lepus-test-<prefix>-<pid>-<nanos>-<n>`.
@@ -69,15 +75,11 @@ pub async fn next_within<S: Subscription>(sub: &mut S, ms: u64) -> Option<Delive
     }
 }
 
-/// Deletes what a test declared: the queue of `spec`, its dead-letter and wait queues
-/// (`extra_delays` are delays declared lazily), and the exchange.
-pub async fn cleanup(t: &AmqpTransport, spec: &QueueSpec, extra_delays: &[u32]) {
+/// Deletes what a test declared: the queue of `spec`, its dead-letter queue and the exchange
+/// (the delay levels are shared by every test and stay).
+pub async fn cleanup(t: &AmqpTransport, spec: &QueueSpec) {
     let q = &spec.name;
-    let mut queues = vec![q.clone(), format!("{q}.dead")];
-    for d in spec.retry_delays_ms.iter().chain(extra_delays) {
-        queues.push(format!("{q}.wait.{d}"));
-    }
-    for queue in queues {
+    for queue in [q.clone(), format!("{q}.dead")] {
         t.delete_queue(&queue).await.unwrap();
     }
     t.delete_exchange(&spec.exchange).await.unwrap();

@@ -142,11 +142,7 @@ pub fn retry_count_of(body: &[u8]) -> u32 {
 /// Deletes what a worker declared.
 pub async fn cleanup<T: Transport>(t: &T, spec: &QueueSpec) {
     let q = &spec.name;
-    let mut queues = vec![q.clone(), format!("{q}.dead")];
-    for d in &spec.retry_delays_ms {
-        queues.push(format!("{q}.wait.{d}"));
-    }
-    for queue in queues {
+    for queue in [q.clone(), format!("{q}.dead")] {
         t.delete_queue(&queue).await.unwrap();
     }
     t.delete_exchange(&spec.exchange).await.unwrap();

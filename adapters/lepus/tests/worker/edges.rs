@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use lepus::{
-    AmqpConfig, Context, HandlerError, HeaderValue, InProcessBroker, Message, Properties, Registry,
+    Context, HandlerError, HeaderValue, InProcessBroker, Message, Properties, Registry,
     RetryPolicy, Worker, HEADER_ERROR, HEADER_REASON,
 };
 use serde::{Deserialize, Serialize};
@@ -217,7 +217,7 @@ async fn oversized_dead_letter_keeps_its_reason() {
     let t = Arc::new(broker!("oversized_dead_letter_keeps_its_reason"));
     let producer = broker!(
         "oversized_dead_letter_producer",
-        AmqpConfig::from_env().max_payload(4 * 1024 * 1024)
+        amqp_support::env_config().max_payload(4 * 1024 * 1024)
     );
     let name = amqp_support::unique("edge-oversized");
     let worker = Worker::new(Arc::clone(&t), config(&name), Registry::new());

@@ -1,17 +1,20 @@
 //! The rule "no handler runs again sooner than its policy says", over every way a
 //! follow-up can fail: the retry copy or the dead letter, refused as invalid or failing for a
 //! passing reason. A transport wrapper around the in-process broker injects the failure; each
-//! row says how often the handler may run, how far apart, and how the message ends.
+//! row says how often the handler may run, how far apart, and how the message ends. The
+//! gateway and the RPC server dead-letter through the same path: a dead letter that is not
+//! confirmed is published again, never the delivery given back to be handled again.
 
 use crate::worker_support;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use lepus::gateway::Gateway;
 use lepus::{
-    Context, Error, ErrorKind, HandlerError, InProcessBroker, InProcessSubscription, Message,
-    NameKind, NameProblem, Properties, Publication, QueueSpec, Registry, RetryPolicy, Transport,
-    Worker, HEADER_REASON,
+    ConsumerConfig, Context, Error, ErrorKind, HandlerError, InProcessBroker,
+    InProcessSubscription, Message, NameKind, NameProblem, Properties, Publication, QueueSpec,
+    Registry, RetryPolicy, Transport, Worker, HEADER_REASON,
 };
 use serde::{Deserialize, Serialize};
 use worker_support::*;
@@ -82,17 +85,13 @@ impl Transport for Faulty {
     }
     async fn publish_delayed(
         &self,
-        queue: &str,
-        delay_ms: u32,
-        body: &[u8],
-        properties: &Properties,
+        publication: Publication<'_>,
+        delay: lepus::Delay,
     ) -> lepus::Result<()> {
         if let Some(e) = self.retry_copy.apply(&self.retry_calls) {
             return Err(e);
         }
-        self.inner
-            .publish_delayed(queue, delay_ms, body, properties)
-            .await
+        self.inner.publish_delayed(publication, delay).await
     }
     async fn publish_dead_letter(
         &self,
@@ -256,4 +255,102 @@ async fn no_handler_runs_again_sooner_than_its_policy() {
             row.what
         );
     }
+}
+
+/// A corrupt frame whose dead letter is not confirmed at first: the gateway publishes the dead
+/// letter again (one delivery of the frame, its reason kept), where it used to requeue the frame
+/// and read it a second time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_publishes_an_unconfirmed_dead_letter_again() {
+    let t = Arc::new(Faulty {
+        inner: InProcessBroker::new(),
+        retry_copy: Fault::None,
+        dead_letter: Fault::FailFirst(2),
+        retry_calls: AtomicU32::new(0),
+        dead_calls: AtomicU32::new(0),
+    });
+    t.declare_exchange("site").await.unwrap();
+    let frames = QueueSpec::new("gateway-dead-frames", "devices").bind("frames.#");
+    let gateway = Gateway::new(Arc::clone(&t), "site");
+    let handle = gateway
+        .start(frames.clone(), ConsumerConfig::default())
+        .await
+        .unwrap();
+    let corrupt = [3u8, 1, 2, 0];
+    t.publish(Publication::new(
+        "devices",
+        "frames.x",
+        &corrupt,
+        &Properties::default(),
+    ))
+    .await
+    .unwrap();
+    let dead = dead_letters(&t.inner, &frames.name, 1, 5_000).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let stats = handle.shutdown().await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(header_str(&dead[0], HEADER_REASON), Some("malformed"));
+    assert_eq!(
+        t.dead_calls.load(Ordering::SeqCst),
+        3,
+        "two failures, then confirmed"
+    );
+    assert_eq!(stats.frames, 1, "the frame was read once: {stats:?}");
+    assert_eq!(stats.dead_lettered, 1, "{stats:?}");
+}
+
+/// A request for the RPC server, refused as oversized in the test below.
+#[derive(Debug, Clone, Serialize, Deserialize, lepus::Message, lepus::Request)]
+#[lepus(type = "LepusTestDeadAgain", routing_key = "rpc.dead-again", reply = String)]
+struct DeadAgain {
+    text: String,
+}
+
+/// An oversized request whose dead letter is not confirmed at first: the RPC server publishes
+/// the dead letter again, with its reason, where it used to reject the request (the queue's
+/// own dead-lettering then moved it without the `x-lepus-*` headers).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rpc_server_publishes_an_unconfirmed_dead_letter_again() {
+    use lepus::rpc::{RpcServer, RpcServerConfig};
+    let t = Arc::new(Faulty {
+        inner: InProcessBroker::new(),
+        retry_copy: Fault::None,
+        dead_letter: Fault::FailFirst(1),
+        retry_calls: AtomicU32::new(0),
+        dead_calls: AtomicU32::new(0),
+    });
+    let config = RpcServerConfig::new("rpc-dead-again", "rpc-dead-again.x")
+        .bind("rpc.#")
+        .max_body(256);
+    let server = RpcServer::new(Arc::clone(&t), config)
+        .with(|req: DeadAgain, _ctx| async move { Ok(req.text) })
+        .start()
+        .await
+        .unwrap();
+    let body = format!(
+        r#"{{"payload":{{"text":"{}"}},"metadata":{{"className":"LepusTestDeadAgain"}}}}"#,
+        "x".repeat(1024)
+    );
+    t.publish(Publication::new(
+        "rpc-dead-again.x",
+        "rpc.dead-again",
+        body.as_bytes(),
+        &Properties::default(),
+    ))
+    .await
+    .unwrap();
+    let dead = dead_letters(&t.inner, "rpc-dead-again", 1, 5_000).await;
+    let stats = server.shutdown().await;
+    assert_eq!(dead.len(), 1);
+    assert_eq!(
+        header_str(&dead[0], HEADER_REASON),
+        Some("oversized"),
+        "the dead letter has its reason"
+    );
+    assert_eq!(
+        t.dead_calls.load(Ordering::SeqCst),
+        2,
+        "one failure, then confirmed"
+    );
+    assert_eq!(stats.dead_lettered, 1, "{stats:?}");
 }

@@ -40,10 +40,7 @@ async fn many_messages_exactly_once<T: Transport + 'static>(t: Arc<T>, name: &st
             Ok(())
         }
     });
-    let config = config(name)
-        .prefetch(200)
-        .concurrency(64)
-        .retry_delays_ms([50]);
+    let config = config(name).prefetch(200).concurrency(64);
     let worker = Worker::new(Arc::clone(&t), config, registry);
     let spec = worker.queue_spec();
     let handle = worker.start().await.unwrap();

@@ -248,14 +248,10 @@ impl Transport for NoCopies {
     }
     async fn publish_delayed(
         &self,
-        queue: &str,
-        delay_ms: u32,
-        body: &[u8],
-        properties: &Properties,
+        publication: Publication<'_>,
+        delay: lepus::Delay,
     ) -> lepus::Result<()> {
-        self.0
-            .publish_delayed(queue, delay_ms, body, properties)
-            .await
+        self.0.publish_delayed(publication, delay).await
     }
     async fn publish_dead_letter(
         &self,
