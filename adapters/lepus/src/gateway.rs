@@ -22,14 +22,17 @@
 //! - From a queue ([`Gateway::start`]): frames that arrive as AMQP messages (one frame a
 //!   message, from a bridge the devices publish through) are consumed on the consumer
 //!   runtime ([`crate::consumer`]), with its body limit, delivery limit, batched acks and
-//!   graceful shutdown. A message is acked once its JSON envelope is confirmed; a corrupt
+//!   graceful shutdown. A message is acked once its JSON envelope is confirmed; an envelope
+//!   the broker does not confirm (a nack, a failover) is published again with backoff while
+//!   the frame stays unacked, never given back to count against a quorum queue's delivery
+//!   limit; a corrupt
 //!   frame is dead-lettered as `malformed`, an unregistered type as `unknown-type`, an
 //!   unroutable one as `follow-up-refused`, each with the frame's bytes unchanged.
 //!
 //! The registered types live in the crate's one handler table: each entry decodes its
 //! postcard payload and writes it out as JSON.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use tokio::io::{AsyncRead, AsyncReadExt};
@@ -37,8 +40,8 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::oneshot;
 
 use crate::consumer::{
-    bump, requeue, serve, ConsumerConfig, Counters, DeadLetter, Policy, Refusal, Runtime, Slot,
-    Verdict,
+    bump, repeat_follow_up, requeue, serve, ConsumerConfig, Counters, DeadLetter, Policy, Refusal,
+    Runtime, Slot, Verdict,
 };
 use crate::core::envelope::{decode_postcard_raw, DecodeError};
 use crate::core::retry::DeadLetterReason;
@@ -311,24 +314,35 @@ impl<T: Transport> Gateway<T> {
     }
 }
 
-/// Decodes one frame (COBS bytes, terminator removed) and publishes its JSON envelope.
-async fn publish_frame<T: Transport>(
-    transport: &T,
+/// A frame decoded and written out as its JSON envelope, ready to publish (once, or again
+/// while the broker does not confirm it).
+struct Outgoing<'r> {
+    routing_key: &'r str,
+    body: Vec<u8>,
+    properties: Properties,
+    message_id: String,
+    /// The publish span; every attempt runs in it.
+    span: tracing::Span,
+}
+
+/// Decodes one frame (COBS bytes, terminator removed) into its JSON envelope, or says why it
+/// is skipped.
+async fn decode_frame<'r>(
     exchange: &str,
-    routes: &Routes,
+    routes: &'r Routes,
     frame: &mut [u8],
-) -> Result<FrameOutcome> {
+) -> core::result::Result<Outgoing<'r>, FrameOutcome> {
     let Ok(len) = cobs::decode_in_place(frame) else {
-        return Ok(FrameOutcome::Corrupt(FrameError::Cobs));
+        return Err(FrameOutcome::Corrupt(FrameError::Cobs));
     };
     let bytes = frame.get(..len).unwrap_or(&[]);
     let raw = match decode_postcard_raw(bytes) {
         Ok(raw) => raw,
-        Err(e) => return Ok(FrameOutcome::Corrupt(FrameError::Envelope(e))),
+        Err(e) => return Err(FrameOutcome::Corrupt(FrameError::Envelope(e))),
     };
     let class_name = raw.metadata.class_name.to_string();
     let Some(route) = routes.get(class_name.as_str()) else {
-        return Ok(FrameOutcome::UnknownType(class_name));
+        return Err(FrameOutcome::UnknownType(class_name));
     };
     let correlation_id = raw.metadata.correlation_id.map(|t| t.to_string());
     let response_queue = raw.metadata.response_queue.map(|t| t.to_string());
@@ -345,17 +359,23 @@ async fn publish_frame<T: Transport>(
     let json = match route.start(raw.payload, ctx) {
         Ok(transcoded) => match transcoded.await {
             Ok(json) => json,
-            Err(_) => return Ok(FrameOutcome::Corrupt(FrameError::Payload)),
+            Err(_) => return Err(FrameOutcome::Corrupt(FrameError::Payload)),
         },
-        Err(_) => return Ok(FrameOutcome::Corrupt(FrameError::Payload)),
+        Err(_) => return Err(FrameOutcome::Corrupt(FrameError::Payload)),
     };
-    let body = encode_raw_envelope(
+    let body = match encode_raw_envelope(
         &json,
         route.type_name,
         raw.metadata.retry.clone(),
         correlation_id.as_deref(),
         response_queue.as_deref(),
-    )?;
+    ) {
+        Ok(body) => body,
+        Err(e) => {
+            tracing::warn!(error = %e, "the JSON envelope cannot be written; frame skipped");
+            return Err(FrameOutcome::Corrupt(FrameError::Payload));
+        }
+    };
     let message_id = new_message_id();
     let mut properties = Properties::new()
         .with_type(class_name)
@@ -373,11 +393,28 @@ async fn publish_frame<T: Transport>(
         route.meta.as_str(),
     );
     crate::publisher::record_properties(&span, &properties);
-    let publication = Publication::new(exchange, &route.meta, &body, &properties);
-    match tracing::Instrument::instrument(transport.publish(publication), span).await {
-        Ok(()) => Ok(FrameOutcome::Published(message_id)),
+    Ok(Outgoing {
+        routing_key: &route.meta,
+        body,
+        properties,
+        message_id,
+        span,
+    })
+}
+
+/// Publishes `out` once, in its span.
+async fn send_frame<T: Transport>(transport: &T, exchange: &str, out: &Outgoing<'_>) -> Result<()> {
+    let publication = Publication::new(exchange, out.routing_key, &out.body, &out.properties);
+    tracing::Instrument::instrument(transport.publish(publication), out.span.clone()).await
+}
+
+/// The outcome of publishing `out`: the errors that are the frame's (unroutable, refused as
+/// invalid) become outcomes; the rest are the broker's.
+fn frame_sent(sent: Result<()>, out: Outgoing<'_>) -> Result<FrameOutcome> {
+    match sent {
+        Ok(()) => Ok(FrameOutcome::Published(out.message_id)),
         Err(e) if e.is_unroutable() => {
-            tracing::warn!(routing_key = %route.meta, "unroutable message skipped");
+            tracing::warn!(routing_key = %out.routing_key, "unroutable message skipped");
             Ok(FrameOutcome::Unroutable)
         }
         Err(e) if e.is_invalid_input() => {
@@ -386,6 +423,53 @@ async fn publish_frame<T: Transport>(
         }
         Err(e) => Err(e),
     }
+}
+
+/// Decodes one frame (COBS bytes, terminator removed) and publishes its JSON envelope once.
+async fn publish_frame<T: Transport>(
+    transport: &T,
+    exchange: &str,
+    routes: &Routes,
+    frame: &mut [u8],
+) -> Result<FrameOutcome> {
+    match decode_frame(exchange, routes, frame).await {
+        Ok(out) => frame_sent(send_frame(transport, exchange, &out).await, out),
+        Err(skipped) => Ok(skipped),
+    }
+}
+
+/// Decodes one frame consumed from a queue and publishes its JSON envelope until the broker
+/// confirms it, again with backoff while it fails for a passing reason (a nack, a lost
+/// connection during a failover), as the worker does with its follow-ups
+/// ([`repeat_follow_up`]). The frame is not given back meanwhile: on a quorum queue every
+/// return counts against the delivery limit, so a failover of a few seconds used to
+/// dead-letter good frames as `delivery-limit`. `Err` only when the transport is closed.
+async fn publish_frame_repeated<T: Transport>(
+    rt: &Runtime<T, FramePolicy>,
+    frame: &mut [u8],
+) -> Result<FrameOutcome> {
+    let p = &rt.policy;
+    let out = match decode_frame(&p.exchange, &p.routes, frame).await {
+        Ok(out) => out,
+        Err(skipped) => return Ok(skipped),
+    };
+    let unroutable = AtomicBool::new(false);
+    let publish = || async {
+        match send_frame(&*rt.transport, &p.exchange, &out).await {
+            // The frame's fault, not the broker's: not published again.
+            Err(e) if e.is_unroutable() => {
+                unroutable.store(true, Ordering::Relaxed);
+                Ok(())
+            }
+            sent => sent,
+        }
+    };
+    let sent = repeat_follow_up(&rt.counters, None, "frame's JSON envelope", publish).await;
+    if sent.is_ok() && unroutable.load(Ordering::Relaxed) {
+        tracing::warn!(routing_key = %out.routing_key, "unroutable message skipped");
+        return Ok(FrameOutcome::Unroutable);
+    }
+    frame_sent(sent, out)
 }
 
 /// A gateway consuming frames from a queue, started by [`Gateway::start`].
@@ -508,7 +592,7 @@ impl<T: Transport + 'static> Policy<T> for FramePolicy {
         if frame.last() == Some(&0) {
             frame.pop();
         }
-        let outcome = publish_frame(&*rt.transport, &p.exchange, &p.routes, &mut frame).await;
+        let outcome = publish_frame_repeated(&rt, &mut frame).await;
         let (reason, error) = match outcome {
             Ok(FrameOutcome::Published(_)) => {
                 bump(&p.counters.published);
@@ -532,8 +616,9 @@ impl<T: Transport + 'static> Policy<T> for FramePolicy {
                     "the JSON envelope was unroutable (no queue bound)".to_owned(),
                 )
             }
+            // The transport is closed: the frame goes back for the next consumer.
             Err(e) => {
-                tracing::warn!(error = %e, "publishing a frame failed; requeueing");
+                tracing::debug!(error = %e, "transport closed before the frame was published");
                 return requeue(&rt.counters, &delivery).await;
             }
         };

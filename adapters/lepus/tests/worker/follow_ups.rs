@@ -56,13 +56,33 @@ impl Fault {
     }
 }
 
-/// The in-process broker with faults on the retry copies and on the dead letters.
+/// The in-process broker with faults on the retry copies, on the dead letters and on the
+/// publishes to the exchange [`FAULTY_EXCHANGE`].
 struct Faulty {
     inner: InProcessBroker,
     retry_copy: Fault,
     dead_letter: Fault,
+    publish: Fault,
     retry_calls: AtomicU32,
     dead_calls: AtomicU32,
+    publish_calls: AtomicU32,
+}
+
+/// The exchange whose publishes [`Faulty::publish`] fails.
+const FAULTY_EXCHANGE: &str = "site";
+
+impl Faulty {
+    fn new(retry_copy: Fault, dead_letter: Fault, publish: Fault) -> Self {
+        Faulty {
+            inner: InProcessBroker::new(),
+            retry_copy,
+            dead_letter,
+            publish,
+            retry_calls: AtomicU32::new(0),
+            dead_calls: AtomicU32::new(0),
+            publish_calls: AtomicU32::new(0),
+        }
+    }
 }
 
 impl Transport for Faulty {
@@ -75,6 +95,11 @@ impl Transport for Faulty {
         self.inner.declare_queue(spec).await
     }
     async fn publish(&self, publication: Publication<'_>) -> lepus::Result<()> {
+        if publication.exchange == FAULTY_EXCHANGE {
+            if let Some(e) = self.publish.apply(&self.publish_calls) {
+                return Err(e);
+            }
+        }
         self.inner.publish(publication).await
     }
     async fn publish_batch(
@@ -198,13 +223,7 @@ async fn no_handler_runs_again_sooner_than_its_policy() {
         },
     ];
     for (i, row) in rows.iter().enumerate() {
-        let t = Arc::new(Faulty {
-            inner: InProcessBroker::new(),
-            retry_copy: row.retry_copy,
-            dead_letter: row.dead_letter,
-            retry_calls: AtomicU32::new(0),
-            dead_calls: AtomicU32::new(0),
-        });
+        let t = Arc::new(Faulty::new(row.retry_copy, row.dead_letter, Fault::None));
         let runs: Arc<Mutex<Vec<Instant>>> = Arc::default();
         let seen = Arc::clone(&runs);
         let registry = Registry::new().with(move |m: Flaky, _ctx: Context| {
@@ -262,13 +281,7 @@ async fn no_handler_runs_again_sooner_than_its_policy() {
 /// and read it a second time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gateway_publishes_an_unconfirmed_dead_letter_again() {
-    let t = Arc::new(Faulty {
-        inner: InProcessBroker::new(),
-        retry_copy: Fault::None,
-        dead_letter: Fault::FailFirst(2),
-        retry_calls: AtomicU32::new(0),
-        dead_calls: AtomicU32::new(0),
-    });
+    let t = Arc::new(Faulty::new(Fault::None, Fault::FailFirst(2), Fault::None));
     t.declare_exchange("site").await.unwrap();
     let frames = QueueSpec::new("gateway-dead-frames", "devices").bind("frames.#");
     let gateway = Gateway::new(Arc::clone(&t), "site");
@@ -299,6 +312,72 @@ async fn gateway_publishes_an_unconfirmed_dead_letter_again() {
     assert_eq!(stats.dead_lettered, 1, "{stats:?}");
 }
 
+/// A reading a device sends through the gateway in the test below.
+#[derive(Debug, Clone, Serialize, Deserialize, lepus::Message)]
+#[lepus(type = "LepusTestGatewayReading", routing_key = "sensors.reading")]
+struct Reading {
+    millivolts: u32,
+}
+
+/// A frame whose JSON envelope the broker does not confirm three times (a nack, as during a
+/// failover): the gateway publishes the envelope again with backoff while the frame stays
+/// unacked. It used to give the frame back each time; on a quorum queue each return counts
+/// as a delivery, and in the cluster's node-kill scenario thousands of good frames ended in
+/// `<queue>.dead` as `delivery-limit`. Here the frames queue allows 2 deliveries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_publishes_an_unconfirmed_envelope_again_without_giving_the_frame_back() {
+    use lepus::core::envelope::{encode_postcard_cobs, Envelope, Metadata};
+    let t = Arc::new(Faulty::new(Fault::None, Fault::None, Fault::FailFirst(3)));
+    t.declare_exchange(FAULTY_EXCHANGE).await.unwrap();
+    let readings = QueueSpec::new("gateway-again-readings", FAULTY_EXCHANGE).bind("sensors.#");
+    t.declare_queue(&readings).await.unwrap();
+    let frames = QueueSpec::new("gateway-again-frames", "devices")
+        .bind("frames.#")
+        .delivery_limit(2);
+    let mut gateway = Gateway::new(Arc::clone(&t), FAULTY_EXCHANGE);
+    gateway.register::<Reading>();
+    let handle = gateway
+        .start(frames.clone(), ConsumerConfig::default())
+        .await
+        .unwrap();
+    let envelope = Envelope {
+        payload: Reading { millivolts: 3300 },
+        metadata: Metadata::new("LepusTestGatewayReading"),
+    };
+    let mut buf = [0u8; 64];
+    let n = encode_postcard_cobs(&envelope, &mut buf).unwrap();
+    t.inner
+        .publish(Publication::new(
+            "devices",
+            "frames.x",
+            &buf[..n],
+            &Properties::default(),
+        ))
+        .await
+        .unwrap();
+    let mut sub = t.inner.consume(&readings.name, 10).await.unwrap();
+    let delivery = tokio::time::timeout(Duration::from_secs(5), sub.next())
+        .await
+        .expect("the reading is published within 5 s")
+        .expect("not ended")
+        .expect("no error");
+    let body: serde_json::Value = serde_json::from_slice(&delivery.body).unwrap();
+    assert_eq!(body["payload"]["millivolts"], 3300);
+    // Anything given back would be read (and published or dead-lettered) again in this wait.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let stats = handle.shutdown().await.unwrap();
+    assert_eq!(
+        t.publish_calls.load(Ordering::SeqCst),
+        4,
+        "three nacks, then confirmed"
+    );
+    assert_eq!(stats.frames, 1, "the frame was read once: {stats:?}");
+    assert_eq!(stats.published, 1, "{stats:?}");
+    assert_eq!(stats.dead_lettered, 0, "{stats:?}");
+    let dead = drain(&t.inner, &format!("{}.dead", frames.name), 200).await;
+    assert_eq!(dead, 0, "no dead letter");
+}
+
 /// A request for the RPC server, refused as oversized in the test below.
 #[derive(Debug, Clone, Serialize, Deserialize, lepus::Message, lepus::Request)]
 #[lepus(type = "LepusTestDeadAgain", routing_key = "rpc.dead-again", reply = String)]
@@ -312,13 +391,7 @@ struct DeadAgain {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rpc_server_publishes_an_unconfirmed_dead_letter_again() {
     use lepus::rpc::{RpcServer, RpcServerConfig};
-    let t = Arc::new(Faulty {
-        inner: InProcessBroker::new(),
-        retry_copy: Fault::None,
-        dead_letter: Fault::FailFirst(1),
-        retry_calls: AtomicU32::new(0),
-        dead_calls: AtomicU32::new(0),
-    });
+    let t = Arc::new(Faulty::new(Fault::None, Fault::FailFirst(1), Fault::None));
     let config = RpcServerConfig::new("rpc-dead-again", "rpc-dead-again.x")
         .bind("rpc.#")
         .max_body(256);
