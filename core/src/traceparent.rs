@@ -90,17 +90,37 @@ const fn hex_value(c: u8) -> Option<u8> {
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
-/// Reads `2 * N` lowercase hex digits into `N` bytes.
+/// The value of each byte as a lowercase hex digit; `0xff` for any other byte.
+const HEX_VALUE: [u8; 256] = {
+    let mut table = [0xff; 256];
+    let mut c = 0;
+    while c < 256 {
+        if let Some(v) = hex_value(c as u8) {
+            table[c] = v;
+        }
+        c += 1;
+    }
+    table
+};
+
+/// Reads `2 * N` lowercase hex digits into `N` bytes: a table lookup per digit, one check at
+/// the end (a non-digit's `0xff` sets bits that no digit's value has).
 fn read_hex<const N: usize>(text: &[u8]) -> Result<[u8; N], TraceParentError> {
     let mut out = [0u8; N];
     if text.len() != 2 * N {
         return Err(TraceParentError::WrongLength);
     }
+    let mut seen = 0u8;
     for (byte, pair) in out.iter_mut().zip(text.chunks_exact(2)) {
-        let (Some(hi), Some(lo)) = (hex_value(pair[0]), hex_value(pair[1])) else {
-            return Err(TraceParentError::NotLowercaseHex);
-        };
+        let (hi, lo) = (
+            HEX_VALUE[usize::from(pair[0])],
+            HEX_VALUE[usize::from(pair[1])],
+        );
+        seen |= hi | lo;
         *byte = hi << 4 | lo;
+    }
+    if seen > 0x0f {
+        return Err(TraceParentError::NotLowercaseHex);
     }
     Ok(out)
 }
@@ -271,6 +291,35 @@ mod tests {
         assert_eq!(tp.write(&mut out), GOOD);
         let mut id = [0u8; 32];
         assert_eq!(tp.trace_id.write_hex(&mut id), &GOOD[3..35]);
+    }
+
+    /// Every byte in every position of a span id: read as its digit's value when it is a
+    /// lowercase hex digit, refused otherwise (the lookup table against `hex_value`).
+    #[test]
+    fn every_byte_in_every_position_of_a_hex_field() {
+        for position in 0..16 {
+            for b in 0..=255u8 {
+                let mut text = *b"00f067aa0ba902b7";
+                text[position] = b;
+                let read = read_hex::<8>(&text);
+                match hex_value(b) {
+                    Some(v) => {
+                        let byte = read.expect("valid digits")[position / 2];
+                        let digit = if position % 2 == 0 {
+                            byte >> 4
+                        } else {
+                            byte & 0x0f
+                        };
+                        assert_eq!(digit, v, "byte {b:#04x} at {position}");
+                    }
+                    None => assert_eq!(
+                        read,
+                        Err(TraceParentError::NotLowercaseHex),
+                        "byte {b:#04x} at {position}"
+                    ),
+                }
+            }
+        }
     }
 
     #[test]

@@ -119,9 +119,10 @@ impl ConfirmPublisher {
         })
     }
 
-    /// Publishes one [`Publication`] and waits for its confirmation.
-    pub async fn send(&self, publication: Publication<'_>) -> Result<()> {
-        let prepared = self.prepare(&publication)?;
+    /// Publishes one [`Publication`] and waits for its confirmation. `message_id` is the id
+    /// sent when the properties have none (a new one when it is `None` too).
+    pub async fn send(&self, publication: Publication<'_>, message_id: Option<&str>) -> Result<()> {
+        let prepared = self.prepare(&publication, message_id)?;
         let span = tracing::debug_span!(
             "publish",
             message_id = %prepared.message_id,
@@ -145,7 +146,7 @@ impl ConfirmPublisher {
     pub async fn publish_batch(&self, batch: &[Publication<'_>]) -> Result<Vec<Result<()>>> {
         let prepared = batch
             .iter()
-            .map(|p| self.prepare(p))
+            .map(|p| self.prepare(p, None))
             .collect::<Result<Vec<_>>>()?;
         let channel = self.channel().await?;
         // Every publish starts (lapin numbers it and queues its frames) before any write is
@@ -179,14 +180,15 @@ impl ConfirmPublisher {
         Ok(outcomes)
     }
 
-    fn prepare(&self, p: &Publication<'_>) -> Result<Prepared> {
+    fn prepare(&self, p: &Publication<'_>, message_id: Option<&str>) -> Result<Prepared> {
         check_target_exchange(p.exchange)?;
         check_routing_key(p.routing_key)?;
         check_payload(p.body.len(), p.body_limit(self.max_payload))?;
         p.properties.validate()?;
-        let message_id = match &p.properties.message_id {
-            Some(id) => id.clone(),
-            None => new_message_id(),
+        let message_id = match (&p.properties.message_id, message_id) {
+            (Some(id), _) => id.clone(),
+            (None, Some(id)) => id.to_owned(),
+            (None, None) => new_message_id(),
         };
         let timestamp = p.properties.timestamp.unwrap_or_else(now_seconds);
         Ok(Prepared {

@@ -105,7 +105,7 @@ impl RequestSender for AmqpRequestSender {
     async fn publish(&self, publication: Publication<'_>) -> Result<()> {
         // lapin may leave a confirmation pending on a connection that is gone.
         tokio::select! {
-            outcome = self.publisher.send(publication) => outcome,
+            outcome = self.publisher.send(publication, None) => outcome,
             () = self.session.closed() => Err(Error::new(ErrorKind::ConnectionLost)
                 .context("connection lost before the RPC request was confirmed")),
         }

@@ -122,26 +122,18 @@ impl AmqpTransport {
     /// Publishes once per session until confirmed, refused, or past the send timeout; a
     /// publish interrupted by a lost connection is sent again after reconnecting.
     async fn send(&self, publication: Publication<'_>) -> Result<()> {
-        // The same message id on every attempt, so that a duplicate can be recognised.
-        let with_id;
-        let publication = if publication.properties.message_id.is_none() {
-            with_id = publication
-                .properties
-                .clone()
-                .with_message_id(new_message_id());
-            Publication {
-                properties: &with_id,
-                ..publication
-            }
-        } else {
-            publication
+        // The same message id on every attempt, so that a duplicate can be recognised (given
+        // beside the properties: cloning them to set it cost a copy of every header).
+        let id = match publication.properties.message_id {
+            Some(_) => None,
+            None => Some(new_message_id()),
         };
         let deadline = self.deadline();
         loop {
             let session = self.sup.session(Some(deadline)).await?;
             let attempt = async {
                 tokio::select! {
-                    outcome = session.publisher.send(publication) => Some(outcome),
+                    outcome = session.publisher.send(publication, id.as_deref()) => Some(outcome),
                     () = session.closed() => None,
                 }
             };
