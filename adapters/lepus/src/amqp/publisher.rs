@@ -53,9 +53,17 @@ impl ConfirmChannel {
     }
 
     /// Sends one prepared publication; the receiver yields its settled outcome.
-    async fn send(&self, p: &Prepared, body: &[u8]) -> Result<oneshot::Receiver<Result<()>>> {
+    async fn send(
+        &self,
+        frames: Frames,
+        message_id: &str,
+        body: &[u8],
+    ) -> Result<oneshot::Receiver<Result<()>>> {
         self.confirms
-            .publish(p.message_id.clone(), send_frames(&self.channel, p, body))
+            .publish(
+                message_id.to_owned(),
+                send_frames(&self.channel, frames, body),
+            )
             .await
     }
 }
@@ -69,10 +77,16 @@ async fn settled(outcome: oneshot::Receiver<Result<()>>) -> Result<()> {
 
 /// A publication checked and converted, ready to send.
 struct Prepared {
+    frames: Frames,
+    message_id: String,
+}
+
+/// What lapin's `basic_publish` takes, moved into it (not cloned: the names and the
+/// properties are allocations of their own).
+struct Frames {
     exchange: ShortString,
     routing_key: ShortString,
     properties: BasicProperties,
-    message_id: String,
     mandatory: bool,
 }
 
@@ -129,13 +143,14 @@ impl ConfirmPublisher {
             exchange = publication.exchange,
             routing_key = publication.routing_key,
         );
+        let Prepared { frames, message_id } = prepared;
         async {
             let channel = self.channel().await?;
-            let outcome = match channel.send(&prepared, publication.body).await {
+            let outcome = match channel.send(frames, &message_id, publication.body).await {
                 Ok(outcome) => settled(outcome).await,
                 Err(e) => Err(e),
             };
-            outcome.map_err(|e| e.context(describe(&publication, &prepared)))
+            outcome.map_err(|e| e.context(describe(&publication, &message_id)))
         }
         .instrument(span)
         .await
@@ -151,10 +166,17 @@ impl ConfirmPublisher {
         let channel = self.channel().await?;
         // Every publish starts (lapin numbers it and queues its frames) before any write is
         // awaited, so the batch goes out in one stream instead of one I/O round per message.
+        let mut ids = Vec::with_capacity(prepared.len());
+        let mut all_frames = Vec::with_capacity(prepared.len());
+        for Prepared { frames, message_id } in prepared {
+            ids.push(message_id);
+            all_frames.push(frames);
+        }
         let mut sends: Vec<_> = batch
             .iter()
-            .zip(&prepared)
-            .map(|(publication, prepared)| Box::pin(channel.send(prepared, publication.body)))
+            .zip(all_frames)
+            .zip(&ids)
+            .map(|((publication, frames), id)| Box::pin(channel.send(frames, id, publication.body)))
             .collect();
         let mut started = Vec::with_capacity(sends.len());
         for send in &mut sends {
@@ -170,12 +192,12 @@ impl ConfirmPublisher {
             });
         }
         let mut outcomes = Vec::with_capacity(batch.len());
-        for ((sent, publication), prepared) in pending.into_iter().zip(batch).zip(&prepared) {
+        for ((sent, publication), id) in pending.into_iter().zip(batch).zip(&ids) {
             let outcome = match sent {
                 Ok(outcome) => settled(outcome).await,
                 Err(e) => Err(e),
             };
-            outcomes.push(outcome.map_err(|e| e.context(describe(publication, prepared))));
+            outcomes.push(outcome.map_err(|e| e.context(describe(publication, id))));
         }
         Ok(outcomes)
     }
@@ -192,11 +214,13 @@ impl ConfirmPublisher {
         };
         let timestamp = p.properties.timestamp.unwrap_or_else(now_seconds);
         Ok(Prepared {
-            exchange: short_name(NameKind::Exchange, p.exchange)?,
-            routing_key: short_name(NameKind::RoutingKey, p.routing_key)?,
-            properties: to_amqp(p.properties, &message_id, timestamp)?,
+            frames: Frames {
+                exchange: short_name(NameKind::Exchange, p.exchange)?,
+                routing_key: short_name(NameKind::RoutingKey, p.routing_key)?,
+                properties: to_amqp(p.properties, &message_id, timestamp)?,
+                mandatory: p.mandatory,
+            },
             message_id,
-            mandatory: p.mandatory,
         })
     }
 
@@ -246,25 +270,25 @@ async fn confirm_channel(connection: &Connection, channels: &OpenChannels) -> Re
     Ok(channel)
 }
 
-async fn send_frames(channel: &Channel, p: &Prepared, body: &[u8]) -> Result<PublisherConfirm> {
+async fn send_frames(channel: &Channel, frames: Frames, body: &[u8]) -> Result<PublisherConfirm> {
     channel
         .basic_publish(
-            p.exchange.clone(),
-            p.routing_key.clone(),
+            frames.exchange,
+            frames.routing_key,
             BasicPublishOptions {
-                mandatory: p.mandatory,
+                mandatory: frames.mandatory,
                 immediate: false,
             },
             body,
-            p.properties.clone(),
+            frames.properties,
         )
         .await
         .map_err(Error::from_lapin)
 }
 
-fn describe(p: &Publication<'_>, prepared: &Prepared) -> String {
+fn describe(p: &Publication<'_>, message_id: &str) -> String {
     format!(
-        "publish of message {} to exchange {:?} with routing key {:?}",
-        prepared.message_id, p.exchange, p.routing_key
+        "publish of message {message_id} to exchange {:?} with routing key {:?}",
+        p.exchange, p.routing_key
     )
 }
