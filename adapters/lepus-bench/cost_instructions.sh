@@ -26,7 +26,7 @@ bench="$target/release/bench"
 rows=("$@")
 if [ ${#rows[@]} -eq 0 ]; then
     rows=(raw-task raw-all publish publish-batch send send-batch
-          raw-multi raw-each worker worker-events subscription-multi)
+          raw-multi raw-each worker worker-raw worker-events subscription-multi)
 fi
 # KEEP=DIR keeps the callgrind files there (for `callgrind_annotate --inclusive=yes`).
 if [ -n "${KEEP:-}" ]; then
@@ -40,7 +40,7 @@ fi
 count() { # row n -> instructions of the whole client run
     local row=$1 n=$2
     case $row in
-        raw-multi|raw-each|worker|worker-events|subscription-multi)
+        raw-multi|raw-each|worker|worker-raw|worker-events|subscription-multi)
             # shellcheck disable=SC2086
             "$bench" --only cost --fill "$n" $BENCH_ARGS >/dev/null ;;
     esac

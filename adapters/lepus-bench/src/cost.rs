@@ -10,7 +10,9 @@
 //! - consume (a queue filled before the row with typed messages of `--size` bytes of payload,
 //!   256 by default; prefetch 500): `raw-multi` (raw lapin acking with `multiple` every 50),
 //!   `raw-each` (raw lapin acking each), `worker` (a `Worker` with a no-op handler; its acks
-//!   batched by core's `AckWindow`), `worker-events` (the same with `lepus::events` on),
+//!   batched by core's `AckWindow`), `worker-raw` (the same handler registered with
+//!   `Registry::register_raw`: the payload handed over undecoded), `worker-events` (the
+//!   `worker` row with `lepus::events` on),
 //!   `subscription-multi` (`Transport::consume`, `ack_multiple` every 50).
 //!
 //! For each row: wall time and **client CPU per message** (`getrusage(RUSAGE_SELF)`, user +
@@ -56,10 +58,11 @@ const PUBLISH_ROWS: [&str; 6] = [
     "send",
     "send-batch",
 ];
-const CONSUME_ROWS: [&str; 5] = [
+const CONSUME_ROWS: [&str; 6] = [
     "raw-multi",
     "raw-each",
     "worker",
+    "worker-raw",
     "worker-events",
     "subscription-multi",
 ];
@@ -172,6 +175,10 @@ impl Bench {
                 .await
                 .map(|()| None)?,
             "worker" => Some(typed::worker_consume(t, self.worker.clone(), n).await?),
+            "worker-raw" => {
+                let config = self.worker.clone();
+                Some(typed::worker_consume_as(t, config, n, typed::Decode::Raw).await?)
+            }
             "worker-events" => {
                 let config = self.worker.clone().events(self.events.clone());
                 Some(typed::worker_consume(t, config, n).await?)

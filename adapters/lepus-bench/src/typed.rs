@@ -138,18 +138,43 @@ pub async fn worker_consume(
     config: WorkerConfig,
     n: usize,
 ) -> Result<Duration, BoxError> {
+    worker_consume_as(t, config, n, Decode::Typed).await
+}
+
+/// How the worker bench's handler takes its payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decode {
+    /// Decoded into `WorkerMsg` by serde (`Registry::register`).
+    Typed,
+    /// Undecoded, as its JSON text (`Registry::register_raw`).
+    Raw,
+}
+
+/// [`worker_consume`] with the handler taking its payload as `decode` says.
+pub async fn worker_consume_as(
+    t: &Arc<AmqpTransport>,
+    config: WorkerConfig,
+    n: usize,
+    decode: Decode,
+) -> Result<Duration, BoxError> {
     let handled = Arc::new(AtomicU64::new(0));
     let done = Arc::new(tokio::sync::Notify::new());
     let (h, d) = (Arc::clone(&handled), Arc::clone(&done));
-    let registry = Registry::new().with(move |_: WorkerMsg, _| {
-        let (h, d) = (Arc::clone(&h), Arc::clone(&d));
-        async move {
-            if h.fetch_add(1, Ordering::Relaxed) + 1 == n as u64 {
-                d.notify_one();
-            }
-            Ok(())
+    let count = move || {
+        if h.fetch_add(1, Ordering::Relaxed) + 1 == n as u64 {
+            d.notify_one();
         }
-    });
+    };
+    let registry = match decode {
+        Decode::Typed => Registry::new().with(move |_: WorkerMsg, _| {
+            count();
+            async { Ok(()) }
+        }),
+        Decode::Raw => Registry::new().with_raw::<WorkerMsg, _, _>(move |_, _| {
+            count();
+            async { Ok(()) }
+        }),
+    };
     let started = Instant::now();
     let handle = Worker::new(Arc::clone(t), config, registry).start().await?;
     tokio::time::timeout(Duration::from_secs(120), done.notified()).await?;

@@ -109,6 +109,45 @@ pub struct Context {
     pub reply_to: Option<String>,
 }
 
+/// A message's payload as the JSON text it arrived in, undecoded: what a handler registered
+/// with [`crate::Registry::register_raw`] is given. The envelope around it was read and
+/// checked as for any handler (type, retry fields, nesting depth); the payload's bytes are
+/// exactly the envelope's `payload` value, copied once out of the delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawPayload {
+    bytes: Vec<u8>,
+}
+
+impl RawPayload {
+    /// The payload's JSON text, as bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// The payload's JSON text, as bytes, owned.
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.bytes
+    }
+
+    /// The payload's JSON text.
+    ///
+    /// # Errors
+    /// The bytes are not UTF-8 (they are not checked before this call).
+    pub fn as_str(&self) -> Result<&str, core::str::Utf8Error> {
+        core::str::from_utf8(&self.bytes)
+    }
+
+    /// Decodes the payload into `P` with serde_json, as a typed handler's payload is decoded.
+    ///
+    /// # Errors
+    /// A [rejected](HandlerErrorKind::Rejected) error when it does not decode (the message is
+    /// then dead-lettered if the handler returns it).
+    pub fn decode<P: DeserializeOwned>(&self) -> Result<P, HandlerError> {
+        decode_payload(&self.bytes)
+            .map_err(|e| HandlerError::rejected(format!("payload does not decode: {e}")))
+    }
+}
+
 /// The future a handler returns, boxed.
 pub(crate) type HandlerFuture<O> = Pin<Box<dyn Future<Output = Result<O, HandlerError>> + Send>>;
 
@@ -183,6 +222,22 @@ impl<O: 'static, M> HandlerTable<O, M> {
                 start: Arc::new(start),
             },
         );
+    }
+
+    /// Registers `handler` under `type_name`, given the payload undecoded ([`RawPayload`]).
+    pub(crate) fn insert_raw<F, Fut>(&mut self, type_name: &'static str, meta: M, handler: F)
+    where
+        F: Fn(RawPayload, Context) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<O, HandlerError>> + Send + 'static,
+    {
+        let handler = Arc::new(handler);
+        self.insert_start(type_name, meta, move |payload: &[u8], ctx: Context| {
+            let payload = RawPayload {
+                bytes: payload.to_vec(),
+            };
+            let handler = Arc::clone(&handler);
+            Ok(Box::pin(async move { handler(payload, ctx).await }) as HandlerFuture<O>)
+        });
     }
 
     /// Registers a handler that decodes its payload itself (`start`), under `type_name`.

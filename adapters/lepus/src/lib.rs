@@ -112,7 +112,7 @@ pub use consumer::{ConsumerConfig, ConsumerStats};
 pub use delay::Delay;
 pub use delivery::{Acknowledge, Delivery, SettleFuture, Settlement};
 pub use error::{Error, ErrorKind, NameKind, NameProblem, Result};
-pub use handlers::{Context, HandlerError, HandlerErrorKind};
+pub use handlers::{Context, HandlerError, HandlerErrorKind, RawPayload};
 pub use host::{Host, HostReport, Service};
 pub use inprocess::{InProcessBroker, InProcessLease, InProcessSubscription};
 pub use ledger::{BrokerLease, LedgerLease, ScheduleLedger};

@@ -32,7 +32,7 @@ use std::collections::HashMap;
 use crate::core::envelope::Text;
 use crate::core::retry::RetryMetadata;
 use crate::error::Result;
-use crate::handlers::{Context, Entry, HandlerError, HandlerTable};
+use crate::handlers::{Context, Entry, HandlerError, HandlerTable, RawPayload};
 use crate::limits::Limits;
 use crate::message::Message;
 
@@ -61,6 +61,41 @@ impl Registry {
     {
         let policy = M::retry_policy().into_metadata();
         self.table.insert(M::TYPE, policy, handler, Ok);
+        let declared = M::limits();
+        if !declared.is_unlimited() {
+            self.limits.entry(M::TYPE).or_insert(declared);
+        }
+        self
+    }
+
+    /// Registers `handler` for messages of type `M` (by [`Message::TYPE`]) given their
+    /// payload undecoded, as the JSON text it arrived in ([`RawPayload`]), replacing an earlier
+    /// handler of the same type. For handlers that forward the payload, decode it with
+    /// something other than serde, or read only part of it: a large payload is then never
+    /// decoded into a value. Everything else is as for [`Registry::register`]: the envelope
+    /// is read and checked, `M`'s retry policy and limits apply.
+    ///
+    /// ```
+    /// # use lepus::{Message, RawPayload, Registry};
+    /// # #[derive(serde::Serialize, serde::Deserialize, Message)]
+    /// # #[lepus(routing_key = "archive.store")]
+    /// # struct StoreDocument { body: String }
+    /// let mut registry = Registry::new();
+    /// registry.register_raw::<StoreDocument, _, _>(|payload: RawPayload, _ctx| async move {
+    ///     let json: &[u8] = payload.as_bytes(); // e.g. written to object storage as it is
+    ///     assert!(json.starts_with(b"{"));
+    ///     Ok(())
+    /// });
+    /// assert!(registry.contains("StoreDocument"));
+    /// ```
+    pub fn register_raw<M, F, Fut>(&mut self, handler: F) -> &mut Self
+    where
+        M: Message,
+        F: Fn(RawPayload, Context) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), HandlerError>> + Send + 'static,
+    {
+        let policy = M::retry_policy().into_metadata();
+        self.table.insert_raw(M::TYPE, policy, handler);
         let declared = M::limits();
         if !declared.is_unlimited() {
             self.limits.entry(M::TYPE).or_insert(declared);
@@ -129,6 +164,18 @@ impl Registry {
         Fut: Future<Output = Result<(), HandlerError>> + Send + 'static,
     {
         self.register(handler);
+        self
+    }
+
+    /// Builder form of [`Registry::register_raw`].
+    #[must_use]
+    pub fn with_raw<M, F, Fut>(mut self, handler: F) -> Self
+    where
+        M: Message,
+        F: Fn(RawPayload, Context) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), HandlerError>> + Send + 'static,
+    {
+        self.register_raw::<M, F, Fut>(handler);
         self
     }
 

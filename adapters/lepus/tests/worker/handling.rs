@@ -302,3 +302,77 @@ async fn inprocess_panic_retried_and_worker_keeps_running() {
     let t = lepus::InProcessBroker::new();
     panic_retried_and_worker_keeps_running(Arc::new(t), "w-panic-local").await;
 }
+
+/// A handler registered with `register_raw` gets the payload's JSON text byte for byte (the
+/// spacing and escapes as the producer wrote them), and the type's retry policy still applies:
+/// a transient failure is retried and the second attempt sees the same bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inprocess_raw_handler_gets_the_payload_text_and_is_retried() {
+    use lepus::{Properties, RawPayload};
+    use std::sync::Mutex;
+    let t = Arc::new(lepus::InProcessBroker::new());
+    let seen: Arc<Mutex<Vec<(u32, Vec<u8>, Job)>>> = Arc::default();
+    let log = Arc::clone(&seen);
+    let registry = Registry::new().with_raw::<Job, _, _>(move |payload: RawPayload, ctx| {
+        let log = Arc::clone(&log);
+        async move {
+            let job: Job = payload.decode()?;
+            log.lock()
+                .unwrap()
+                .push((ctx.attempt, payload.into_bytes(), job));
+            if ctx.attempt == 1 {
+                return Err(HandlerError::transient("first attempt fails"));
+            }
+            Ok(())
+        }
+    });
+    let worker = Worker::new(Arc::clone(&t), config("w-raw-local"), registry);
+    let spec = worker.queue_spec();
+    let handle = worker.start().await.unwrap();
+    let payload = r#"{ "n" : 5,"note":"a \"quoted\" \u00e9" }"#;
+    let body = format!(r#"{{"payload":{payload},"metadata":{{"className":"LepusTestJob"}}}}"#);
+    publish_raw(&*t, &spec.exchange, body.as_bytes(), &Properties::default()).await;
+    let until = Instant::now() + Duration::from_secs(5);
+    while seen.lock().unwrap().len() < 2 && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let stats = handle.shutdown().await.unwrap();
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 2, "the first attempt and its retry: {seen:?}");
+    let expected = Job {
+        n: 5,
+        note: "a \"quoted\" é".into(),
+    };
+    for (i, (attempt, bytes, job)) in seen.iter().enumerate() {
+        assert_eq!(*attempt, i as u32 + 1);
+        assert_eq!(bytes.as_slice(), payload.as_bytes(), "attempt {attempt}");
+        assert_eq!(job, &expected);
+    }
+    assert_eq!(stats.succeeded, 1, "{stats:?}");
+    assert_eq!(stats.retried, 1, "{stats:?}");
+    cleanup(&*t, &spec).await;
+}
+
+/// A raw handler's `decode` into a type the payload does not fit is a rejection: the message
+/// is dead-lettered at once, with the decode error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inprocess_raw_handler_decode_failure_is_dead_lettered() {
+    use lepus::{Properties, RawPayload};
+    let t = Arc::new(lepus::InProcessBroker::new());
+    let registry = Registry::new().with_raw::<Job, _, _>(|payload: RawPayload, _ctx| async move {
+        payload.decode::<Job>()?;
+        Ok(())
+    });
+    let worker = Worker::new(Arc::clone(&t), config("w-raw-bad-local"), registry);
+    let spec = worker.queue_spec();
+    let handle = worker.start().await.unwrap();
+    let body = br#"{"payload":{"n":"five"},"metadata":{"className":"LepusTestJob"}}"#;
+    publish_raw(&*t, &spec.exchange, body, &Properties::default()).await;
+    let dead = dead_letters(&*t, &spec.name, 1, 5_000).await;
+    handle.shutdown().await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(header_str(&dead[0], HEADER_REASON), Some("rejected"));
+    let error = header_str(&dead[0], HEADER_ERROR).unwrap_or_default();
+    assert!(error.contains("payload does not decode"), "{error}");
+    cleanup(&*t, &spec).await;
+}
