@@ -356,7 +356,7 @@ async fn decode_frame<'r>(
         correlation_id: correlation_id.clone(),
         reply_to: response_queue.clone(),
     };
-    let json = match route.start(raw.payload, ctx) {
+    let json = match route.start(raw.payload, None, ctx) {
         Ok(transcoded) => match transcoded.await {
             Ok(json) => json,
             Err(_) => return Err(FrameOutcome::Corrupt(FrameError::Payload)),

@@ -22,6 +22,7 @@ use serde::de::DeserializeOwned;
 use crate::catch_unwind::panic_message;
 use crate::core::envelope::Text;
 use crate::core::retry::Outcome;
+use crate::delivery::Delivery;
 
 /// Why a handler failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -112,21 +113,54 @@ pub struct Context {
 /// A message's payload as the JSON text it arrived in, undecoded: what a handler registered
 /// with [`crate::Registry::register_raw`] is given. The envelope around it was read and
 /// checked as for any handler (type, retry fields, nesting depth); the payload's bytes are
-/// exactly the envelope's `payload` value, copied once out of the delivery.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// exactly the envelope's `payload` value, not copied: they stay in the delivery's body,
+/// which the payload keeps alive.
+#[derive(Clone)]
 pub struct RawPayload {
-    bytes: Vec<u8>,
+    bytes: PayloadBytes,
+}
+
+/// Where a [`RawPayload`]'s bytes are.
+#[derive(Clone)]
+enum PayloadBytes {
+    /// A span of a delivery's body.
+    InDelivery {
+        delivery: Arc<Delivery>,
+        span: core::ops::Range<usize>,
+    },
+    /// A copy (a payload from elsewhere than a delivery's body).
+    Owned(Vec<u8>),
 }
 
 impl RawPayload {
-    /// The payload's JSON text, as bytes.
-    pub fn as_bytes(&self) -> &[u8] {
-        &self.bytes
+    /// The payload `bytes`, kept in `delivery`'s body when they are a span of it, else copied.
+    fn new(bytes: &[u8], delivery: Option<&Arc<Delivery>>) -> Self {
+        let bytes = match delivery.and_then(|d| span_in(&d.body, bytes).map(|s| (d, s))) {
+            Some((delivery, span)) => PayloadBytes::InDelivery {
+                delivery: Arc::clone(delivery),
+                span,
+            },
+            None => PayloadBytes::Owned(bytes.to_vec()),
+        };
+        RawPayload { bytes }
     }
 
-    /// The payload's JSON text, as bytes, owned.
+    /// The payload's JSON text, as bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        match &self.bytes {
+            PayloadBytes::InDelivery { delivery, span } => {
+                delivery.body.get(span.clone()).unwrap_or_default()
+            }
+            PayloadBytes::Owned(bytes) => bytes,
+        }
+    }
+
+    /// The payload's JSON text, as bytes, owned (a copy, unless the payload was one already).
     pub fn into_bytes(self) -> Vec<u8> {
-        self.bytes
+        match self.bytes {
+            PayloadBytes::Owned(bytes) => bytes,
+            in_delivery => RawPayload { bytes: in_delivery }.as_bytes().to_vec(),
+        }
     }
 
     /// The payload's JSON text.
@@ -134,7 +168,7 @@ impl RawPayload {
     /// # Errors
     /// The bytes are not UTF-8 (they are not checked before this call).
     pub fn as_str(&self) -> Result<&str, core::str::Utf8Error> {
-        core::str::from_utf8(&self.bytes)
+        core::str::from_utf8(self.as_bytes())
     }
 
     /// Decodes the payload into `P` with serde_json, as a typed handler's payload is decoded.
@@ -143,9 +177,33 @@ impl RawPayload {
     /// A [rejected](HandlerErrorKind::Rejected) error when it does not decode (the message is
     /// then dead-lettered if the handler returns it).
     pub fn decode<P: DeserializeOwned>(&self) -> Result<P, HandlerError> {
-        decode_payload(&self.bytes)
+        decode_payload(self.as_bytes())
             .map_err(|e| HandlerError::rejected(format!("payload does not decode: {e}")))
     }
+}
+
+impl fmt::Debug for RawPayload {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("RawPayload")
+            .field(&String::from_utf8_lossy(self.as_bytes()))
+            .finish()
+    }
+}
+
+impl PartialEq for RawPayload {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_bytes() == other.as_bytes()
+    }
+}
+
+impl Eq for RawPayload {}
+
+/// Where `part` lies in `whole`, when it is a span of it (the same bytes, not equal ones).
+fn span_in(whole: &[u8], part: &[u8]) -> Option<core::ops::Range<usize>> {
+    let start = (part.as_ptr() as usize).checked_sub(whole.as_ptr() as usize)?;
+    let end = start.checked_add(part.len())?;
+    let span = whole.get(start..end)?;
+    core::ptr::eq(span.as_ptr(), part.as_ptr()).then_some(start..end)
 }
 
 /// The future a handler returns, boxed.
@@ -155,20 +213,41 @@ pub(crate) type HandlerFuture<O> = Pin<Box<dyn Future<Output = Result<O, Handler
 /// error's text.
 type Start<O> = dyn Fn(&[u8], Context) -> Result<HandlerFuture<O>, String> + Send + Sync;
 
+/// Starts a handler that takes its payload undecoded.
+type RawStart<O> = dyn Fn(RawPayload, Context) -> HandlerFuture<O> + Send + Sync;
+
+/// How an entry starts its handler.
+enum Starter<O> {
+    /// From the payload's bytes (decoding them, or not).
+    Bytes(Arc<Start<O>>),
+    /// From a [`RawPayload`], kept in the delivery when there is one.
+    Raw(Arc<RawStart<O>>),
+}
+
 /// One registered type.
 pub(crate) struct Entry<O, M> {
     /// The wire type name.
     pub(crate) type_name: &'static str,
     /// What the service keeps beside the handler.
     pub(crate) meta: M,
-    start: Arc<Start<O>>,
+    start: Starter<O>,
 }
 
 impl<O, M> Entry<O, M> {
-    /// Decodes `payload` (exactly the envelope's payload bytes) and starts the handler. A
-    /// panic while decoding or starting (a user `Deserialize` impl) is an error, not a crash.
-    pub(crate) fn start(&self, payload: &[u8], ctx: Context) -> Result<HandlerFuture<O>, String> {
-        match std::panic::catch_unwind(AssertUnwindSafe(|| (self.start)(payload, ctx))) {
+    /// Decodes `payload` (exactly the envelope's payload bytes, a span of `delivery`'s body
+    /// when there is a delivery) and starts the handler. A panic while decoding or starting (a
+    /// user `Deserialize` impl) is an error, not a crash.
+    pub(crate) fn start(
+        &self,
+        payload: &[u8],
+        delivery: Option<&Arc<Delivery>>,
+        ctx: Context,
+    ) -> Result<HandlerFuture<O>, String> {
+        let started = std::panic::catch_unwind(AssertUnwindSafe(|| match &self.start {
+            Starter::Bytes(start) => start(payload, ctx),
+            Starter::Raw(start) => Ok(start(RawPayload::new(payload, delivery), ctx)),
+        }));
+        match started {
             Ok(started) => started,
             Err(panic) => Err(format!(
                 "decoding panicked: {}",
@@ -219,7 +298,7 @@ impl<O: 'static, M> HandlerTable<O, M> {
             Entry {
                 type_name,
                 meta,
-                start: Arc::new(start),
+                start: Starter::Bytes(Arc::new(start)),
             },
         );
     }
@@ -230,14 +309,17 @@ impl<O: 'static, M> HandlerTable<O, M> {
         F: Fn(RawPayload, Context) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<O, HandlerError>> + Send + 'static,
     {
-        let handler = Arc::new(handler);
-        self.insert_start(type_name, meta, move |payload: &[u8], ctx: Context| {
-            let payload = RawPayload {
-                bytes: payload.to_vec(),
-            };
-            let handler = Arc::clone(&handler);
-            Ok(Box::pin(async move { handler(payload, ctx).await }) as HandlerFuture<O>)
-        });
+        let start = move |payload: RawPayload, ctx: Context| -> HandlerFuture<O> {
+            Box::pin(handler(payload, ctx))
+        };
+        self.entries.insert(
+            type_name,
+            Entry {
+                type_name,
+                meta,
+                start: Starter::Raw(Arc::new(start)),
+            },
+        );
     }
 
     /// Registers a handler that decodes its payload itself (`start`), under `type_name`.
@@ -252,7 +334,7 @@ impl<O: 'static, M> HandlerTable<O, M> {
             Entry {
                 type_name,
                 meta,
-                start: Arc::new(start),
+                start: Starter::Bytes(Arc::new(start)),
             },
         );
     }
@@ -290,4 +372,50 @@ pub(crate) fn decode_payload<P: DeserializeOwned>(payload: &[u8]) -> Result<P, S
     let value = P::deserialize(&mut de).map_err(|e| e.to_string())?;
     de.end().map_err(|e| e.to_string())?;
     Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::delivery::{Acknowledge, SettleFuture, Settlement};
+
+    struct NoAcks;
+
+    impl Acknowledge for NoAcks {
+        fn settle(&self, _tag: u64, _settlement: Settlement) -> SettleFuture<'_> {
+            Box::pin(std::future::ready(Ok(true)))
+        }
+    }
+
+    /// A raw payload that is a span of the delivery's body keeps the body (no copy); equal
+    /// bytes from elsewhere, or no delivery, are copied.
+    #[test]
+    fn a_raw_payload_stays_in_its_delivery() {
+        let body = br#"{"payload":{"n":1},"metadata":{"className":"T"}}"#.to_vec();
+        let delivery = Arc::new(Delivery::new(body, 1, Arc::new(NoAcks)));
+        let payload = delivery.body.get(11..18).unwrap();
+        assert_eq!(payload, br#"{"n":1}"#);
+
+        let shared = RawPayload::new(payload, Some(&delivery));
+        assert!(
+            matches!(&shared.bytes, PayloadBytes::InDelivery { span, .. } if *span == (11..18))
+        );
+        assert_eq!(shared.as_bytes(), payload);
+        assert_eq!(
+            Arc::strong_count(&delivery),
+            2,
+            "the payload holds the delivery"
+        );
+
+        let elsewhere = payload.to_vec();
+        let copied = RawPayload::new(&elsewhere, Some(&delivery));
+        assert!(matches!(copied.bytes, PayloadBytes::Owned(_)));
+        assert_eq!(copied, shared, "equal bytes");
+        assert!(matches!(
+            RawPayload::new(payload, None).bytes,
+            PayloadBytes::Owned(_)
+        ));
+        assert_eq!(shared.into_bytes(), br#"{"n":1}"#);
+        assert_eq!(Arc::strong_count(&delivery), 1);
+    }
 }

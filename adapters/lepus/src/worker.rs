@@ -528,7 +528,7 @@ enum Follow {
 /// Checks, runs the handler, and performs a retry; returns what is left to do.
 async fn handle<T: Transport>(
     rt: &WorkerRuntime<T>,
-    delivery: &Delivery,
+    delivery: &Arc<Delivery>,
     redelivered: bool,
     slot: &mut Slot,
 ) -> Follow {
@@ -577,7 +577,7 @@ async fn handle<T: Transport>(
             .clone()
             .or_else(|| raw.metadata.response_queue.map(|t| t.to_string())),
     };
-    let future = match entry.start(raw.payload, ctx) {
+    let future = match entry.start(raw.payload, Some(delivery), ctx) {
         Ok(future) => future,
         Err(e) => {
             let error = format!("payload of {}: {e}", entry.type_name);

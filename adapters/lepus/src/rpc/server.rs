@@ -535,7 +535,7 @@ async fn answer<T: Transport>(
         correlation_id: address.correlation_id.clone(),
         reply_to: address.reply_to.clone(),
     };
-    let future = match entry.start(raw.payload, ctx) {
+    let future = match entry.start(raw.payload, None, ctx) {
         Ok(future) => future,
         Err(e) => return Answer::Error(RemoteErrorKind::Decode, e),
     };

@@ -311,7 +311,8 @@ async fn inprocess_raw_handler_gets_the_payload_text_and_is_retried() {
     use lepus::{Properties, RawPayload};
     use std::sync::Mutex;
     let t = Arc::new(lepus::InProcessBroker::new());
-    let seen: Arc<Mutex<Vec<(u32, Vec<u8>, Job)>>> = Arc::default();
+    type Attempt = (u32, Vec<u8>, Job);
+    let seen: Arc<Mutex<Vec<Attempt>>> = Arc::default();
     let log = Arc::clone(&seen);
     let registry = Registry::new().with_raw::<Job, _, _>(move |payload: RawPayload, ctx| {
         let log = Arc::clone(&log);
