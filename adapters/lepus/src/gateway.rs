@@ -25,9 +25,9 @@
 //!   graceful shutdown. A message is acked once its JSON envelope is confirmed; an envelope
 //!   the broker does not confirm (a nack, a failover) is published again with backoff while
 //!   the frame stays unacked, never given back to count against a quorum queue's delivery
-//!   limit; a corrupt
-//!   frame is dead-lettered as `malformed`, an unregistered type as `unknown-type`, an
-//!   unroutable one as `follow-up-refused`, each with the frame's bytes unchanged.
+//!   limit. A corrupt frame is dead-lettered as `malformed`, an unregistered type as
+//!   `unknown-type`, an unroutable one as `follow-up-refused`, each with the frame's bytes
+//!   unchanged.
 //!
 //! The registered types live in the crate's one handler table: each entry decodes its
 //! postcard payload and writes it out as JSON.
