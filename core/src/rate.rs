@@ -276,5 +276,8 @@ impl TokenBucket {
     }
 }
 
+#[cfg(any(test, fuzzing, lepus_reference))]
+#[doc(hidden)]
+pub mod reference;
 #[cfg(test)]
 mod tests;

@@ -6,40 +6,10 @@
 //! arbitrary text as a rate.
 #![no_main]
 
+use lepus_core::rate::reference::SteppedBucket;
+use lepus_core::rate::{Rate, Take, TokenBucket};
 use libfuzzer_sys::arbitrary::{Result, Unstructured};
 use libfuzzer_sys::fuzz_target;
-use lepus_core::rate::{Rate, Take, TokenBucket};
-
-struct Model {
-    count: u64,
-    period: u64,
-    capacity: u64,
-    credit: u64,
-    last: u64,
-}
-
-impl Model {
-    fn advance(&mut self, now: u64) {
-        while self.last < now {
-            self.last += 1;
-            self.credit = (self.credit + self.count).min(self.capacity);
-        }
-    }
-
-    fn take(&mut self, now: u64) -> Take {
-        self.advance(now);
-        if self.credit >= self.period {
-            self.credit -= self.period;
-            return Take::Granted;
-        }
-        let (mut credit, mut micros) = (self.credit, 0);
-        while credit < self.period {
-            credit = (credit + self.count).min(self.capacity);
-            micros += 1;
-        }
-        Take::Wait { micros }
-    }
-}
 
 fn run(u: &mut Unstructured<'_>) -> Result<()> {
     if u.arbitrary()? {
@@ -53,15 +23,7 @@ fn run(u: &mut Unstructured<'_>) -> Result<()> {
     let Ok(mut bucket) = TokenBucket::new(Rate::new(count, period), burst, 0) else {
         panic!("valid bucket refused");
     };
-    let slack = (u64::from(count) - 1).min(period - 1);
-    let capacity = u64::from(burst) * period + slack;
-    let mut model = Model {
-        count: u64::from(count),
-        period,
-        capacity,
-        credit: capacity,
-        last: 0,
-    };
+    let mut model = SteppedBucket::new(count, period, burst);
     let (mut now, mut latest): (u64, u64) = (0, 0);
     for _ in 0..u.int_in_range(0..=200)? {
         let step: i64 = u.int_in_range(-100..=2_000)?;
@@ -78,8 +40,7 @@ fn run(u: &mut Unstructured<'_>) -> Result<()> {
                 assert_eq!(due.take(now + micros), Take::Granted);
             }
         } else {
-            model.advance(now);
-            assert_eq!(u64::from(bucket.available(now)), model.credit / period);
+            assert_eq!(u64::from(bucket.available(now)), model.available(now));
         }
     }
     Ok(())

@@ -1,3 +1,4 @@
+use super::reference::SteppedBucket;
 use super::*;
 use proptest::prelude::*;
 
@@ -156,51 +157,6 @@ fn celery_notation_parses() {
     assert_eq!(Rate::new(3, 1_500_000).to_string(), "3/1500000us");
 }
 
-/// The reference: credit advanced one microsecond at a time, capped at every step.
-struct Model {
-    count: u64,
-    period: u64,
-    capacity: u64,
-    credit: u64,
-    last: u64,
-}
-
-impl Model {
-    fn new(count: u32, period: u64, burst: u32) -> Self {
-        let slack = (u64::from(count) - 1).min(period - 1);
-        let capacity = u64::from(burst) * period + slack;
-        Model {
-            count: u64::from(count),
-            period,
-            capacity,
-            credit: capacity,
-            last: 0,
-        }
-    }
-
-    fn advance(&mut self, now: u64) {
-        while self.last < now {
-            self.last += 1;
-            self.credit = (self.credit + self.count).min(self.capacity);
-        }
-    }
-
-    fn take(&mut self, now: u64) -> Take {
-        self.advance(now);
-        if self.credit >= self.period {
-            self.credit -= self.period;
-            return Take::Granted;
-        }
-        // Count the microseconds until the credit reaches a token.
-        let (mut credit, mut micros) = (self.credit, 0);
-        while credit < self.period {
-            credit = (credit + self.count).min(self.capacity);
-            micros += 1;
-        }
-        Take::Wait { micros }
-    }
-}
-
 proptest! {
     #[test]
     fn bucket_agrees_with_the_step_by_step_model(
@@ -211,17 +167,16 @@ proptest! {
         steps in proptest::collection::vec((-50i64..400, any::<bool>()), 1..200),
     ) {
         let mut bucket = TokenBucket::new(Rate::new(count, period), burst, 0).unwrap();
-        let mut model = Model::new(count, period, burst);
+        let mut model = SteppedBucket::new(count, period, burst);
         let mut now: u64 = 0;
         for (step, take) in steps {
             now = now.saturating_add_signed(step);
             if take {
                 prop_assert_eq!(bucket.take(now), model.take(now), "take at {}", now);
             } else {
-                model.advance(now);
                 prop_assert_eq!(
                     u64::from(bucket.available(now)),
-                    model.credit / model.period,
+                    model.available(now),
                     "available at {}", now
                 );
             }
