@@ -51,6 +51,9 @@ pub struct Row {
     pub confirmed: u64,
     /// Sends that returned an error (never counted as sent).
     pub failed: u64,
+    /// The failed sends by error kind (`ErrorKind`'s debug form) and the first error's text of
+    /// each kind.
+    pub failures: Vec<(String, u64, String)>,
     /// Distinct confirmed messages handled.
     pub handled: u64,
     /// Confirmed messages never handled.
@@ -102,6 +105,12 @@ pub fn report(row: &Row) {
         row.dead_lettered,
         row.stall.as_secs_f64()
     );
+    for (kind, count, first) in &row.failures {
+        let _ = writeln!(
+            std::io::stderr(),
+            "  send errors of kind {kind}: {count} (the first: {first})"
+        );
+    }
 }
 
 /// Shared state of one run.
@@ -113,6 +122,8 @@ pub struct Tally {
     confirmed_ids: Mutex<Vec<u64>>,
     confirmed: AtomicU64,
     failed: AtomicU64,
+    /// Failed sends by error kind: how many, and the first one's text.
+    failures: Mutex<std::collections::BTreeMap<String, (u64, String)>>,
     last_confirm: Mutex<Option<Instant>>,
     recovery: Mutex<Duration>,
     /// Time of the last progress (a confirm or a handled message) and the longest gap
@@ -121,6 +132,15 @@ pub struct Tally {
 }
 
 impl Tally {
+    /// Counts a failed send under its error kind.
+    fn failed_with(&self, e: &lepus::Error) {
+        let mut failures = self.failures.lock().unwrap();
+        let entry = failures
+            .entry(format!("{:?}", e.kind()))
+            .or_insert_with(|| (0, e.to_string()));
+        entry.0 += 1;
+    }
+
     /// Notes progress (a confirm or a handled message) now.
     fn progressed(&self) {
         let now = Instant::now();
@@ -460,8 +480,9 @@ where
                         *tally.last_confirm.lock().unwrap() = Some(Instant::now());
                         tally.progressed();
                     }
-                    Err(_) => {
+                    Err(e) => {
                         tally.failed.fetch_add(1, Ordering::Relaxed);
+                        tally.failed_with(&e);
                     }
                 }
                 // Spread the load over a few seconds so that faults land in the middle.
@@ -622,6 +643,13 @@ where
         sent,
         confirmed: tally.confirmed.load(Ordering::Relaxed),
         failed: tally.failed.load(Ordering::Relaxed),
+        failures: tally
+            .failures
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(kind, (count, first))| (kind.clone(), *count, first.clone()))
+            .collect(),
         handled: tally.handled_count() as u64,
         lost,
         duplicates,

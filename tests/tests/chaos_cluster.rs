@@ -90,9 +90,9 @@ async fn leader_node_killed_with_retries_in_flight_loses_nothing() {
             // The load goes on for a while on the two remaining nodes.
             tokio::time::sleep(Duration::from_secs(10)).await;
             // Then the node comes back, as its supervisor (systemd, Kubernetes) would bring
-            // it. RabbitMQ 3.10.8's at-least-once dead-lettering can leave the retries that a
-            // level queue on the killed node was passing on stuck until that node returns
-            // (RELIABILITY.md, "Cluster"): they are counted here, and must arrive after it.
+            // it. The retries a delay level was passing on during the election can wait for
+            // the broker's dead-letter confirm timeout (5 s on the test cluster, 180 s by
+            // default: RELIABILITY.md, "Cluster"): they are counted here, and must arrive.
             let waiting = tally.outstanding(|n| n % 50 == 3);
             let back = Instant::now();
             node("start", victim).await;
