@@ -238,15 +238,7 @@ fn open_page(url: &str) -> (Killed, String, Session) {
 fn click_until(session: &str, css: &str, expect: &str) -> String {
     let until = Instant::now() + Duration::from_secs(15);
     loop {
-        let clicked = find(session, css, Duration::from_secs(1)).is_some_and(|button| {
-            let answer = wd(
-                "POST",
-                &format!("{session}/element/{button}/click"),
-                Some(json!({})),
-            );
-            answer.get("error").is_none()
-        });
-        if clicked {
+        if click(session, css) {
             return text_when(session, "#result", |t| t.contains(expect));
         }
         if Instant::now() > until {
@@ -256,19 +248,26 @@ fn click_until(session: &str, css: &str, expect: &str) -> String {
     }
 }
 
+/// Clicks the element matching `css` (waiting up to 1 s for it): true when the click landed,
+/// false when there was none or it went stale before the click.
+fn click(session: &str, css: &str) -> bool {
+    find(session, css, Duration::from_secs(1)).is_some_and(|button| {
+        let answer = wd(
+            "POST",
+            &format!("{session}/element/{button}/click"),
+            Some(json!({})),
+        );
+        answer.get("error").is_none()
+    })
+}
+
 /// Clicks the "show" button of `queue`'s dead letters until the page lists them.
 fn show_dead(session: &str, queue: &str) {
     let css = format!("button[data-dead=\"{queue}\"]");
     let shown = format!("{queue}.dead");
     let until = Instant::now() + Duration::from_secs(15);
     loop {
-        if let Some(button) = find(session, &css, Duration::from_secs(1)) {
-            wd(
-                "POST",
-                &format!("{session}/element/{button}/click"),
-                Some(json!({})),
-            );
-        }
+        click(session, &css);
         if text_when(session, "#deadq", |t| t == shown) == shown {
             return;
         }
