@@ -15,29 +15,8 @@ use lepus::{AmqpConfig, AmqpTransport, Delay, Properties, Publication, QueueSpec
 use tokio::task::JoinSet;
 
 use super::spread::{load_average, min_median_max};
+use super::usage::{broker_pid, cpu_of};
 use super::BoxError;
-
-/// CPU time (user + system) of process `pid` (`self` for this one), from `/proc`.
-fn cpu_of(pid: &str) -> Option<Duration> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command name (which may hold spaces) start after the last ')'.
-    let rest = stat.rsplit_once(')')?.1;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of the whole line: 12 and 13 after ')'.
-    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-    // Linux reports clock ticks of 1/100 s (USER_HZ) on every architecture it runs here.
-    Some(Duration::from_millis(ticks * 10))
-}
-
-/// The pid of the broker's Erlang VM, if it runs on this machine.
-fn broker_pid() -> Option<String> {
-    let out = std::process::Command::new("pgrep")
-        .args(["-o", "beam.smp"])
-        .output()
-        .ok()?;
-    let pid = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-    (!pid.is_empty()).then_some(pid)
-}
 
 /// One measurement of one form.
 #[derive(Debug, Clone, Copy)]

@@ -45,6 +45,8 @@ mod rpc_raw;
 mod spread;
 #[path = "typed.rs"]
 mod typed;
+#[path = "usage.rs"]
+mod usage;
 
 use std::error::Error;
 use std::future::Future;

@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
 use tokio::task::JoinSet;
 
 use super::rpc_raw::{self, RawClient};
+use super::usage::{broker_pid, cpu_of, Usage};
 use super::BoxError;
 
 /// Size of every request body, lepus's JSON envelope and raw lapin's bytes alike.
@@ -302,7 +303,7 @@ async fn measure(
         note: note.to_owned(),
     };
     let body = request_body(&echo)?;
-    let [raw_seq, raw_to_ours, ours_to_raw, ours_seq, raw_confirms] =
+    let ([raw_seq, raw_to_ours, ours_to_raw, ours_seq, raw_confirms], spent) =
         sequential(raw, client, exchange, &echo, &body).await?;
 
     // 64 in flight, best of two rounds after a warm-up round.
@@ -341,6 +342,17 @@ async fn measure(
                 vs_raw(&raw_confirms),
             ),
         ],
+    );
+    print_spent(
+        &[
+            "raw lapin client -> raw lapin server",
+            "raw lapin client -> lepus RpcServer",
+            "lepus RpcClient -> raw lapin server",
+            "lepus RpcClient -> lepus RpcServer",
+            "raw client awaiting confirms -> raw server",
+        ],
+        &spent,
+        SEQUENTIAL,
     );
     let rate = |took: Duration| IN_FLIGHT_CALLS as f64 / took.as_secs_f64();
     let in_flight_row = |name, took: Duration, sequential: &Samples| Row {
@@ -398,16 +410,25 @@ async fn measure(
     Ok(())
 }
 
+/// What the calls of one sequential row used, summed over its blocks: this process's CPU and
+/// context switches (clients and servers run here), and the broker's CPU.
+#[derive(Default, Clone, Copy)]
+struct Spent {
+    process: Usage,
+    broker: Duration,
+}
+
 /// Sequential calls of each client to each server, in alternating blocks after a warm-up:
 /// raw -> raw, raw -> lepus, lepus -> raw, lepus -> lepus, and raw -> raw awaiting each
-/// request's confirmation before its reply (as lepus's client does).
+/// request's confirmation before its reply (as lepus's client does). Besides the latencies,
+/// what each row's blocks used ([`Spent`]).
 async fn sequential(
     raw: &Connection,
     client: &RpcClient<AmqpTransport>,
     exchange: &str,
     echo: &BenchEcho,
     body: &[u8],
-) -> Result<[Samples; 5], BoxError> {
+) -> Result<([Samples; 5], [Spent; 5]), BoxError> {
     let to_raw = BenchEchoToRaw {
         note: echo.note.clone(),
     };
@@ -423,28 +444,57 @@ async fn sequential(
         raw_confirms.call().await?;
     }
     let mut seq: [Samples; 5] = Default::default();
+    let mut spent = [Spent::default(); 5];
+    let broker = broker_pid();
+    let broker_cpu = || broker.as_deref().and_then(cpu_of).unwrap_or_default();
     let block = SEQUENTIAL / BLOCKS;
     for _ in 0..BLOCKS {
-        for _ in 0..block {
-            seq[0].0.push(timed(raw_client.call()).await?);
-        }
-        for _ in 0..block {
-            seq[1].0.push(timed(raw_to_ours.call()).await?);
-        }
-        for _ in 0..block {
-            seq[2].0.push(call_raw_server(client, &to_raw).await?);
-        }
-        for _ in 0..block {
-            seq[3].0.push(call(client, echo).await?);
-        }
-        for _ in 0..block {
-            seq[4].0.push(timed(raw_confirms.call()).await?);
+        for (row, spent) in spent.iter_mut().enumerate() {
+            let (before, broker_before) = (Usage::now(), broker_cpu());
+            for _ in 0..block {
+                let took = match row {
+                    0 => timed(raw_client.call()).await?,
+                    1 => timed(raw_to_ours.call()).await?,
+                    2 => call_raw_server(client, &to_raw).await?,
+                    3 => call(client, echo).await?,
+                    _ => timed(raw_confirms.call()).await?,
+                };
+                seq[row].0.push(took);
+            }
+            let used = Usage::now().since(before);
+            spent.process.cpu += used.cpu;
+            spent.process.switches += used.switches;
+            spent.broker += broker_cpu().saturating_sub(broker_before);
         }
     }
     raw_client.close().await?;
     raw_to_ours.close().await?;
     raw_confirms.close().await?;
-    Ok(seq)
+    Ok((seq, spent))
+}
+
+/// Where a sequential call's time goes, per call of each row: this process's CPU (client and
+/// server both run here) and context switches (each hop from one thread to another parks one
+/// and wakes another), and the broker's CPU.
+fn print_spent(names: &[&str], spent: &[Spent], calls: usize) {
+    println!(
+        "\nRPC, sequential calls: resources per call (this process holds clients and servers)"
+    );
+    println!(
+        "| {:<42} | {:>12} | {:>17} | {:>11} |",
+        "scenario", "process µs", "context switches", "broker µs"
+    );
+    println!("|{:-<44}|{:->14}|{:->19}|{:->13}|", "", "", "", "");
+    let per = |d: Duration| d.as_secs_f64() * 1e6 / calls as f64;
+    for (name, s) in names.iter().zip(spent) {
+        println!(
+            "| {:<42} | {:>12.1} | {:>17.2} | {:>11.1} |",
+            name,
+            per(s.process.cpu),
+            s.process.switches as f64 / calls as f64,
+            per(s.broker)
+        );
+    }
 }
 
 /// One lepus call of `request`; returns how long it took.
