@@ -83,6 +83,7 @@ pub fn queues(vhost: &str) -> Result<Vec<QueueRow>, Failure> {
             "list_queues",
             "name",
             "type",
+            "messages",
             "messages_ready",
             "messages_unacknowledged",
             "consumers",
@@ -94,6 +95,8 @@ pub fn queues(vhost: &str) -> Result<Vec<QueueRow>, Failure> {
         kind: text(r, "type"),
         ready: number(r, "messages_ready"),
         unacked: number(r, "messages_unacknowledged"),
+        held: number(r, "messages")
+            .saturating_sub(number(r, "messages_ready") + number(r, "messages_unacknowledged")),
         consumers: number(r, "consumers"),
         rates: None,
     })

@@ -41,6 +41,10 @@ pub struct QueueRow {
     pub ready: u64,
     /// Delivered, not yet acknowledged.
     pub unacked: u64,
+    /// Neither ready nor delivered: on a quorum queue with at-least-once dead-lettering, the
+    /// messages dead-lettered (or expired, on a delay level) that its dead-letter worker has
+    /// not passed on yet (RabbitMQ's `messages` minus the two others).
+    pub held: u64,
     /// Consumers.
     pub consumers: u64,
     /// Rates (the management API only; `rabbitmqctl` has none).

@@ -106,7 +106,7 @@ pub fn document(snapshot: &Snapshot, exchange: &str) -> Result<Value, Failure> {
     // classic set then quorum set, each in level order (shortest wait first).
     let mut levels: Vec<(&'static str, u8, &QueueRow)> = queues
         .iter()
-        .filter(|q| q.ready + q.unacked > 0)
+        .filter(|q| q.ready + q.unacked + q.held > 0)
         .filter_map(|q| delay_level(&q.name).map(|(set, level)| (set, level, q)))
         .collect();
     levels.sort_by_key(|(set, level, _)| (*set, *level));
@@ -114,7 +114,8 @@ pub fn document(snapshot: &Snapshot, exchange: &str) -> Result<Value, Failure> {
         .iter()
         .map(|(set, level, q)| {
             json!({"name": q.name, "set": set, "level": level,
-                   "wait_ms": level_ttl_ms(*level), "messages": q.ready, "unacked": q.unacked})
+                   "wait_ms": level_ttl_ms(*level), "messages": q.ready, "unacked": q.unacked,
+                   "held": q.held})
         })
         .collect();
     let unrouted = by_name
@@ -158,11 +159,12 @@ pub async fn run(g: &Global, args: TopologyArgs) -> Result<Code, Failure> {
                 for level in &delay_docs {
                     let wait = level.get("wait_ms").and_then(Value::as_u64).unwrap_or(0);
                     println!(
-                        "  {:<24} waits {:>8}: {} waiting, {} unacked",
+                        "  {:<24} waits {:>8}: {} waiting, {} unacked{}",
                         text(level, "name"),
                         human_ms(wait),
                         count(level, "messages"),
                         count(level, "unacked"),
+                        held_text(level),
                     );
                 }
             }
@@ -175,6 +177,17 @@ pub async fn run(g: &Global, args: TopologyArgs) -> Result<Code, Failure> {
         }
     }
     Ok(Code::Ok)
+}
+
+/// `, 7500 held by the broker ...` for a level whose dead-letter worker holds messages.
+fn held_text(level: &Value) -> String {
+    match level.get("held").and_then(Value::as_u64) {
+        Some(held) if held > 0 => format!(
+            ", {held} due and held by the broker's dead-letter worker (if this stays, see \
+             README \"Running on a cluster\": dead_letter_worker_publisher_confirm_timeout)"
+        ),
+        _ => String::new(),
+    }
 }
 
 fn source_text(source: &Source) -> String {
