@@ -952,7 +952,8 @@ async fn topology_without_rabbitmqctl_shows_unacked_and_sorted_delay_levels() {
         let waiting = doc["delay_levels"]
             .as_array()
             .is_some_and(|l| l.iter().any(|l| l["name"] == "lepus.delay.13"));
-        q["unacked"] == 1 && q["messages"] == 1 && waiting
+        // The management API updates each figure on its own (up to 5 s late): wait for all.
+        q["unacked"] == 1 && q["messages"] == 1 && q["consumers"] == 1 && waiting
     });
     eprintln!("topology without rabbitmqctl: {:?}", started.elapsed());
     assert_eq!(doc["source"], "management", "{doc}");
