@@ -95,8 +95,7 @@ pub fn queues(vhost: &str) -> Result<Vec<QueueRow>, Failure> {
         kind: text(r, "type"),
         ready: number(r, "messages_ready"),
         unacked: number(r, "messages_unacknowledged"),
-        held: number(r, "messages")
-            .saturating_sub(number(r, "messages_ready") + number(r, "messages_unacknowledged")),
+        messages: number(r, "messages"),
         consumers: number(r, "consumers"),
         rates: None,
     })

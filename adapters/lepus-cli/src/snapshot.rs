@@ -41,14 +41,22 @@ pub struct QueueRow {
     pub ready: u64,
     /// Delivered, not yet acknowledged.
     pub unacked: u64,
-    /// Neither ready nor delivered: on a quorum queue with at-least-once dead-lettering, the
-    /// messages dead-lettered (or expired, on a delay level) that its dead-letter worker has
-    /// not passed on yet (RabbitMQ's `messages` minus the two others).
-    pub held: u64,
+    /// All its messages as RabbitMQ counts them (`messages`): ready, unacked and held (see
+    /// [`QueueRow::held`]).
+    pub messages: u64,
     /// Consumers.
     pub consumers: u64,
     /// Rates (the management API only; `rabbitmqctl` has none).
     pub rates: Option<Rates>,
+}
+
+impl QueueRow {
+    /// Neither ready nor delivered: on a quorum queue with at-least-once dead-lettering, the
+    /// messages dead-lettered (or expired, on a delay level) that its dead-letter worker has
+    /// not passed on yet.
+    pub fn held(&self) -> u64 {
+        self.messages.saturating_sub(self.ready + self.unacked)
+    }
 }
 
 /// Where a snapshot was read.

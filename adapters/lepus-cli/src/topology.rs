@@ -106,7 +106,7 @@ pub fn document(snapshot: &Snapshot, exchange: &str) -> Result<Value, Failure> {
     // classic set then quorum set, each in level order (shortest wait first).
     let mut levels: Vec<(&'static str, u8, &QueueRow)> = queues
         .iter()
-        .filter(|q| q.ready + q.unacked + q.held > 0)
+        .filter(|q| q.ready + q.unacked + q.held() > 0)
         .filter_map(|q| delay_level(&q.name).map(|(set, level)| (set, level, q)))
         .collect();
     levels.sort_by_key(|(set, level, _)| (*set, *level));
@@ -115,7 +115,7 @@ pub fn document(snapshot: &Snapshot, exchange: &str) -> Result<Value, Failure> {
         .map(|(set, level, q)| {
             json!({"name": q.name, "set": set, "level": level,
                    "wait_ms": level_ttl_ms(*level), "messages": q.ready, "unacked": q.unacked,
-                   "held": q.held})
+                   "held": q.held()})
         })
         .collect();
     let unrouted = by_name
