@@ -95,6 +95,85 @@ async fn memory_alarm_blocks_then_resumes_losing_nothing() {
     );
 }
 
+/// A publish the broker never confirms (publishing blocked by a memory alarm) ends at the send
+/// timeout, whether its frames were written or still waiting for the socket, one by one or in
+/// a batch; a batch used to wait until the alarm ended. Nothing is reported sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn publishes_blocked_by_an_alarm_end_at_the_send_timeout() {
+    use lepus::{AmqpTransport, ErrorKind, Properties, Publication, QueueSpec, Transport};
+
+    let _one = ONE_AT_A_TIME.lock().await;
+    let Some(config) = broker("send timeout under an alarm", true).await else {
+        return;
+    };
+    let _guard = BrokerGuard;
+    let send_timeout = Duration::from_secs(3);
+    let t = AmqpTransport::connect(config.send_timeout(send_timeout))
+        .await
+        .unwrap();
+    let queue = format!("lepus-chaos-send-timeout-{}", std::process::id());
+    let exchange = format!("{queue}.x");
+    t.declare_exchange(&exchange).await.unwrap();
+    t.declare_queue(&QueueSpec::new(&queue, &exchange).bind("k"))
+        .await
+        .unwrap();
+    rabbitmqctl(&["set_vm_memory_high_watermark", "0"]).await;
+    let alarmed = Instant::now();
+    loop {
+        let alarms = tokio::process::Command::new("rabbitmqctl")
+            .args(["eval", "rabbit_alarm:get_alarms()."])
+            .output()
+            .await
+            .expect("rabbitmqctl runs");
+        if String::from_utf8_lossy(&alarms.stdout).contains("memory") {
+            break;
+        }
+        assert!(alarmed.elapsed() < Duration::from_secs(20), "the memory alarm came on");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let props = Properties::default();
+    // 1 MB bodies: the socket's buffers fill, so later publishes of the batch are still
+    // writing their frames when the deadline passes.
+    let big = vec![b'x'; 1_000_000];
+    let batch: Vec<_> = (0..16)
+        .map(|_| Publication::new(&exchange, "k", &big, &props))
+        .collect();
+    let started = Instant::now();
+    let (one, many) = tokio::time::timeout(Duration::from_secs(30), async {
+        tokio::join!(
+            t.publish(Publication::new(&exchange, "k", b"one", &props)),
+            t.publish_batch(&batch),
+        )
+    })
+    .await
+    .expect("the publishes ended within 30 s, not at the end of the alarm");
+    let took = started.elapsed();
+    rabbitmqctl(&["set_vm_memory_high_watermark", "0.4"]).await;
+    let one = one.expect_err("a blocked publish is never reported sent");
+    assert_eq!(one.kind(), ErrorKind::Timeout, "{one}");
+    let many = many.expect("the batch was valid");
+    assert_eq!(many.len(), batch.len());
+    for outcome in &many {
+        let e = outcome.as_ref().expect_err("a blocked publish is never reported sent");
+        assert_eq!(e.kind(), ErrorKind::Timeout, "{e}");
+    }
+    assert!(
+        took >= send_timeout && took < send_timeout + Duration::from_secs(10),
+        "ended at the send timeout: {took:?}"
+    );
+    // Once the alarm is over the same transport publishes again.
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        t.publish(Publication::new(&exchange, "k", b"after", &props)),
+    )
+    .await
+    .expect("publishing resumed")
+    .unwrap();
+    let _ = t.delete_queue(&queue).await;
+    let _ = t.delete_exchange(&exchange).await;
+    t.close().await.unwrap();
+}
+
 /// Reads the numbers a `chaos_worker` process wrote.
 fn handled_in(path: &std::path::Path) -> Vec<u64> {
     std::fs::read_to_string(path)

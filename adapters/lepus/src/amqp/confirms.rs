@@ -34,7 +34,18 @@
 //!
 //! **Wakers.** Each confirmation is polled with a waker of its own, which records that one
 //! publish and wakes the settling task; the task polls only the confirmations that woke, so the
-//! cost per publish is a constant number of polls, whatever the number in flight.
+//! cost per publish is a constant number of polls, whatever the number in flight. A settled
+//! outcome waits in its slot until its publisher takes it ([`Settlement`]).
+//!
+//! **Deadlines and a lost connection.** lapin does not always fail what was pending when the
+//! connection is lost, and a blocked connection (resource alarm) leaves publishes waiting; a
+//! publisher must not wait forever. The settling task of the channel watches both, for every
+//! publish at once instead of a timer and a watch per publish: one timer, set for the earliest
+//! deadline it knows of (a publish whose deadline is earlier than the timer's wakes the task to
+//! set it again; after it fires, the task finds the next one), and the session's lost flag. A
+//! publish past its deadline ends with [`ErrorKind::Timeout`], every publish of a lost
+//! connection with [`ErrorKind::ConnectionLost`], whether it was still writing its frames or
+//! waiting for its confirmation; a confirmation given up this way is the open case above.
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -43,7 +54,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Wake, Waker};
 
 use lapin::{Channel, Confirmation, PublisherConfirm};
-use tokio::sync::{oneshot, Notify};
+use tokio::sync::{watch, Notify};
+use tokio::time::Instant;
 
 use crate::error::{Error, ErrorKind, Result};
 
@@ -75,13 +87,19 @@ struct Woken {
 
 /// One publish, from its start to its settlement.
 enum Slot {
-    /// Numbered by lapin; its confirmation is not handed in yet.
-    Started,
+    /// Numbered by lapin; its confirmation is not handed in yet. The waker is its publisher's,
+    /// to end the wait at the deadline or on a lost connection.
+    Started {
+        deadline: Option<Instant>,
+        publisher: Waker,
+    },
     /// Its confirmation is handed in and polled with its own waker.
     Sent(Tracked),
     /// Its confirmation resolved; waiting to be settled.
     Resolved(Tracked, lapin::Result<Answer>),
-    /// Settled, or abandoned by a publisher that stopped waiting.
+    /// The outcome, for the publisher to take.
+    Settled(Result<()>),
+    /// Taken, or abandoned by a publisher that stopped waiting.
     Done,
 }
 
@@ -101,7 +119,11 @@ struct Tracked {
     message_id: String,
     confirm: PublisherConfirm,
     waker: Waker,
-    settle: oneshot::Sender<Result<()>>,
+    deadline: Option<Instant>,
+    /// The publisher waiting for the outcome, once it waited.
+    publisher: Option<Waker>,
+    /// The publisher stopped waiting: its outcome is dropped when settled.
+    abandoned: bool,
 }
 
 /// The publishes of one channel in start order, from `base` on.
@@ -120,6 +142,11 @@ struct Book {
     returned: HashMap<String, u16>,
     /// The tracker is dropped: no publish starts any more.
     closed: bool,
+    /// The connection is lost: every publish fails at once.
+    lost: bool,
+    /// The deadline the settling task's timer is set for (none: not set). A publish with an
+    /// earlier one sets it here and wakes the task.
+    timer: Option<Instant>,
 }
 
 /// A resolved confirmation: the answer, and the message id and reply code of the returned
@@ -179,46 +206,130 @@ impl Drop for Ticket<'_> {
     }
 }
 
+/// The settled outcome of one publish whose confirmation is handed in (see
+/// [`ConfirmTracker::publish`]). Dropping it before the outcome stops waiting for it.
+pub(crate) struct Settlement<'a> {
+    shared: &'a Shared,
+    slot: u64,
+    taken: bool,
+}
+
+impl Future for Settlement<'_> {
+    type Output = Result<()>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        let mut book = lock(&self.shared.book);
+        let outcome = match book.slot_mut(self.slot) {
+            Some(Slot::Sent(tracked) | Slot::Resolved(tracked, _)) => {
+                match &tracked.publisher {
+                    Some(waker) if waker.will_wake(cx.waker()) => {}
+                    _ => tracked.publisher = Some(cx.waker().clone()),
+                }
+                return Poll::Pending;
+            }
+            Some(place @ Slot::Settled(_)) => match std::mem::replace(place, Slot::Done) {
+                Slot::Settled(outcome) => outcome,
+                _ => Err(tracking_stopped()),
+            },
+            _ => Err(tracking_stopped()),
+        };
+        book.forget_done();
+        drop(book);
+        self.taken = true;
+        Poll::Ready(outcome)
+    }
+}
+
+impl Drop for Settlement<'_> {
+    fn drop(&mut self) {
+        if self.taken {
+            return;
+        }
+        let mut book = lock(&self.shared.book);
+        match book.slot_mut(self.slot) {
+            Some(Slot::Sent(tracked) | Slot::Resolved(tracked, _)) => {
+                tracked.abandoned = true;
+                tracked.publisher = None;
+            }
+            Some(place @ Slot::Settled(_)) => {
+                *place = Slot::Done;
+                book.forget_done();
+            }
+            _ => {}
+        }
+    }
+}
+
 impl ConfirmTracker {
-    /// Starts the settling task of `channel` (in confirm mode).
-    pub(crate) fn start(channel: Channel) -> Self {
+    /// Starts the settling task of `channel` (in confirm mode); `lost` turns true once the
+    /// channel's connection is lost.
+    pub(crate) fn start(channel: Channel, lost: watch::Receiver<bool>) -> Self {
         let shared = Arc::new(Shared {
             start: Mutex::new(()),
             book: Mutex::new(Book::default()),
             woken: Arc::new(Woken::default()),
         });
-        tokio::spawn(settle_loop(channel, Arc::clone(&shared)));
+        tokio::spawn(settle_loop(channel, Arc::clone(&shared), lost));
         ConfirmTracker { shared }
     }
 
     /// Runs `publish` (lapin's `basic_publish` on this tracker's channel), starting it under
     /// the channel's start lock, and tracks the confirmation of the publish of `message_id`;
-    /// the returned receiver yields the settled outcome. A publish that fails to send is the
-    /// error here (its outcome is then never settled).
+    /// the returned [`Settlement`] yields the settled outcome. A publish that fails to send,
+    /// passes `deadline` or loses its connection before its frames are written is the error
+    /// here.
     pub(crate) async fn publish(
         &self,
         message_id: String,
+        deadline: Option<Instant>,
         publish: impl Future<Output = Result<PublisherConfirm>>,
-    ) -> Result<oneshot::Receiver<Result<()>>> {
+    ) -> Result<Settlement<'_>> {
         let shared = &*self.shared;
         let mut publish = pin!(publish);
         let mut ticket: Option<Ticket<'_>> = None;
         let confirm = std::future::poll_fn(|cx| {
-            if ticket.is_some() {
+            let Some(ticket) = &ticket else {
+                // The slot is in the book before lapin numbers the publish: a settlement that
+                // waits for every publish started before it then waits for this one too.
+                let _start = lock(&shared.start);
+                let mut book = lock(&shared.book);
+                if book.lost {
+                    return Poll::Ready(Err(connection_lost()));
+                }
+                let slot = book.end();
+                book.slots.push_back(Slot::Started {
+                    deadline,
+                    publisher: cx.waker().clone(),
+                });
+                let earlier = book.set_timer(deadline);
+                drop(book);
+                if earlier {
+                    shared.woken.task.notify_one();
+                }
+                ticket = Some(Ticket {
+                    shared,
+                    slot,
+                    handed: false,
+                });
                 return publish.as_mut().poll(cx);
-            }
-            // The slot is in the book before lapin numbers the publish: a settlement that
-            // waits for every publish started before it then waits for this one too.
-            let _start = lock(&shared.start);
+            };
+            // Woken by lapin, or by the settling task ending the wait.
             let mut book = lock(&shared.book);
-            let slot = book.end();
-            book.slots.push_back(Slot::Started);
+            match book.slot_mut(ticket.slot) {
+                Some(Slot::Started { publisher, .. }) => {
+                    if !publisher.will_wake(cx.waker()) {
+                        *publisher = cx.waker().clone();
+                    }
+                }
+                Some(place @ Slot::Settled(_)) => {
+                    if let Slot::Settled(Err(e)) = std::mem::replace(place, Slot::Done) {
+                        return Poll::Ready(Err(e));
+                    }
+                    return Poll::Ready(Err(tracking_stopped()));
+                }
+                _ => return Poll::Ready(Err(tracking_stopped())),
+            }
             drop(book);
-            ticket = Some(Ticket {
-                shared,
-                slot,
-                handed: false,
-            });
             publish.as_mut().poll(cx)
         })
         .await?;
@@ -226,7 +337,6 @@ impl ConfirmTracker {
             // poll_fn polled at least once, so there is a ticket; never reached.
             return Err(Error::new(ErrorKind::ChannelClosed).context("publish not started"));
         };
-        let (settle, outcome) = oneshot::channel();
         let waker = Waker::from(Arc::new(SlotWaker {
             slot: ticket.slot,
             woken: Arc::clone(&shared.woken),
@@ -235,13 +345,23 @@ impl ConfirmTracker {
             message_id,
             confirm,
             waker,
-            settle,
+            deadline,
+            publisher: None,
+            abandoned: false,
         };
         let mut book = lock(&shared.book);
-        if book.slot_mut(ticket.slot).is_none() {
-            return Err(
-                Error::new(ErrorKind::ChannelClosed).context("publisher confirm tracking stopped")
-            );
+        match book.slot_mut(ticket.slot) {
+            Some(Slot::Started { .. }) => {}
+            // Ended by the settling task just as its frames were written.
+            Some(place @ Slot::Settled(_)) => {
+                ticket.handed = true;
+                if let Slot::Settled(Err(e)) = std::mem::replace(place, Slot::Done) {
+                    book.forget_done();
+                    return Err(e);
+                }
+                return Err(tracking_stopped());
+            }
+            _ => return Err(tracking_stopped()),
         }
         ticket.handed = true;
         let waiting = book.batch.as_ref().is_some_and(|b| ticket.slot < b.horizon);
@@ -253,7 +373,11 @@ impl ConfirmTracker {
         if resolved_now || waiting {
             shared.woken.task.notify_one();
         }
-        Ok(outcome)
+        Ok(Settlement {
+            shared,
+            slot: ticket.slot,
+            taken: false,
+        })
     }
 }
 
@@ -340,7 +464,7 @@ impl Book {
     fn advance_unhanded(&mut self) {
         let end = self.end();
         while self.first_unhanded < end {
-            if let Some(Slot::Started) = self.slot_mut(self.first_unhanded) {
+            if let Some(Slot::Started { .. }) = self.slot_mut(self.first_unhanded) {
                 return;
             }
             self.first_unhanded += 1;
@@ -352,12 +476,16 @@ impl Book {
         self.base + self.slots.len() as u64
     }
 
-    /// Settles the publishes of `batch`, then forgets settled publishes at the front.
-    fn settle(&mut self, batch: Batch) {
+    /// Settles the publishes of `batch` (their publishers' wakers go to `wake`), then forgets
+    /// finished publishes at the front.
+    fn settle(&mut self, batch: Batch, wake: &mut Vec<Waker>) {
         for slot in batch.slots {
             let Some(place) = self.slot_mut(slot) else {
                 continue;
             };
+            if !matches!(place, Slot::Resolved(..)) {
+                continue;
+            }
             let Slot::Resolved(tracked, acked) = std::mem::replace(place, Slot::Done) else {
                 continue;
             };
@@ -375,9 +503,24 @@ impl Book {
                     Err(Error::new(ErrorKind::Broker).context("publisher confirms are not enabled"))
                 }
             };
-            // The publisher may have stopped waiting (its future was dropped): nothing to do.
-            let _ = tracked.settle.send(result);
+            self.finish(slot, tracked, result, wake);
         }
+        self.forget_done();
+    }
+
+    /// Leaves `result` in `slot` for its publisher (dropped if it stopped waiting).
+    fn finish(&mut self, slot: u64, tracked: Tracked, result: Result<()>, wake: &mut Vec<Waker>) {
+        if tracked.abandoned {
+            return;
+        }
+        if let Some(place) = self.slot_mut(slot) {
+            *place = Slot::Settled(result);
+        }
+        wake.extend(tracked.publisher);
+    }
+
+    /// Forgets finished publishes at the front.
+    fn forget_done(&mut self) {
         while matches!(self.slots.front(), Some(Slot::Done)) {
             self.slots.pop_front();
             self.base += 1;
@@ -387,12 +530,83 @@ impl Book {
             self.returned.clear();
         }
     }
+
+    /// Sets the settling task's timer for `deadline` if it is earlier than the timer's; true
+    /// when the task must be woken to set it.
+    fn set_timer(&mut self, deadline: Option<Instant>) -> bool {
+        match (deadline, self.timer) {
+            (Some(deadline), Some(timer)) if deadline >= timer => false,
+            (Some(deadline), _) => {
+                self.timer = Some(deadline);
+                true
+            }
+            (None, _) => false,
+        }
+    }
+
+    /// Ends every publish not confirmed yet whose deadline has passed (all of them when
+    /// `lost`) with `error`, and sets the timer for the earliest deadline left.
+    fn end_waits(&mut self, now: Instant, lost: bool, error: fn() -> Error, wake: &mut Vec<Waker>) {
+        let due = |deadline: Option<Instant>| lost || deadline.is_some_and(|d| d <= now);
+        let mut next: Option<Instant> = None;
+        for index in 0..self.slots.len() {
+            let slot = self.base + index as u64;
+            let place = &mut self.slots[index];
+            let deadline = match place {
+                Slot::Started { deadline, .. } => *deadline,
+                Slot::Sent(tracked) => tracked.deadline,
+                _ => continue,
+            };
+            if !due(deadline) {
+                next = match (next, deadline) {
+                    (Some(n), Some(d)) => Some(n.min(d)),
+                    (n, d) => n.or(d),
+                };
+                continue;
+            }
+            match std::mem::replace(place, Slot::Done) {
+                Slot::Started { publisher, .. } => {
+                    *place = Slot::Settled(Err(error()));
+                    wake.push(publisher);
+                }
+                Slot::Sent(tracked) => self.finish(slot, tracked, Err(error()), wake),
+                _ => {}
+            }
+        }
+        self.timer = next;
+        self.advance_unhanded();
+        self.forget_done();
+    }
 }
 
-async fn settle_loop(channel: Channel, shared: Arc<Shared>) {
+async fn settle_loop(channel: Channel, shared: Arc<Shared>, mut lost: watch::Receiver<bool>) {
+    let connection_gone = async move {
+        // An error: the session's watcher is gone, so is the connection.
+        let _ = lost.wait_for(|lost| *lost).await;
+    };
+    let mut connection_gone = pin!(connection_gone);
+    let mut gone = false;
+    let timer = tokio::time::sleep_until(Instant::now());
+    let mut timer = pin!(timer);
+    let mut armed: Option<Instant> = None;
+    let mut wake = Vec::new();
     loop {
-        shared.woken.task.notified().await;
+        let mut fired = false;
+        // Not biased: under a steady stream of confirmations the timer and the lost
+        // connection are still seen.
+        tokio::select! {
+            () = shared.woken.task.notified() => {}
+            () = &mut connection_gone, if !gone => gone = true,
+            () = &mut timer, if armed.is_some() => fired = true,
+        }
         let mut book = lock(&shared.book);
+        if gone && !book.lost {
+            book.lost = true;
+            book.end_waits(Instant::now(), true, connection_lost, &mut wake);
+        } else if fired {
+            armed = None;
+            book.end_waits(Instant::now(), false, past_deadline, &mut wake);
+        }
         book.poll_woken(&shared.woken);
         loop {
             if book.batch.is_none() && !book.fresh.is_empty() {
@@ -411,13 +625,36 @@ async fn settle_loop(channel: Channel, shared: Arc<Shared>) {
             sync_with_lapin(&channel);
             book.poll_woken(&shared.woken);
             if let Some(batch) = book.batch.take() {
-                book.settle(batch);
+                book.settle(batch, &mut wake);
             }
         }
-        if book.closed && book.slots.is_empty() {
+        if book.timer != armed {
+            armed = book.timer;
+            if let Some(deadline) = armed {
+                timer.as_mut().reset(deadline);
+            }
+        }
+        let end = book.closed && book.slots.is_empty();
+        drop(book);
+        for publisher in wake.drain(..) {
+            publisher.wake();
+        }
+        if end {
             return;
         }
     }
+}
+
+fn connection_lost() -> Error {
+    Error::new(ErrorKind::ConnectionLost).context("connection lost before the confirmation")
+}
+
+fn past_deadline() -> Error {
+    Error::new(ErrorKind::Timeout).context("no confirmation by the send deadline")
+}
+
+fn tracking_stopped() -> Error {
+    Error::new(ErrorKind::ChannelClosed).context("publisher confirm tracking stopped")
 }
 
 /// Takes lapin's acknowledgement lock once and lets it go, so that every batch of

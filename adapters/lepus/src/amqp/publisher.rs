@@ -13,11 +13,12 @@ use std::task::Poll;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::ShortString;
 use lapin::{BasicProperties, Channel, Connection, PublisherConfirm};
-use tokio::sync::oneshot;
+use tokio::sync::watch;
+use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::amqp::channels::OpenChannels;
-use crate::amqp::confirms::ConfirmTracker;
+use crate::amqp::confirms::{ConfirmTracker, Settlement};
 use crate::amqp::properties::{short_name, to_amqp};
 use crate::error::{Error, ErrorKind, NameKind, Result};
 use crate::names::{check_payload, check_routing_key, check_target_exchange};
@@ -32,6 +33,8 @@ pub(crate) struct ConfirmPublisher {
     channels: Arc<OpenChannels>,
     channel: Mutex<Arc<ConfirmChannel>>,
     reopen: tokio::sync::Mutex<()>,
+    /// Turns true once the connection is lost (the session's).
+    lost: watch::Receiver<bool>,
     max_payload: usize,
     /// Bound to one channel that must not be replaced (a direct reply-to channel): when it
     /// closes, publishes fail instead of reopening.
@@ -46,33 +49,29 @@ struct ConfirmChannel {
 }
 
 impl ConfirmChannel {
-    async fn open(connection: &Connection, channels: &OpenChannels) -> Result<Self> {
+    async fn open(
+        connection: &Connection,
+        channels: &OpenChannels,
+        lost: watch::Receiver<bool>,
+    ) -> Result<Self> {
         let channel = confirm_channel(connection, channels).await?;
-        let confirms = ConfirmTracker::start(Channel::clone(&channel));
+        let confirms = ConfirmTracker::start(Channel::clone(&channel), lost);
         Ok(ConfirmChannel { channel, confirms })
     }
 
-    /// Sends one prepared publication; the receiver yields its settled outcome.
+    /// Sends one prepared publication; the settlement yields its outcome (by `deadline` at
+    /// the latest).
     async fn send(
         &self,
         frames: Frames,
-        message_id: &str,
+        message_id: String,
         body: &[u8],
-    ) -> Result<oneshot::Receiver<Result<()>>> {
+        deadline: Option<Instant>,
+    ) -> Result<Settlement<'_>> {
         self.confirms
-            .publish(
-                message_id.to_owned(),
-                send_frames(&self.channel, frames, body),
-            )
+            .publish(message_id, deadline, send_frames(&self.channel, frames, body))
             .await
     }
-}
-
-/// Waits for a publish's settled outcome.
-async fn settled(outcome: oneshot::Receiver<Result<()>>) -> Result<()> {
-    outcome.await.unwrap_or_else(|_| {
-        Err(Error::new(ErrorKind::ChannelClosed).context("publisher confirm tracking stopped"))
-    })
 }
 
 /// A publication checked and converted, ready to send.
@@ -96,14 +95,16 @@ impl ConfirmPublisher {
     pub(crate) async fn open_in(
         connection: Arc<Connection>,
         channels: Arc<OpenChannels>,
+        lost: watch::Receiver<bool>,
         max_payload: usize,
     ) -> Result<Self> {
-        let channel = ConfirmChannel::open(&connection, &channels).await?;
+        let channel = ConfirmChannel::open(&connection, &channels, lost.clone()).await?;
         Ok(ConfirmPublisher {
             connection,
             channels,
             channel: Mutex::new(Arc::new(channel)),
             reopen: tokio::sync::Mutex::new(()),
+            lost,
             max_payload,
             fixed: false,
         })
@@ -116,26 +117,35 @@ impl ConfirmPublisher {
         connection: Arc<Connection>,
         channels: Arc<OpenChannels>,
         channel: Arc<Channel>,
+        lost: watch::Receiver<bool>,
         max_payload: usize,
     ) -> Result<Self> {
         channel
             .confirm_select(ConfirmSelectOptions::default())
             .await
             .map_err(|e| Error::from_lapin(e).context("enable publisher confirms"))?;
-        let confirms = ConfirmTracker::start(Channel::clone(&channel));
+        let confirms = ConfirmTracker::start(Channel::clone(&channel), lost.clone());
         Ok(ConfirmPublisher {
             connection,
             channels,
             channel: Mutex::new(Arc::new(ConfirmChannel { channel, confirms })),
             reopen: tokio::sync::Mutex::new(()),
+            lost,
             max_payload,
             fixed: true,
         })
     }
 
-    /// Publishes one [`Publication`] and waits for its confirmation. `message_id` is the id
-    /// sent when the properties have none (a new one when it is `None` too).
-    pub async fn send(&self, publication: Publication<'_>, message_id: Option<&str>) -> Result<()> {
+    /// Publishes one [`Publication`] and waits for its confirmation, until `deadline` at the
+    /// latest ([`ErrorKind::Timeout`]) or the loss of the connection
+    /// ([`ErrorKind::ConnectionLost`]). `message_id` is the id sent when the properties have
+    /// none (a new one when it is `None` too).
+    pub async fn send(
+        &self,
+        publication: Publication<'_>,
+        message_id: Option<&str>,
+        deadline: Option<Instant>,
+    ) -> Result<()> {
         let prepared = self.prepare(&publication, message_id)?;
         let span = tracing::debug_span!(
             "publish",
@@ -143,27 +153,46 @@ impl ConfirmPublisher {
             exchange = publication.exchange,
             routing_key = publication.routing_key,
         );
-        let Prepared { frames, message_id } = prepared;
+        let Prepared {
+            frames,
+            message_id: message_id_made,
+        } = prepared;
+        let described = |e: Error, id: &str| e.context(describe(&publication, id));
         async {
-            let channel = self.channel().await?;
-            let outcome = match channel.send(frames, &message_id, publication.body).await {
-                Ok(outcome) => settled(outcome).await,
+            let channel = match self.channel(deadline).await {
+                Ok(channel) => channel,
+                Err(e) => return Err(described(e, &message_id_made)),
+            };
+            // The id moves into the tracker (it matches returned messages); an error names
+            // it from the properties or the caller, or from a copy when it was made here.
+            let shown = publication.properties.message_id.as_deref().or(message_id);
+            let id_copy = shown.is_none().then(|| message_id_made.clone());
+            let outcome = match channel
+                .send(frames, message_id_made, publication.body, deadline)
+                .await
+            {
+                Ok(settlement) => settlement.await,
                 Err(e) => Err(e),
             };
-            outcome.map_err(|e| e.context(describe(&publication, &message_id)))
+            outcome.map_err(|e| described(e, shown.or(id_copy.as_deref()).unwrap_or("")))
         }
         .instrument(span)
         .await
     }
 
     /// Validates every publication (an invalid one fails the call before anything is sent),
-    /// sends them all, then awaits all confirmations. Per-message outcomes, in order.
-    pub async fn publish_batch(&self, batch: &[Publication<'_>]) -> Result<Vec<Result<()>>> {
+    /// sends them all, then awaits all confirmations. Per-message outcomes, in order; each
+    /// ends by `deadline` at the latest, as in [`Self::send`].
+    pub async fn publish_batch(
+        &self,
+        batch: &[Publication<'_>],
+        deadline: Option<Instant>,
+    ) -> Result<Vec<Result<()>>> {
         let prepared = batch
             .iter()
             .map(|p| self.prepare(p, None))
             .collect::<Result<Vec<_>>>()?;
-        let channel = self.channel().await?;
+        let channel = self.channel(deadline).await?;
         // Every publish starts (lapin numbers it and queues its frames) before any write is
         // awaited, so the batch goes out in one stream instead of one I/O round per message.
         let mut ids = Vec::with_capacity(prepared.len());
@@ -176,7 +205,9 @@ impl ConfirmPublisher {
             .iter()
             .zip(all_frames)
             .zip(&ids)
-            .map(|((publication, frames), id)| Box::pin(channel.send(frames, id, publication.body)))
+            .map(|((publication, frames), id)| {
+                Box::pin(channel.send(frames, id.clone(), publication.body, deadline))
+            })
             .collect();
         let mut started = Vec::with_capacity(sends.len());
         for send in &mut sends {
@@ -194,7 +225,7 @@ impl ConfirmPublisher {
         let mut outcomes = Vec::with_capacity(batch.len());
         for ((sent, publication), id) in pending.into_iter().zip(batch).zip(&ids) {
             let outcome = match sent {
-                Ok(outcome) => settled(outcome).await,
+                Ok(settlement) => settlement.await,
                 Err(e) => Err(e),
             };
             outcomes.push(outcome.map_err(|e| e.context(describe(publication, id))));
@@ -231,15 +262,38 @@ impl ConfirmPublisher {
         }
     }
 
-    /// The publishing channel, reopened if the broker closed it.
-    async fn channel(&self) -> Result<Arc<ConfirmChannel>> {
+    /// The publishing channel, reopened if the broker closed it (by `deadline` at the latest,
+    /// and not on a lost connection).
+    async fn channel(&self, deadline: Option<Instant>) -> Result<Arc<ConfirmChannel>> {
         let current = self.current();
         if current.channel.status().connected() {
             return Ok(current);
         }
         // Boxed: reopening is rare and its future large; every publish's future (moved
         // whole when a caller spawns it) would carry it.
-        Box::pin(self.reopen()).await
+        Box::pin(self.reopen_within(deadline)).await
+    }
+
+    /// [`Self::reopen`], ended by `deadline` or the loss of the connection: lapin may leave
+    /// opening a channel pending on a connection that is gone.
+    async fn reopen_within(&self, deadline: Option<Instant>) -> Result<Arc<ConfirmChannel>> {
+        let mut lost = self.lost.clone();
+        let reopen = async {
+            tokio::select! {
+                reopened = self.reopen() => reopened,
+                _ = lost.wait_for(|lost| *lost) => Err(Error::new(ErrorKind::ConnectionLost)
+                    .context("connection lost while reopening the publishing channel")),
+            }
+        };
+        match deadline {
+            None => reopen.await,
+            Some(deadline) => tokio::time::timeout_at(deadline, reopen)
+                .await
+                .unwrap_or_else(|_| {
+                    Err(Error::new(ErrorKind::Timeout)
+                        .context("no publishing channel by the send deadline"))
+                }),
+        }
     }
 
     async fn reopen(&self) -> Result<Arc<ConfirmChannel>> {
@@ -252,7 +306,9 @@ impl ConfirmPublisher {
             return Ok(current);
         }
         tracing::info!("publishing channel closed; opening a new one");
-        let fresh = Arc::new(ConfirmChannel::open(&self.connection, &self.channels).await?);
+        let fresh = Arc::new(
+            ConfirmChannel::open(&self.connection, &self.channels, self.lost.clone()).await?,
+        );
         match self.channel.lock() {
             Ok(mut guard) => *guard = Arc::clone(&fresh),
             Err(poisoned) => *poisoned.into_inner() = Arc::clone(&fresh),

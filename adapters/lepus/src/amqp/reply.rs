@@ -11,19 +11,18 @@ use lapin::{Channel, Connection, Consumer};
 use crate::amqp::properties::from_amqp;
 use crate::amqp::publisher::ConfirmPublisher;
 use crate::amqp::supervisor::Session;
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, Result};
 use crate::reply::{ReplyMessage, ReplyMode, ReplyReceiver, RequestSender, DIRECT_REPLY_TO};
 use crate::transport::Publication;
 
 /// Publishes RPC requests on the channel that consumes their replies. Bound to one
-/// connection: once it is lost, publishes fail with [`ErrorKind::ConnectionLost`] (or
-/// [`ErrorKind::ChannelClosed`] when only the channel closed) and a new reply channel is
+/// connection: once it is lost, publishes fail with [`crate::ErrorKind::ConnectionLost`] (or
+/// [`crate::ErrorKind::ChannelClosed`] when only the channel closed) and a new reply channel is
 /// needed.
 #[derive(Debug)]
 pub struct AmqpRequestSender {
     publisher: ConfirmPublisher,
     reply_to: String,
-    session: Arc<Session>,
 }
 
 /// Replies consumed (no acks) on a [`AmqpRequestSender`]'s channel. Ends (`None`) when the
@@ -79,6 +78,7 @@ pub(crate) async fn open(
         Arc::clone(connection),
         Arc::clone(&session.channels),
         Arc::clone(&channel),
+        session.lost(),
         max_payload,
     )
     .await?;
@@ -87,7 +87,6 @@ pub(crate) async fn open(
         AmqpRequestSender {
             publisher,
             reply_to,
-            session: Arc::clone(&session),
         },
         AmqpReplyReceiver {
             consumer,
@@ -103,12 +102,9 @@ impl RequestSender for AmqpRequestSender {
     }
 
     async fn publish(&self, publication: Publication<'_>) -> Result<()> {
-        // lapin may leave a confirmation pending on a connection that is gone.
-        tokio::select! {
-            outcome = self.publisher.send(publication, None) => outcome,
-            () = self.session.closed() => Err(Error::new(ErrorKind::ConnectionLost)
-                .context("connection lost before the RPC request was confirmed")),
-        }
+        // No deadline: the caller's call timeout bounds it. A connection lost meanwhile ends
+        // it (the confirm tracker watches the session).
+        self.publisher.send(publication, None, None).await
     }
 }
 

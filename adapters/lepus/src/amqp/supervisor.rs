@@ -63,6 +63,11 @@ impl Session {
         !*self.closed.borrow() && self.connection.status().connected()
     }
 
+    /// Turns true once the connection is lost.
+    pub(crate) fn lost(&self) -> watch::Receiver<bool> {
+        self.closed.clone()
+    }
+
     /// Resolves once the connection is lost. Work waiting on the broker (a confirmation, the
     /// next delivery) races this: lapin does not always fail what was pending when the
     /// broker closes the connection, and a publish or a consumer must not wait forever.
@@ -350,6 +355,7 @@ async fn open_session(
         ConfirmPublisher::open_in(
             Arc::clone(&connection),
             Arc::clone(&channels),
+            closed.clone(),
             config.max_payload,
         )
         .await?,

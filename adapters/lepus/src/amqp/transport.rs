@@ -128,31 +128,32 @@ impl AmqpTransport {
             Some(_) => None,
             None => Some(new_message_id()),
         };
+        // The deadline and the watch on the connection are the confirm tracker's, one per
+        // channel (a timer and a watch per publish cost about 3,300 instructions each).
         let deadline = self.deadline();
         loop {
             let session = self.sup.session(Some(deadline)).await?;
-            let attempt = async {
-                tokio::select! {
-                    outcome = session.publisher.send(publication, id.as_deref()) => Some(outcome),
-                    () = session.closed() => None,
+            match session
+                .publisher
+                .send(publication, id.as_deref(), Some(deadline))
+                .await
+            {
+                Err(e) if e.kind() == ErrorKind::Timeout => {
+                    return Err(self.send_timed_out());
                 }
-            };
-            match tokio::time::timeout_at(deadline, attempt).await {
-                Ok(None) => {
-                    tracing::warn!("connection lost before the confirmation; sending again");
-                }
-                Err(_) => {
-                    return Err(Error::new(ErrorKind::Timeout).context(format!(
-                        "no confirmation within {:?} (the broker may block publishing: alarm)",
-                        self.sup.config.send_timeout
-                    )))
-                }
-                Ok(Some(Err(e))) if !session.is_open() || e.is_connection_error() => {
+                Err(e) if !session.is_open() || e.is_connection_error() => {
                     tracing::warn!(error = %e, "publish interrupted by a lost connection; sending again");
                 }
-                Ok(Some(outcome)) => return outcome,
+                outcome => return outcome,
             }
         }
+    }
+
+    fn send_timed_out(&self) -> Error {
+        Error::new(ErrorKind::Timeout).context(format!(
+            "no confirmation within {:?} (the broker may block publishing: alarm)",
+            self.sup.config.send_timeout
+        ))
     }
 
     fn levels_flag(&self, kind: QueueKind) -> &AtomicBool {
@@ -236,12 +237,20 @@ impl Transport for AmqpTransport {
     }
 
     async fn publish_batch(&self, batch: &[Publication<'_>]) -> Result<Vec<Result<()>>> {
-        let session = self.sup.session(Some(self.deadline())).await?;
-        let mut outcomes = session.publisher.publish_batch(batch).await?;
+        let deadline = self.deadline();
+        let session = self.sup.session(Some(deadline)).await?;
+        let mut outcomes = session
+            .publisher
+            .publish_batch(batch, Some(deadline))
+            .await?;
         // What a lost connection interrupted is sent again, one by one, after reconnecting.
         for (outcome, publication) in outcomes.iter_mut().zip(batch) {
-            if matches!(outcome, Err(e) if !session.is_open() || e.is_connection_error()) {
-                *outcome = self.send(*publication).await;
+            match outcome {
+                Err(e) if e.kind() == ErrorKind::Timeout => *outcome = Err(self.send_timed_out()),
+                Err(e) if !session.is_open() || e.is_connection_error() => {
+                    *outcome = self.send(*publication).await;
+                }
+                _ => {}
             }
         }
         Ok(outcomes)
