@@ -128,7 +128,10 @@ async fn publishes_blocked_by_an_alarm_end_at_the_send_timeout() {
         if String::from_utf8_lossy(&alarms.stdout).contains("memory") {
             break;
         }
-        assert!(alarmed.elapsed() < Duration::from_secs(20), "the memory alarm came on");
+        assert!(
+            alarmed.elapsed() < Duration::from_secs(20),
+            "the memory alarm came on"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let props = Properties::default();
@@ -154,7 +157,9 @@ async fn publishes_blocked_by_an_alarm_end_at_the_send_timeout() {
     let many = many.expect("the batch was valid");
     assert_eq!(many.len(), batch.len());
     for outcome in &many {
-        let e = outcome.as_ref().expect_err("a blocked publish is never reported sent");
+        let e = outcome
+            .as_ref()
+            .expect_err("a blocked publish is never reported sent");
         assert_eq!(e.kind(), ErrorKind::Timeout, "{e}");
     }
     assert!(

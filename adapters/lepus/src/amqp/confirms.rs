@@ -275,20 +275,53 @@ impl ConfirmTracker {
 
     /// Runs `publish` (lapin's `basic_publish` on this tracker's channel), starting it under
     /// the channel's start lock, and tracks the confirmation of the publish of `message_id`;
-    /// the returned [`Settlement`] yields the settled outcome. A publish that fails to send,
+    /// the [`Settlement`] it yields gives the settled outcome. A publish that fails to send,
     /// passes `deadline` or loses its connection before its frames are written is the error
-    /// here.
-    pub(crate) async fn publish(
+    /// instead.
+    pub(crate) fn publish<F>(
         &self,
         message_id: String,
         deadline: Option<Instant>,
-        publish: impl Future<Output = Result<PublisherConfirm>>,
-    ) -> Result<Settlement<'_>> {
-        let shared = &*self.shared;
-        let mut publish = pin!(publish);
-        let mut ticket: Option<Ticket<'_>> = None;
-        let confirm = std::future::poll_fn(|cx| {
-            let Some(ticket) = &ticket else {
+        publish: F,
+    ) -> Publish<'_, F>
+    where
+        F: Future<Output = lapin::Result<PublisherConfirm>>,
+    {
+        Publish {
+            publish,
+            shared: &self.shared,
+            message_id: Some(message_id),
+            deadline,
+            ticket: None,
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A publish from its start to the hand-in of its confirmation
+    /// ([`ConfirmTracker::publish`]). A future of its own, not an `async fn`: lapin's publish
+    /// is polled where it lies instead of being kept twice, as an argument and pinned.
+    pub(crate) struct Publish<'a, F> {
+        #[pin]
+        publish: F,
+        shared: &'a Shared,
+        message_id: Option<String>,
+        deadline: Option<Instant>,
+        ticket: Option<Ticket<'a>>,
+    }
+}
+
+impl<'a, F> Future for Publish<'a, F>
+where
+    F: Future<Output = lapin::Result<PublisherConfirm>>,
+{
+    type Output = Result<Settlement<'a>>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let shared: &'a Shared = this.shared;
+        let polled = match this.ticket {
+            None => {
                 // The slot is in the book before lapin numbers the publish: a settlement that
                 // waits for every publish started before it then waits for this one too.
                 let _start = lock(&shared.start);
@@ -298,86 +331,108 @@ impl ConfirmTracker {
                 }
                 let slot = book.end();
                 book.slots.push_back(Slot::Started {
-                    deadline,
+                    deadline: *this.deadline,
                     publisher: cx.waker().clone(),
                 });
-                let earlier = book.set_timer(deadline);
+                let earlier = book.set_timer(*this.deadline);
                 drop(book);
                 if earlier {
                     shared.woken.task.notify_one();
                 }
-                ticket = Some(Ticket {
+                *this.ticket = Some(Ticket {
                     shared,
                     slot,
                     handed: false,
                 });
-                return publish.as_mut().poll(cx);
-            };
-            // Woken by lapin, or by the settling task ending the wait.
-            let mut book = lock(&shared.book);
-            match book.slot_mut(ticket.slot) {
-                Some(Slot::Started { publisher, .. }) => {
-                    if !publisher.will_wake(cx.waker()) {
-                        *publisher = cx.waker().clone();
-                    }
-                }
-                Some(place @ Slot::Settled(_)) => {
-                    if let Slot::Settled(Err(e)) = std::mem::replace(place, Slot::Done) {
-                        return Poll::Ready(Err(e));
-                    }
-                    return Poll::Ready(Err(tracking_stopped()));
-                }
-                _ => return Poll::Ready(Err(tracking_stopped())),
+                this.publish.poll(cx)
             }
-            drop(book);
-            publish.as_mut().poll(cx)
-        })
-        .await?;
-        let Some(mut ticket) = ticket else {
-            // poll_fn polled at least once, so there is a ticket; never reached.
-            return Err(Error::new(ErrorKind::ChannelClosed).context("publish not started"));
-        };
-        let waker = Waker::from(Arc::new(SlotWaker {
-            slot: ticket.slot,
-            woken: Arc::clone(&shared.woken),
-        }));
-        let mut tracked = Tracked {
-            message_id,
-            confirm,
-            waker,
-            deadline,
-            publisher: None,
-            abandoned: false,
-        };
-        let mut book = lock(&shared.book);
-        match book.slot_mut(ticket.slot) {
-            Some(Slot::Started { .. }) => {}
-            // Ended by the settling task just as its frames were written.
-            Some(place @ Slot::Settled(_)) => {
-                ticket.handed = true;
-                if let Slot::Settled(Err(e)) = std::mem::replace(place, Slot::Done) {
-                    book.forget_done();
-                    return Err(e);
+            Some(ticket) => {
+                // Woken by lapin, or by the settling task ending the wait.
+                let mut book = lock(&shared.book);
+                match book.slot_mut(ticket.slot) {
+                    Some(Slot::Started { publisher, .. }) => {
+                        if !publisher.will_wake(cx.waker()) {
+                            *publisher = cx.waker().clone();
+                        }
+                    }
+                    Some(place @ Slot::Settled(_)) => {
+                        let ended = std::mem::replace(place, Slot::Done);
+                        return Poll::Ready(Err(ended_error(ended)));
+                    }
+                    _ => return Poll::Ready(Err(tracking_stopped())),
                 }
-                return Err(tracking_stopped());
+                drop(book);
+                this.publish.poll(cx)
             }
-            _ => return Err(tracking_stopped()),
+        };
+        let confirm = match polled {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(Error::from_lapin(e))),
+            Poll::Ready(Ok(confirm)) => confirm,
+        };
+        let (Some(ticket), Some(message_id)) = (this.ticket.as_mut(), this.message_id.take())
+        else {
+            // Polled again after it was ready.
+            return Poll::Ready(Err(tracking_stopped()));
+        };
+        Poll::Ready(hand_in(shared, ticket, message_id, *this.deadline, confirm))
+    }
+}
+
+/// Puts a started publish's confirmation in the book, to be settled.
+fn hand_in<'a>(
+    shared: &'a Shared,
+    ticket: &mut Ticket<'a>,
+    message_id: String,
+    deadline: Option<Instant>,
+    confirm: PublisherConfirm,
+) -> Result<Settlement<'a>> {
+    let waker = Waker::from(Arc::new(SlotWaker {
+        slot: ticket.slot,
+        woken: Arc::clone(&shared.woken),
+    }));
+    let mut tracked = Tracked {
+        message_id,
+        confirm,
+        waker,
+        deadline,
+        publisher: None,
+        abandoned: false,
+    };
+    let mut book = lock(&shared.book);
+    match book.slot_mut(ticket.slot) {
+        Some(Slot::Started { .. }) => {}
+        // Ended by the settling task just as its frames were written.
+        Some(place @ Slot::Settled(_)) => {
+            ticket.handed = true;
+            let ended = std::mem::replace(place, Slot::Done);
+            book.forget_done();
+            return Err(ended_error(ended));
         }
-        ticket.handed = true;
-        let waiting = book.batch.as_ref().is_some_and(|b| ticket.slot < b.horizon);
-        let resolved = tracked.poll();
-        let resolved_now = resolved.is_some();
-        book.record(ticket.slot, tracked, resolved);
-        book.advance_unhanded();
-        drop(book);
-        if resolved_now || waiting {
-            shared.woken.task.notify_one();
-        }
-        Ok(Settlement {
-            shared,
-            slot: ticket.slot,
-            taken: false,
-        })
+        _ => return Err(tracking_stopped()),
+    }
+    ticket.handed = true;
+    let waiting = book.batch.as_ref().is_some_and(|b| ticket.slot < b.horizon);
+    let resolved = tracked.poll();
+    let resolved_now = resolved.is_some();
+    book.record(ticket.slot, tracked, resolved);
+    book.advance_unhanded();
+    drop(book);
+    if resolved_now || waiting {
+        shared.woken.task.notify_one();
+    }
+    Ok(Settlement {
+        shared,
+        slot: ticket.slot,
+        taken: false,
+    })
+}
+
+/// The error a publish ended by the settling task before its hand-in reports.
+fn ended_error(slot: Slot) -> Error {
+    match slot {
+        Slot::Settled(Err(e)) => e,
+        _ => tracking_stopped(),
     }
 }
 

@@ -12,7 +12,7 @@ use std::task::Poll;
 
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::ShortString;
-use lapin::{BasicProperties, Channel, Connection, PublisherConfirm};
+use lapin::{BasicProperties, Channel, Connection};
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::Instrument;
@@ -60,17 +60,26 @@ impl ConfirmChannel {
     }
 
     /// Sends one prepared publication; the settlement yields its outcome (by `deadline` at
-    /// the latest).
-    async fn send(
-        &self,
+    /// the latest). Not an `async fn`: each layer of futures would move lapin's publish
+    /// (properties and all) once more.
+    fn send<'a>(
+        &'a self,
         frames: Frames,
         message_id: String,
-        body: &[u8],
+        body: &'a [u8],
         deadline: Option<Instant>,
-    ) -> Result<Settlement<'_>> {
-        self.confirms
-            .publish(message_id, deadline, send_frames(&self.channel, frames, body))
-            .await
+    ) -> impl Future<Output = Result<Settlement<'a>>> + 'a {
+        let publish = self.channel.basic_publish(
+            frames.exchange,
+            frames.routing_key,
+            BasicPublishOptions {
+                mandatory: frames.mandatory,
+                immediate: false,
+            },
+            body,
+            frames.properties,
+        );
+        self.confirms.publish(message_id, deadline, publish)
     }
 }
 
@@ -153,31 +162,47 @@ impl ConfirmPublisher {
             exchange = publication.exchange,
             routing_key = publication.routing_key,
         );
+        // Wrapped only when the span is recorded: the wrapper moves the whole publish into
+        // it. Each branch builds its own future, so that they share their place in this one.
         let Prepared {
             frames,
-            message_id: message_id_made,
+            message_id: made,
         } = prepared;
-        let described = |e: Error, id: &str| e.context(describe(&publication, id));
-        async {
-            let channel = match self.channel(deadline).await {
-                Ok(channel) => channel,
-                Err(e) => return Err(described(e, &message_id_made)),
-            };
-            // The id moves into the tracker (it matches returned messages); an error names
-            // it from the properties or the caller, or from a copy when it was made here.
-            let shown = publication.properties.message_id.as_deref().or(message_id);
-            let id_copy = shown.is_none().then(|| message_id_made.clone());
-            let outcome = match channel
-                .send(frames, message_id_made, publication.body, deadline)
+        if span.is_disabled() {
+            self.send_prepared(&publication, frames, made, message_id, deadline)
                 .await
-            {
-                Ok(settlement) => settlement.await,
-                Err(e) => Err(e),
-            };
-            outcome.map_err(|e| described(e, shown.or(id_copy.as_deref()).unwrap_or("")))
+        } else {
+            self.send_prepared(&publication, frames, made, message_id, deadline)
+                .instrument(span)
+                .await
         }
-        .instrument(span)
-        .await
+    }
+
+    /// [`Self::send`] of a prepared publication: `made` is the id it is sent with.
+    async fn send_prepared(
+        &self,
+        publication: &Publication<'_>,
+        frames: Frames,
+        made: String,
+        message_id: Option<&str>,
+        deadline: Option<Instant>,
+    ) -> Result<()> {
+        let channel = match self.channel(deadline).await {
+            Ok(channel) => channel,
+            Err(e) => return Err(e.context(describe(publication, &made))),
+        };
+        // The id moves into the tracker (it matches returned messages); an error names it
+        // from the properties or the caller, or from a copy when it was made here.
+        let shown = publication.properties.message_id.as_deref().or(message_id);
+        let made_copy = shown.is_none().then(|| made.clone());
+        let outcome = match channel.send(frames, made, publication.body, deadline).await {
+            Ok(settlement) => settlement.await,
+            Err(e) => Err(e),
+        };
+        outcome.map_err(|e| {
+            let id = shown.or(made_copy.as_deref()).unwrap_or_default();
+            e.context(describe(publication, id))
+        })
     }
 
     /// Validates every publication (an invalid one fails the call before anything is sent),
@@ -324,22 +349,6 @@ async fn confirm_channel(connection: &Connection, channels: &OpenChannels) -> Re
         .await
         .map_err(|e| Error::from_lapin(e).context("enable publisher confirms"))?;
     Ok(channel)
-}
-
-async fn send_frames(channel: &Channel, frames: Frames, body: &[u8]) -> Result<PublisherConfirm> {
-    channel
-        .basic_publish(
-            frames.exchange,
-            frames.routing_key,
-            BasicPublishOptions {
-                mandatory: frames.mandatory,
-                immediate: false,
-            },
-            body,
-            frames.properties,
-        )
-        .await
-        .map_err(Error::from_lapin)
 }
 
 fn describe(p: &Publication<'_>, message_id: &str) -> String {
