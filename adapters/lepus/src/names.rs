@@ -29,15 +29,32 @@ fn check_len(what: NameKind, s: &str) -> Result<()> {
     Ok(())
 }
 
+/// The bytes a declared name may hold: ASCII letters, digits, '-', '_', '.', ':'.
+const NAME_BYTES: [bool; 256] = {
+    let mut allowed = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        allowed[b] = c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.' | b':');
+        b += 1;
+    }
+    allowed
+};
+
+/// A byte scan (every allowed character is ASCII, so the first byte refused starts the
+/// character refused): run on every publish's exchange.
 fn check_charset(what: NameKind, s: &str) -> Result<()> {
-    match s
-        .char_indices()
-        .find(|&(_, c)| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':')))
-    {
-        Some((at, ch)) => Err(Error::invalid_name(
-            what,
-            NameProblem::InvalidChar { ch, at },
-        )),
+    match s.bytes().position(|b| !NAME_BYTES[usize::from(b)]) {
+        Some(at) => {
+            let ch = s.get(at..).and_then(|rest| rest.chars().next());
+            Err(Error::invalid_name(
+                what,
+                NameProblem::InvalidChar {
+                    ch: ch.unwrap_or(char::REPLACEMENT_CHARACTER),
+                    at,
+                },
+            ))
+        }
         None => Ok(()),
     }
 }

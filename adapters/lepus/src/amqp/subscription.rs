@@ -128,7 +128,10 @@ impl AmqpSubscription {
             };
             let consumer = &mut live.consumer;
             let next = core::future::poll_fn(|cx| Pin::new(&mut *consumer).poll_next(cx));
+            // Biased: a delivery already received is taken without building the wait on
+            // the session, which only matters while no delivery comes.
             let item = tokio::select! {
+                biased;
                 item = next => item,
                 // lapin may leave the stream pending when the connection is gone.
                 () = live.session.closed(), if !self.cancelled => {

@@ -129,8 +129,13 @@ where
     let permits = Arc::new(Semaphore::new(rt.config.concurrency.max(1)));
     // Tells held deliveries to give themselves back.
     let (stop, stopping) = watch::channel(false);
-    // A held delivery that may start wants the slot the loop holds while it waits.
+    // A held delivery that may start wants the slot the loop holds while it waits. One wait
+    // for it, kept across the loop's turns (a new one per turn registered and dropped a
+    // waiter on every delivery); a notification while the loop has no slot is kept for when
+    // it has one, as `Notify` keeps it for a later wait.
     let wanted = Arc::new(Notify::new());
+    let want = wanted.notified();
+    tokio::pin!(want);
     let mut tasks: JoinSet<Verdict> = JoinSet::new();
     let mut in_flight: InFlight = HashMap::new();
     let mut acks = Acks::new();
@@ -166,10 +171,11 @@ where
                 let Ok(acquired) = acquired else { break };
                 permit = Some(acquired);
             }
-            () = wanted.notified(), if permit.is_some() => {
+            () = &mut want, if permit.is_some() => {
                 // The held delivery is queued for a slot first: it gets this one, and the
                 // loop takes the next free one behind it.
                 permit = None;
+                want.set(wanted.notified());
             }
             next = subscription.next(), if permit.is_some() => match next {
                 None => {
