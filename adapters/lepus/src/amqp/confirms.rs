@@ -119,6 +119,8 @@ struct Tracked {
     message_id: String,
     confirm: PublisherConfirm,
     waker: Waker,
+    /// The waker's own, taken back for another publish once nobody else holds it.
+    slot_waker: Arc<SlotWaker>,
     deadline: Option<Instant>,
     /// The publisher waiting for the outcome, once it waited.
     publisher: Option<Waker>,
@@ -147,7 +149,12 @@ struct Book {
     /// The deadline the settling task's timer is set for (none: not set). A publish with an
     /// earlier one sets it here and wakes the task.
     timer: Option<Instant>,
+    /// Wakers of settled publishes, for the next ones (an allocation each saved).
+    spare_wakers: Vec<Arc<SlotWaker>>,
 }
+
+/// Spare wakers kept at most.
+const SPARE_WAKERS: usize = 1024;
 
 /// A resolved confirmation: the answer, and the message id and reply code of the returned
 /// message it carried.
@@ -387,19 +394,34 @@ fn hand_in<'a>(
     deadline: Option<Instant>,
     confirm: PublisherConfirm,
 ) -> Result<Settlement<'a>> {
-    let waker = Waker::from(Arc::new(SlotWaker {
-        slot: ticket.slot,
-        woken: Arc::clone(&shared.woken),
-    }));
+    let mut book = lock(&shared.book);
+    let slot_waker = match book.spare_wakers.pop() {
+        Some(mut spare) => {
+            if let Some(unique) = Arc::get_mut(&mut spare) {
+                unique.slot = ticket.slot;
+                spare
+            } else {
+                // Never so: only wakers nobody else holds are kept.
+                Arc::new(SlotWaker {
+                    slot: ticket.slot,
+                    woken: Arc::clone(&shared.woken),
+                })
+            }
+        }
+        None => Arc::new(SlotWaker {
+            slot: ticket.slot,
+            woken: Arc::clone(&shared.woken),
+        }),
+    };
     let mut tracked = Tracked {
         message_id,
         confirm,
-        waker,
+        waker: Waker::from(Arc::clone(&slot_waker)),
+        slot_waker,
         deadline,
         publisher: None,
         abandoned: false,
     };
-    let mut book = lock(&shared.book);
     match book.slot_mut(ticket.slot) {
         Some(Slot::Started { .. }) => {}
         // Ended by the settling task just as its frames were written.
@@ -563,15 +585,29 @@ impl Book {
         self.forget_done();
     }
 
-    /// Leaves `result` in `slot` for its publisher (dropped if it stopped waiting).
+    /// Leaves `result` in `slot` for its publisher (dropped if it stopped waiting), and
+    /// keeps the confirmation's waker for another publish when lapin let go of it.
     fn finish(&mut self, slot: u64, tracked: Tracked, result: Result<()>, wake: &mut Vec<Waker>) {
-        if tracked.abandoned {
+        let Tracked {
+            confirm,
+            waker,
+            mut slot_waker,
+            publisher,
+            abandoned,
+            ..
+        } = tracked;
+        drop(confirm);
+        drop(waker);
+        if self.spare_wakers.len() < SPARE_WAKERS && Arc::get_mut(&mut slot_waker).is_some() {
+            self.spare_wakers.push(slot_waker);
+        }
+        if abandoned {
             return;
         }
         if let Some(place) = self.slot_mut(slot) {
             *place = Slot::Settled(result);
         }
-        wake.extend(tracked.publisher);
+        wake.extend(publisher);
     }
 
     /// Forgets finished publishes at the front.
