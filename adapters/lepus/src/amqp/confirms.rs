@@ -395,24 +395,17 @@ fn hand_in<'a>(
     confirm: PublisherConfirm,
 ) -> Result<Settlement<'a>> {
     let mut book = lock(&shared.book);
-    let slot_waker = match book.spare_wakers.pop() {
-        Some(mut spare) => {
-            if let Some(unique) = Arc::get_mut(&mut spare) {
-                unique.slot = ticket.slot;
-                spare
-            } else {
-                // Never so: only wakers nobody else holds are kept.
-                Arc::new(SlotWaker {
-                    slot: ticket.slot,
-                    woken: Arc::clone(&shared.woken),
-                })
-            }
-        }
-        None => Arc::new(SlotWaker {
+    // A spare is held by nobody else (see `finish`), so it can take this slot.
+    let spare = book.spare_wakers.pop().and_then(|mut spare| {
+        Arc::get_mut(&mut spare)?.slot = ticket.slot;
+        Some(spare)
+    });
+    let slot_waker = spare.unwrap_or_else(|| {
+        Arc::new(SlotWaker {
             slot: ticket.slot,
             woken: Arc::clone(&shared.woken),
-        }),
-    };
+        })
+    });
     let mut tracked = Tracked {
         message_id,
         confirm,

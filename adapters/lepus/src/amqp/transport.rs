@@ -129,7 +129,7 @@ impl AmqpTransport {
             None => Some(new_message_id()),
         };
         // The deadline and the watch on the connection are the confirm tracker's, one per
-        // channel (a timer and a watch per publish cost about 3,300 instructions each).
+        // channel (a timer and a watch per publish cost about 3,300 instructions together).
         let deadline = self.deadline();
         loop {
             let session = self.sup.session(Some(deadline)).await?;
