@@ -248,6 +248,23 @@ pub fn encode_json_raw(envelope: &RawEnvelope<'_>, out: &mut [u8]) -> Result<usi
     Ok(w.len())
 }
 
+/// What a JSON envelope starts with, before its payload.
+pub const JSON_PAYLOAD_HEAD: &[u8] = b"{\"payload\":";
+
+/// Encodes what follows the payload of a JSON envelope (`,"metadata":{…}}`) into `out`;
+/// returns the number of bytes written. [`JSON_PAYLOAD_HEAD`], a payload and this tail are
+/// the bytes [`encode_json_raw`] writes: for a payload serialized by another serializer
+/// straight into the buffer that holds the envelope, instead of into one of its own and
+/// copied. Never panics, never allocates.
+///
+/// # Errors
+/// [`EncodeError::BufferFull`] if `out` is too small.
+pub fn encode_json_tail(metadata: &Metadata<'_>, out: &mut [u8]) -> Result<usize, EncodeError> {
+    let mut w = encode::Writer::new(out);
+    encode::write_tail(&mut w, metadata)?;
+    Ok(w.len())
+}
+
 /// Encodes an envelope as postcard (layout in the module `compact` docs: metadata, then
 /// payload) into `out`; returns the number of bytes written. Never panics, never allocates.
 ///

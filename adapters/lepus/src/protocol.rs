@@ -69,9 +69,19 @@ pub fn new_message_id() -> String {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_nanos())
             .unwrap_or(0);
-        format!("{:x}-{:x}", std::process::id(), nanos)
+        format!("{:x}-{:x}-", std::process::id(), nanos)
     });
-    format!("{prefix}-{:x}", COUNTER.fetch_add(1, Ordering::Relaxed))
+    let count = COUNTER.fetch_add(1, Ordering::Relaxed);
+    // Written by hand: `format!` costs several times as much, on every send.
+    let mut id = String::with_capacity(prefix.len() + 16);
+    id.push_str(prefix);
+    let digits = (u64::BITS - count.leading_zeros()).div_ceil(4).max(1);
+    for shift in (0..digits).rev().map(|d| d * 4) {
+        id.push(char::from(
+            b"0123456789abcdef"[((count >> shift) & 0xf) as usize],
+        ));
+    }
+    id
 }
 
 #[cfg(test)]
@@ -92,5 +102,23 @@ mod tests {
         let a = new_message_id();
         let b = new_message_id();
         assert_ne!(a, b);
+    }
+
+    #[test]
+    fn message_ids_end_with_the_counter_in_hex() {
+        let ids: Vec<String> = (0..40).map(|_| new_message_id()).collect();
+        let prefix = ids[0].rsplit_once('-').unwrap().0;
+        let counts: Vec<u64> = ids
+            .iter()
+            .map(|id| {
+                let (p, count) = id.rsplit_once('-').unwrap();
+                assert_eq!(p, prefix);
+                assert_eq!(count, count.trim_start_matches('0').max("0"), "{id}");
+                u64::from_str_radix(count, 16).unwrap()
+            })
+            .collect();
+        // Other tests take ids at the same time: increasing, not consecutive.
+        assert!(counts.windows(2).all(|w| w[0] < w[1]), "{counts:?}");
+        assert!(counts.iter().any(|&c| c >= 16), "{counts:?}");
     }
 }

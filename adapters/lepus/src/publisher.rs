@@ -9,8 +9,8 @@
 //! Every message carries the current trace context in its `traceparent` header (see
 //! [`crate::trace`]); [`Publisher::send_with`] runs in a `lepus.publish` span.
 //!
-//! The body is core's JSON envelope ([`encode_json_raw`]) around the payload written by
-//! `serde_json`.
+//! The body is core's JSON envelope ([`crate::core::envelope::encode_json_raw`]) around the
+//! payload, which `serde_json` writes straight into the envelope's buffer.
 //!
 //! ## Delayed and scheduled sends
 //!
@@ -23,12 +23,13 @@
 //! waits in `lepus.delay.unrouted`). Only queues declared by Lepus (workers) are bound to the
 //! delay levels' delivery exchange.
 
+use std::cell::Cell;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use tracing::Instrument;
 
-use crate::core::envelope::{encode_json_raw, EncodeError, Metadata, RawEnvelope, Text};
+use crate::core::envelope::{encode_json_tail, EncodeError, Metadata, Text, JSON_PAYLOAD_HEAD};
 use crate::core::retry::RetryMetadata;
 use crate::delay::Delay;
 use crate::error::{Error, ErrorKind, Result};
@@ -447,24 +448,44 @@ fn encode<M: Message>(message: &M, options: &SendOptions) -> Result<Encoded> {
     })
 }
 
-/// Serializes the payload with `serde_json` and wraps it in core's JSON envelope.
+thread_local! {
+    /// The length of the last payload this thread serialized: the next envelope's buffer is
+    /// allocated for about as much (capped at [`PAYLOAD_HINT_CAP`]), so that `serde_json`
+    /// rarely grows it.
+    static PAYLOAD_HINT: Cell<usize> = const { Cell::new(0) };
+}
+
+/// The most an envelope's buffer is allocated for ahead of its payload: a larger payload
+/// grows it as it is written, and a large one now and then does not make every envelope
+/// after it as large.
+const PAYLOAD_HINT_CAP: usize = 16 * 1024;
+
+/// Serializes the payload with `serde_json` straight into the envelope's buffer, between
+/// core's head and tail: one allocation a message, no copy of the payload.
 pub(crate) fn encode_envelope<M: Message>(
     message: &M,
     retry: RetryMetadata,
     correlation_id: Option<&str>,
     response_queue: Option<&str>,
 ) -> Result<Vec<u8>> {
-    let payload = serde_json::to_vec(message).map_err(|e| {
-        Error::new(ErrorKind::Encode).context(format!("serialize a {} payload: {e}", M::TYPE))
-    })?;
-    encode_raw_envelope(&payload, M::TYPE, retry, correlation_id, response_queue)
+    with_tail(M::TYPE, retry, correlation_id, response_queue, |tail| {
+        let hint = PAYLOAD_HINT.with(Cell::get).min(PAYLOAD_HINT_CAP);
+        let mut out = Vec::with_capacity(JSON_PAYLOAD_HEAD.len() + hint + tail.len());
+        out.extend_from_slice(JSON_PAYLOAD_HEAD);
+        serde_json::to_writer(&mut out, message).map_err(|e| {
+            Error::new(ErrorKind::Encode).context(format!("serialize a {} payload: {e}", M::TYPE))
+        })?;
+        PAYLOAD_HINT.with(|h| h.set(out.len() - JSON_PAYLOAD_HEAD.len()));
+        out.extend_from_slice(tail);
+        Ok(out)
+    })
 }
 
 /// Wraps already serialized JSON `payload` (copied verbatim) in core's JSON envelope of
 /// type `class_name`: what [`Publisher`] sends, for tools that hold the payload as JSON text.
 ///
 /// # Errors
-/// [`ErrorKind::Encode`] when core refuses the envelope (e.g. a payload that is not JSON).
+/// [`ErrorKind::Encode`] when core refuses the envelope's metadata.
 pub fn encode_raw_envelope(
     payload: &[u8],
     class_name: &str,
@@ -472,37 +493,56 @@ pub fn encode_raw_envelope(
     correlation_id: Option<&str>,
     response_queue: Option<&str>,
 ) -> Result<Vec<u8>> {
-    let envelope = RawEnvelope {
-        payload,
-        metadata: Metadata {
-            class_name: Text::plain(class_name),
-            retry,
-            response_queue: response_queue.map(Text::plain),
-            correlation_id: correlation_id.map(Text::plain),
-        },
+    with_tail(class_name, retry, correlation_id, response_queue, |tail| {
+        let mut out = Vec::with_capacity(JSON_PAYLOAD_HEAD.len() + payload.len() + tail.len());
+        out.extend_from_slice(JSON_PAYLOAD_HEAD);
+        out.extend_from_slice(payload);
+        out.extend_from_slice(tail);
+        Ok(out)
+    })
+}
+
+/// Runs `then` with the tail of an envelope (what follows its payload: core's metadata and
+/// the envelope's end), written on the stack when it fits in 1 KiB, as it does unless its
+/// strings are long: they may grow six-fold when escaped (`\u0001`), while 16 intervals and
+/// a backoff object stay well under 1 KiB.
+fn with_tail<R>(
+    class_name: &str,
+    retry: RetryMetadata,
+    correlation_id: Option<&str>,
+    response_queue: Option<&str>,
+    then: impl FnOnce(&[u8]) -> Result<R>,
+) -> Result<R> {
+    let metadata = Metadata {
+        class_name: Text::plain(class_name),
+        retry,
+        response_queue: response_queue.map(Text::plain),
+        correlation_id: correlation_id.map(Text::plain),
     };
-    // Metadata strings may grow six-fold when escaped (`\u0001`); 16 intervals and a backoff
-    // object stay well under 1 KiB.
+    let refused = |e: Option<EncodeError>| {
+        let detail = e.map(|e| format!(": {e}")).unwrap_or_default();
+        Error::new(ErrorKind::Encode).context(format!("encode a {class_name} envelope{detail}"))
+    };
+    let mut stack = [0u8; 1024];
+    match encode_json_tail(&metadata, &mut stack) {
+        Ok(n) => return then(&stack[..n]),
+        Err(EncodeError::BufferFull) => {}
+        Err(e) => return Err(refused(Some(e))),
+    }
     let strings =
         class_name.len() + correlation_id.map_or(0, str::len) + response_queue.map_or(0, str::len);
-    let mut out = vec![0; payload.len() + 6 * strings + 1024];
+    let mut heap = vec![0; 6 * strings + 2048];
     for _ in 0..4 {
-        match encode_json_raw(&envelope, &mut out) {
-            Ok(n) => {
-                out.truncate(n);
-                return Ok(out);
-            }
+        match encode_json_tail(&metadata, &mut heap) {
+            Ok(n) => return then(&heap[..n]),
             Err(EncodeError::BufferFull) => {
-                let grown = out.len().saturating_mul(2);
-                out.resize(grown, 0);
+                let grown = heap.len().saturating_mul(2);
+                heap.resize(grown, 0);
             }
-            Err(e) => {
-                return Err(Error::new(ErrorKind::Encode)
-                    .context(format!("encode a {class_name} envelope: {e}")))
-            }
+            Err(e) => return Err(refused(Some(e))),
         }
     }
-    Err(Error::new(ErrorKind::Encode).context(format!("encode a {class_name} envelope")))
+    Err(refused(None))
 }
 
 #[cfg(test)]

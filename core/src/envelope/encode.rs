@@ -11,7 +11,7 @@
 
 use super::error::EncodeError;
 use super::text::Text;
-use super::Metadata;
+use super::{Metadata, JSON_PAYLOAD_HEAD};
 use crate::retry::Strategy;
 
 /// Appends bytes to a caller buffer; never panics, never allocates.
@@ -166,8 +166,13 @@ pub(crate) fn write_envelope(
     m: &Metadata<'_>,
     payload: impl FnOnce(&mut Writer<'_>) -> Result<(), EncodeError>,
 ) -> Result<(), EncodeError> {
-    w.push(b"{\"payload\":")?;
+    w.push(JSON_PAYLOAD_HEAD)?;
     payload(w)?;
+    write_tail(w, m)
+}
+
+/// Writes what follows the payload: the metadata and the envelope's end.
+pub(crate) fn write_tail(w: &mut Writer<'_>, m: &Metadata<'_>) -> Result<(), EncodeError> {
     w.push(b",\"metadata\":")?;
     write_metadata(w, m)?;
     w.push(b"}")

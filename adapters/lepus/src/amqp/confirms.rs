@@ -114,9 +114,39 @@ enum Answer {
     NotRequested,
 }
 
+/// A publish's message id as the tracker keeps it, to match a returned message: in place when
+/// it fits, as this crate's own ids do (about 30 bytes), so that keeping it allocates nothing.
+pub(crate) enum TrackedId {
+    Inline { len: u8, bytes: [u8; INLINE_ID] },
+    Heap(Box<[u8]>),
+}
+
+/// The longest message id a [`TrackedId`] keeps in place.
+const INLINE_ID: usize = 48;
+
+impl TrackedId {
+    pub(crate) fn new(id: &str) -> Self {
+        let mut bytes = [0; INLINE_ID];
+        match (bytes.get_mut(..id.len()), u8::try_from(id.len())) {
+            (Some(place), Ok(len)) => {
+                place.copy_from_slice(id.as_bytes());
+                TrackedId::Inline { len, bytes }
+            }
+            _ => TrackedId::Heap(id.as_bytes().into()),
+        }
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        match self {
+            TrackedId::Inline { len, bytes } => bytes.get(..usize::from(*len)).unwrap_or(bytes),
+            TrackedId::Heap(bytes) => bytes,
+        }
+    }
+}
+
 /// A publish whose confirmation is handed in.
 struct Tracked {
-    message_id: String,
+    message_id: TrackedId,
     confirm: PublisherConfirm,
     waker: Waker,
     /// The waker's own, taken back for another publish once nobody else holds it.
@@ -141,7 +171,7 @@ struct Book {
     /// Resolved publishes to settle once every publish below `horizon` has handed in.
     batch: Option<Batch>,
     /// Message ids of returned messages whose publish is not settled yet, with the reply code.
-    returned: HashMap<String, u16>,
+    returned: HashMap<Box<[u8]>, u16>,
     /// The tracker is dropped: no publish starts any more.
     closed: bool,
     /// The connection is lost: every publish fails at once.
@@ -158,7 +188,7 @@ const SPARE_WAKERS: usize = 1024;
 
 /// A resolved confirmation: the answer, and the message id and reply code of the returned
 /// message it carried.
-type Resolution = (lapin::Result<Answer>, Option<(String, u16)>);
+type Resolution = (lapin::Result<Answer>, Option<(Box<[u8]>, u16)>);
 
 /// Resolved publishes settled together.
 struct Batch {
@@ -287,7 +317,7 @@ impl ConfirmTracker {
     /// instead.
     pub(crate) fn publish<F>(
         &self,
-        message_id: String,
+        message_id: TrackedId,
         deadline: Option<Instant>,
         publish: F,
     ) -> Publish<'_, F>
@@ -312,7 +342,7 @@ pin_project_lite::pin_project! {
         #[pin]
         publish: F,
         shared: &'a Shared,
-        message_id: Option<String>,
+        message_id: Option<TrackedId>,
         deadline: Option<Instant>,
         ticket: Option<Ticket<'a>>,
     }
@@ -390,7 +420,7 @@ where
 fn hand_in<'a>(
     shared: &'a Shared,
     ticket: &mut Ticket<'a>,
-    message_id: String,
+    message_id: TrackedId,
     deadline: Option<Instant>,
     confirm: PublisherConfirm,
 ) -> Result<Settlement<'a>> {
@@ -475,8 +505,8 @@ impl Tracked {
         // Without an id the return cannot be matched: blame the carrier, as lapin does.
         let carried = carried.map(|message| {
             let id = match message.delivery.properties.message_id() {
-                Some(id) => id.as_str().to_string(),
-                None => self.message_id.clone(),
+                Some(id) => id.as_str().as_bytes().into(),
+                None => self.message_id.as_bytes().into(),
             };
             (id, message.reply_code)
         });
@@ -561,8 +591,8 @@ impl Book {
             };
             let result = match acked {
                 Err(e) => Err(Error::from_lapin(e)),
-                Ok(_) if self.returned.contains_key(&tracked.message_id) => {
-                    let reply_code = self.returned.remove(&tracked.message_id);
+                Ok(_) if self.returned.contains_key(tracked.message_id.as_bytes()) => {
+                    let reply_code = self.returned.remove(tracked.message_id.as_bytes());
                     Err(Error::new(ErrorKind::Unroutable {
                         reply_code: reply_code.unwrap_or(NO_ROUTE),
                     }))

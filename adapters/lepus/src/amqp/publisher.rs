@@ -18,7 +18,7 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::amqp::channels::OpenChannels;
-use crate::amqp::confirms::{ConfirmTracker, Settlement};
+use crate::amqp::confirms::{ConfirmTracker, Settlement, TrackedId};
 use crate::amqp::properties::{short_name, to_amqp};
 use crate::error::{Error, ErrorKind, NameKind, Result};
 use crate::names::{check_payload, check_routing_key, check_target_exchange};
@@ -65,7 +65,7 @@ impl ConfirmChannel {
     fn send<'a>(
         &'a self,
         frames: Frames,
-        message_id: String,
+        message_id: TrackedId,
         body: &'a [u8],
         deadline: Option<Instant>,
     ) -> impl Future<Output = Result<Settlement<'a>>> + 'a {
@@ -86,7 +86,19 @@ impl ConfirmChannel {
 /// A publication checked and converted, ready to send.
 struct Prepared {
     frames: Frames,
-    message_id: String,
+    /// The message id made for it, when neither its properties nor the caller gave one.
+    made: Option<String>,
+}
+
+/// The message id a publication is sent with: its properties', else the one `given` by the
+/// caller, else the one `made` for it.
+fn sent_id<'a>(p: &Publication<'a>, given: Option<&'a str>, made: Option<&'a str>) -> &'a str {
+    p.properties
+        .message_id
+        .as_deref()
+        .or(given)
+        .or(made)
+        .unwrap_or_default()
 }
 
 /// What lapin's `basic_publish` takes, moved into it (not cloned: the names and the
@@ -155,54 +167,46 @@ impl ConfirmPublisher {
         message_id: Option<&str>,
         deadline: Option<Instant>,
     ) -> Result<()> {
-        let prepared = self.prepare(&publication, message_id)?;
+        let Prepared { frames, made } = self.prepare(&publication, message_id)?;
+        let id = sent_id(&publication, message_id, made.as_deref());
         let span = tracing::debug_span!(
             "publish",
-            message_id = %prepared.message_id,
+            message_id = id,
             exchange = publication.exchange,
             routing_key = publication.routing_key,
         );
         // Wrapped only when the span is recorded: the wrapper moves the whole publish into
         // it. Each branch builds its own future, so that they share their place in this one.
-        let Prepared {
-            frames,
-            message_id: made,
-        } = prepared;
         if span.is_disabled() {
-            self.send_prepared(&publication, frames, made, message_id, deadline)
-                .await
+            self.send_prepared(&publication, frames, id, deadline).await
         } else {
-            self.send_prepared(&publication, frames, made, message_id, deadline)
+            self.send_prepared(&publication, frames, id, deadline)
                 .instrument(span)
                 .await
         }
     }
 
-    /// [`Self::send`] of a prepared publication: `made` is the id it is sent with.
+    /// [`Self::send`] of a prepared publication sent with the message id `id`.
     async fn send_prepared(
         &self,
         publication: &Publication<'_>,
         frames: Frames,
-        made: String,
-        message_id: Option<&str>,
+        id: &str,
         deadline: Option<Instant>,
     ) -> Result<()> {
         let channel = match self.channel(deadline).await {
             Ok(channel) => channel,
-            Err(e) => return Err(e.context(describe(publication, &made))),
+            Err(e) => return Err(e.context(describe(publication, id))),
         };
-        // The id moves into the tracker (it matches returned messages); an error names it
-        // from the properties or the caller, or from a copy when it was made here.
-        let shown = publication.properties.message_id.as_deref().or(message_id);
-        let made_copy = shown.is_none().then(|| made.clone());
-        let outcome = match channel.send(frames, made, publication.body, deadline).await {
+        let tracked = TrackedId::new(id);
+        let outcome = match channel
+            .send(frames, tracked, publication.body, deadline)
+            .await
+        {
             Ok(settlement) => settlement.await,
             Err(e) => Err(e),
         };
-        outcome.map_err(|e| {
-            let id = shown.or(made_copy.as_deref()).unwrap_or_default();
-            e.context(describe(publication, id))
-        })
+        outcome.map_err(|e| e.context(describe(publication, id)))
     }
 
     /// Validates every publication (an invalid one fails the call before anything is sent),
@@ -220,18 +224,23 @@ impl ConfirmPublisher {
         let channel = self.channel(deadline).await?;
         // Every publish starts (lapin numbers it and queues its frames) before any write is
         // awaited, so the batch goes out in one stream instead of one I/O round per message.
-        let mut ids = Vec::with_capacity(prepared.len());
+        let mut made = Vec::with_capacity(prepared.len());
         let mut all_frames = Vec::with_capacity(prepared.len());
-        for Prepared { frames, message_id } in prepared {
-            ids.push(message_id);
+        for Prepared { frames, made: id } in prepared {
+            made.push(id);
             all_frames.push(frames);
         }
+        let ids: Vec<&str> = batch
+            .iter()
+            .zip(&made)
+            .map(|(p, made)| sent_id(p, None, made.as_deref()))
+            .collect();
         let mut sends: Vec<_> = batch
             .iter()
             .zip(all_frames)
             .zip(&ids)
             .map(|((publication, frames), id)| {
-                Box::pin(channel.send(frames, id.clone(), publication.body, deadline))
+                Box::pin(channel.send(frames, TrackedId::new(id), publication.body, deadline))
             })
             .collect();
         let mut started = Vec::with_capacity(sends.len());
@@ -263,21 +272,19 @@ impl ConfirmPublisher {
         check_routing_key(p.routing_key)?;
         check_payload(p.body.len(), p.body_limit(self.max_payload))?;
         p.properties.validate()?;
-        let message_id = match (&p.properties.message_id, message_id) {
-            (Some(id), _) => id.clone(),
-            (None, Some(id)) => id.to_owned(),
-            (None, None) => new_message_id(),
+        let made = match (&p.properties.message_id, message_id) {
+            (None, None) => Some(new_message_id()),
+            _ => None,
         };
         let timestamp = p.properties.timestamp.unwrap_or_else(now_seconds);
-        Ok(Prepared {
-            frames: Frames {
-                exchange: short_name(NameKind::Exchange, p.exchange)?,
-                routing_key: short_name(NameKind::RoutingKey, p.routing_key)?,
-                properties: to_amqp(p.properties, &message_id, timestamp)?,
-                mandatory: p.mandatory,
-            },
-            message_id,
-        })
+        let id = sent_id(p, message_id, made.as_deref());
+        let frames = Frames {
+            exchange: short_name(NameKind::Exchange, p.exchange)?,
+            routing_key: short_name(NameKind::RoutingKey, p.routing_key)?,
+            properties: to_amqp(p.properties, id, timestamp)?,
+            mandatory: p.mandatory,
+        };
+        Ok(Prepared { frames, made })
     }
 
     fn current(&self) -> Arc<ConfirmChannel> {

@@ -170,6 +170,43 @@ async fn pipelined_mix_of_routable_and_unroutable_gets_each_its_own_outcome() {
     cleanup(&t, &spec).await;
 }
 
+/// The tracker keeps short message ids in place and long ones on the heap: ids of every
+/// length up to AMQP's 255 bytes, on both sides of that line, are matched to their returns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn returns_are_matched_by_message_ids_of_any_length() {
+    let t = broker!("returns_are_matched_by_message_ids_of_any_length");
+    let spec = setup(&t, "long-ids", "bound.key").await;
+    let lengths = [1, 30, 47, 48, 49, 64, 200, 255];
+    let cases: Vec<(&str, Properties)> = (0..120)
+        .map(|i| {
+            let key = if i % 3 == 0 {
+                "nobody.listens"
+            } else {
+                "bound.key"
+            };
+            let len = lengths[i % lengths.len()];
+            let id = format!("{i:0>len$}");
+            (key, Properties::new().with_message_id(id))
+        })
+        .collect();
+    let batch: Vec<Publication<'_>> = cases
+        .iter()
+        .map(|(key, props)| Publication::new(&spec.exchange, key, b"x", props))
+        .collect();
+    let outcomes = t.publish_batch(&batch).await.unwrap();
+    let mut routed = 0;
+    for ((key, props), outcome) in cases.iter().zip(&outcomes) {
+        match (*key, outcome) {
+            ("bound.key", Ok(())) => routed += 1,
+            ("nobody.listens", Err(e)) if e.is_unroutable() => {}
+            (key, outcome) => panic!("{key} {:?}: wrong outcome {outcome:?}", props.message_id),
+        }
+    }
+    assert_eq!(routed, 80);
+    assert_eq!(wait_for_count(&t, &spec.name, 80).await, 80);
+    cleanup(&t, &spec).await;
+}
+
 /// Runs futures concurrently on the current task (no extra dependency).
 async fn futures_join_all<F: std::future::Future>(
     futures: impl IntoIterator<Item = F>,

@@ -103,6 +103,24 @@ proptest! {
     }
 
     #[test]
+    fn head_payload_and_tail_are_the_whole_envelope(o in owned()) {
+        let env = o.envelope();
+        let mut payload = [0u8; 256];
+        let p = serde_json_core::to_slice(&env.payload, &mut payload).unwrap();
+        let raw = RawEnvelope { payload: &payload[..p], metadata: env.metadata.clone() };
+        let mut whole = [0u8; 1024];
+        let n = encode_json_raw(&raw, &mut whole).unwrap();
+        let mut tail = [0u8; 1024];
+        let t = encode_json_tail(&env.metadata, &mut tail).unwrap();
+        let mut parts = JSON_PAYLOAD_HEAD.to_vec();
+        parts.extend_from_slice(&payload[..p]);
+        parts.extend_from_slice(&tail[..t]);
+        prop_assert_eq!(&parts[..], &whole[..n]);
+        // A tail that does not fit is an error, not a panic or a cut.
+        prop_assert_eq!(encode_json_tail(&env.metadata, &mut tail[..t - 1]), Err(EncodeError::BufferFull));
+    }
+
+    #[test]
     fn postcard_round_trip(o in owned()) {
         let env = o.envelope();
         let mut buf = [0u8; 1024];
