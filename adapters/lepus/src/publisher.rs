@@ -230,10 +230,11 @@ impl DeclareOnce {
 }
 
 /// An encoded message, ready to publish.
-struct Encoded {
+struct Encoded<'a> {
     /// The trace context the message carries (see [`crate::trace`]).
     trace: crate::trace::TraceContext,
-    routing_key: String,
+    /// The options' routing key, else the message type's.
+    routing_key: &'a str,
     body: Vec<u8>,
     properties: Properties,
 }
@@ -294,7 +295,7 @@ impl<T: Transport> Publisher<T> {
             .await?;
         let publication = Publication::new(
             &self.exchange,
-            &encoded.routing_key,
+            encoded.routing_key,
             &encoded.body,
             &encoded.properties,
         );
@@ -349,7 +350,7 @@ impl<T: Transport> Publisher<T> {
             .await?;
         let publications: Vec<Publication<'_>> = encoded
             .iter()
-            .map(|e| Publication::new(&self.exchange, &e.routing_key, &e.body, &e.properties))
+            .map(|e| Publication::new(&self.exchange, e.routing_key, &e.body, &e.properties))
             .collect();
         let outcomes = self.transport.publish_batch(&publications).await?;
         drop(publications);
@@ -393,11 +394,11 @@ pub(crate) fn publish_span(exchange: &str) -> tracing::Span {
 }
 
 /// Records what the message carries on its `lepus.publish` span.
-fn record_publish(span: &tracing::Span, encoded: &Encoded) {
+fn record_publish(span: &tracing::Span, encoded: &Encoded<'_>) {
     crate::trace::record(span, &encoded.trace);
     span.record(
         "messaging.rabbitmq.destination.routing_key",
-        encoded.routing_key.as_str(),
+        encoded.routing_key,
     );
     record_properties(span, &encoded.properties);
 }
@@ -416,7 +417,7 @@ fn message_id_of(properties: Properties) -> String {
     properties.message_id.unwrap_or_default()
 }
 
-fn encode<M: Message>(message: &M, options: &SendOptions) -> Result<Encoded> {
+fn encode<'a, M: Message>(message: &M, options: &'a SendOptions) -> Result<Encoded<'a>> {
     let policy: RetryMetadata = match &options.retry_policy {
         Some(p) => p.metadata().clone(),
         None => M::retry_policy().into_metadata(),
@@ -439,10 +440,7 @@ fn encode<M: Message>(message: &M, options: &SendOptions) -> Result<Encoded> {
     let trace = crate::trace::inject_publish(&mut properties.headers);
     Ok(Encoded {
         trace,
-        routing_key: options
-            .routing_key
-            .clone()
-            .unwrap_or_else(|| M::ROUTING_KEY.to_owned()),
+        routing_key: options.routing_key.as_deref().unwrap_or(M::ROUTING_KEY),
         body,
         properties,
     })

@@ -95,7 +95,7 @@ impl Acks {
         verdict: Verdict,
     ) {
         let tag = delivery.delivery_tag;
-        let now = self.now();
+        let mut now = self.now();
         if delivery.generation() != self.generation {
             // Delivered on a channel that is gone: settling it can only fail.
             if verdict == Verdict::Ack {
@@ -111,6 +111,7 @@ impl Acks {
                 Err(e) => {
                     tracing::warn!(delivery_tag = tag, error = %e, "ack window; acking singly");
                     single_ack(counters, &delivery).await;
+                    now = self.now();
                 }
             },
             (true, Verdict::Settled) => {
@@ -121,10 +122,11 @@ impl Acks {
             (false, Verdict::Ack) => {
                 single_ack(counters, &delivery).await;
                 self.window.settled_untracked();
+                now = self.now();
             }
             (false, Verdict::Settled) => self.window.settled_untracked(),
         }
-        let now = self.now();
+        // The clock is read again only after an await: it is read once per delivery.
         if let Some(through) = self.window.flush_due(now) {
             self.ack_through(counters, through).await;
         }

@@ -2,6 +2,7 @@
 
 use core::future::Future;
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -137,7 +138,7 @@ where
     let want = wanted.notified();
     tokio::pin!(want);
     let mut tasks: JoinSet<Verdict> = JoinSet::new();
-    let mut in_flight: InFlight = HashMap::new();
+    let mut in_flight = InFlight::default();
     let mut acks = Acks::new();
     let counters = &*rt.counters;
     // The delayed-flush timer, re-armed only when the deadline moves.
@@ -287,7 +288,30 @@ fn refused(counters: &Counters, reason: &'static str) {
 }
 
 /// Running delivery tasks: their delivery, and whether the ack window tracks it.
-type InFlight = HashMap<tokio::task::Id, (Arc<Delivery>, bool)>;
+type InFlight = HashMap<tokio::task::Id, (Arc<Delivery>, bool), BuildHasherDefault<TaskIdHasher>>;
+
+/// Hashes tokio's task ids, numbers it hands out in sequence (not input from outside, so
+/// nothing to guard against flooding), with a multiplication instead of SipHash.
+#[derive(Default)]
+struct TaskIdHasher(u64);
+
+impl Hasher for TaskIdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        // Fibonacci hashing: the golden ratio spreads a sequence over the high bits, which
+        // the map's control bytes use, and keeps the low ones distinct.
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
 
 /// Hands a finished task's verdict to the acks; requeues the delivery of a task that
 /// panicked or was aborted.
@@ -497,5 +521,30 @@ fn delivery_info(delivery: &Delivery, quorum: bool) -> DeliveryInfo {
             None
         },
         counted: count(COUNT_HEADER),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+    use std::hash::Hasher;
+
+    use super::TaskIdHasher;
+
+    fn hash(id: u64) -> u64 {
+        let mut h = TaskIdHasher::default();
+        h.write_u64(id);
+        h.finish()
+    }
+
+    #[test]
+    fn task_ids_in_sequence_spread_over_high_and_low_bits() {
+        let hashes: Vec<u64> = (1..=4096).map(hash).collect();
+        assert_eq!(hashes.iter().collect::<HashSet<_>>().len(), 4096);
+        // hashbrown takes its control byte from the top 7 bits and the bucket from the low.
+        let top: HashSet<u64> = hashes.iter().map(|h| h >> 57).collect();
+        assert_eq!(top.len(), 128, "{top:?}");
+        let low: HashSet<u64> = hashes.iter().map(|h| h & 0xfff).collect();
+        assert_eq!(low.len(), 4096);
     }
 }
