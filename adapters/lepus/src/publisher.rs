@@ -614,4 +614,47 @@ mod tests {
         assert!(raw.metadata.correlation_id.is_some_and(|c| c == "c-1"));
         assert!(raw.metadata.response_queue.is_some_and(|c| c == "replies"));
     }
+
+    #[derive(Serialize, Deserialize, Debug, PartialEq)]
+    struct Note {
+        text: String,
+    }
+
+    impl Message for Note {
+        const TYPE: &'static str = "Note";
+        const ROUTING_KEY: &'static str = "notes";
+    }
+
+    #[test]
+    fn payloads_of_any_size_after_one_another_make_whole_envelopes() {
+        // The buffer is sized by the previous payload: smaller, larger (past the cap), and a
+        // tail too long for the stack (255 control characters, six bytes each escaped).
+        let corr: String = "\u{1}".repeat(255);
+        for len in [10, 100_000, 3, 20_000, 0, 300] {
+            let note = Note {
+                text: "n".repeat(len),
+            };
+            let body = encode_envelope(&note, RetryMetadata::default(), Some(&corr), None);
+            let Ok(body) = body else {
+                panic!("encodes {len}")
+            };
+            let raw = decode_json_raw(&body).ok();
+            let Some(raw) = raw else {
+                panic!("decodes {len}")
+            };
+            assert_eq!(raw.payload, serde_json::to_vec(&note).unwrap_or_default());
+            assert!(raw
+                .metadata
+                .correlation_id
+                .is_some_and(|c| c.to_string() == corr));
+            let raw_body = encode_raw_envelope(
+                raw.payload,
+                "Note",
+                RetryMetadata::default(),
+                Some(&corr),
+                None,
+            );
+            assert_eq!(raw_body.ok(), Some(body));
+        }
+    }
 }
