@@ -521,22 +521,23 @@ fn with_tail<R>(
         let detail = e.map(|e| format!(": {e}")).unwrap_or_default();
         Error::new(ErrorKind::Encode).context(format!("encode a {class_name} envelope{detail}"))
     };
-    let mut stack = [0u8; 1024];
-    match encode_json_tail(&metadata, &mut stack) {
-        Ok(n) => return then(&stack[..n]),
-        Err(EncodeError::BufferFull) => {}
-        Err(e) => return Err(refused(Some(e))),
-    }
     let strings =
         class_name.len() + correlation_id.map_or(0, str::len) + response_queue.map_or(0, str::len);
-    let mut heap = vec![0; 6 * strings + 2048];
-    for _ in 0..4 {
-        match encode_json_tail(&metadata, &mut heap) {
-            Ok(n) => return then(&heap[..n]),
-            Err(EncodeError::BufferFull) => {
-                let grown = heap.len().saturating_mul(2);
-                heap.resize(grown, 0);
-            }
+    let mut stack = [0u8; 1024];
+    let mut heap = Vec::new();
+    let mut heap_len = 6 * strings + 2048;
+    // The stack first, then the heap, doubled on each further try.
+    for attempt in 0..5 {
+        let out: &mut [u8] = if attempt == 0 {
+            &mut stack
+        } else {
+            heap.resize(heap_len, 0);
+            heap_len = heap_len.saturating_mul(2);
+            &mut heap
+        };
+        match encode_json_tail(&metadata, out) {
+            Ok(n) => return then(&out[..n]),
+            Err(EncodeError::BufferFull) => {}
             Err(e) => return Err(refused(Some(e))),
         }
     }
@@ -615,7 +616,7 @@ mod tests {
         assert!(raw.metadata.response_queue.is_some_and(|c| c == "replies"));
     }
 
-    #[derive(Serialize, Deserialize, Debug, PartialEq)]
+    #[derive(Serialize, Deserialize)]
     struct Note {
         text: String,
     }
