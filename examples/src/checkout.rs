@@ -482,14 +482,14 @@ fn handled_total(timeline: &Timeline) -> u32 {
 }
 
 fn describe_dead_letter(queue: &str, d: &Delivery) -> (String, String, String, i64) {
-    let header = |key: &str| d.properties.headers.get(key).cloned();
-    let reason = header(HEADER_REASON)
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_default();
-    let attempts = header(HEADER_ATTEMPTS)
+    let reason = d.header_str(HEADER_REASON).unwrap_or_default().to_string();
+    let attempts = d
+        .properties()
+        .headers
+        .get(HEADER_ATTEMPTS)
         .and_then(|v| v.as_i64())
         .unwrap_or(0);
-    let kind = d.properties.message_type.clone().unwrap_or_else(|| {
+    let kind = d.message_type().map(str::to_string).unwrap_or_else(|| {
         lepus::core::envelope::decode_json_raw(&d.body)
             .map(|e| e.metadata.class_name.to_string())
             .unwrap_or_else(|_| "?".into())

@@ -115,7 +115,10 @@ async fn producer_through_gateway_to_worker() {
         .unwrap()
         .unwrap();
     assert_eq!(d.routing_key, "sensors.reading");
-    assert_eq!(d.properties.message_type.as_deref(), Some("SensorReading"));
+    assert_eq!(
+        d.properties().message_type.as_deref(),
+        Some("SensorReading")
+    );
     let raw = decode_json_raw(&d.body).unwrap();
     assert_eq!(raw.metadata.class_name, "SensorReading");
     assert_eq!(raw.metadata.retry.strategy, Strategy::Repeat);

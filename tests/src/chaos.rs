@@ -336,7 +336,7 @@ async fn dead_letter_reasons(
         return found;
     };
     while let Ok(Some(Ok(d))) = tokio::time::timeout(Duration::from_secs(3), sub.next()).await {
-        let reason = match d.properties.headers.get(lepus::HEADER_REASON) {
+        let reason = match d.properties().headers.get(lepus::HEADER_REASON) {
             Some(lepus::HeaderValue::Str(r)) => r.clone(),
             _ => "(none)".to_owned(),
         };

@@ -72,7 +72,7 @@ fn origin(headers: &Headers) -> Option<(String, String)> {
 
 /// One dead letter as JSON (`full` adds headers and properties).
 fn describe(position: u32, d: &Delivery, full: bool) -> Value {
-    let h = &d.properties.headers;
+    let h = &d.properties().headers;
     let s = summarize(d);
     let failed_at = h.get(HEADER_FAILED_AT).and_then(HeaderValue::as_i64);
     let origin = origin(h);
@@ -280,7 +280,7 @@ impl Selection {
         let reason_ok = self
             .reason
             .as_deref()
-            .is_none_or(|r| reason_of(&d.properties.headers) == r);
+            .is_none_or(|r| reason_of(&d.properties().headers) == r);
         id_ok && type_ok && reason_ok
     }
 }
@@ -340,7 +340,7 @@ pub async fn replay_selected(
         if !selection.matches(&d) {
             continue;
         }
-        let Some((exchange, routing_key)) = origin(&d.properties.headers) else {
+        let Some((exchange, routing_key)) = origin(&d.properties().headers) else {
             report
                 .skipped
                 .push(json!({"position": position, "message_id": d.message_id(),
@@ -357,7 +357,7 @@ pub async fn replay_selected(
                 continue;
             }
         };
-        let mut properties: Properties = d.properties.clone();
+        let mut properties: Properties = d.properties().clone();
         properties.headers.retain(|k, _| !is_death_header(k));
         let publication = Publication::new(&exchange, &routing_key, &body, &properties);
         if let Err(e) = transport.publish(publication).await {

@@ -19,7 +19,10 @@ pub struct Summary {
 
 /// Summarizes a body.
 pub fn summarize(delivery: &Delivery) -> Summary {
-    summarize_body(&delivery.body, delivery.properties.message_type.as_deref())
+    summarize_body(
+        &delivery.body,
+        delivery.properties().message_type.as_deref(),
+    )
 }
 
 /// Summarizes a body whose AMQP `type` is `amqp_type`.

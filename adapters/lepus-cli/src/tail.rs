@@ -271,7 +271,7 @@ fn str_of<'a>(h: &'a Headers, key: &str) -> Option<&'a str> {
 /// A firehose message as an event of `exchange` matching one of `patterns`; `None` for the
 /// other exchanges' and keys' traffic.
 fn traced(d: &Delivery, exchange: &str, patterns: &[String]) -> Option<Event> {
-    let h = &d.properties.headers;
+    let h = &d.properties().headers;
     let traced_exchange = str_of(h, "exchange_name")?;
     let first_key = match h.get("routing_keys") {
         Some(HeaderValue::List(keys)) => keys.first().and_then(HeaderValue::as_str),

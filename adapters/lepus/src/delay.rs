@@ -264,10 +264,10 @@ pub(crate) fn arrival(delivery: &mut Delivery) {
     let routing_key = destination.routing_key.to_owned();
     delivery.exchange = exchange;
     delivery.routing_key = routing_key;
-    delivery
-        .properties
-        .headers
-        .retain(|name, _| !name.starts_with(LEVEL_HEADER_PREFIX));
+    delivery.edit_properties(|p| {
+        p.headers
+            .retain(|name, _| !name.starts_with(LEVEL_HEADER_PREFIX));
+    });
 }
 
 #[cfg(test)]
@@ -340,7 +340,7 @@ mod tests {
             (d.exchange.as_str(), d.routing_key.as_str()),
             ("le.pus", "mailer.ad.x")
         );
-        assert_eq!(d.properties.headers.len(), 1, "level digits removed");
+        assert_eq!(d.properties().headers.len(), 1, "level digits removed");
         let mut plain = Delivery::new(Vec::new(), 1, std::sync::Arc::new(Nothing))
             .with_exchange("lepus")
             .with_routing_key(key);

@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::properties::Properties;
+use crate::received::Received;
 
 /// Longest wait for an acknowledgement to be sent (RabbitMQ, or a custom [`Acknowledge`]).
 const SETTLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -87,8 +88,8 @@ pub trait Acknowledge: Send + Sync + 'static {
 pub struct Delivery {
     /// The body bytes, as published.
     pub body: Vec<u8>,
-    /// Properties and headers.
-    pub properties: Properties,
+    /// Properties and headers, as they arrived (see [`Delivery::properties`]).
+    properties: Received,
     /// True when the broker delivered this message before (to this or another consumer).
     pub redelivered: bool,
     /// The delivery tag, increasing per subscription.
@@ -134,7 +135,7 @@ impl Delivery {
     pub fn new(body: Vec<u8>, delivery_tag: u64, acknowledger: Arc<dyn Acknowledge>) -> Self {
         Delivery::received(
             body,
-            Properties::default(),
+            Received::Whole(Properties::default()),
             false,
             delivery_tag,
             String::new(),
@@ -146,7 +147,7 @@ impl Delivery {
     /// A delivery of a built-in transport.
     pub(crate) fn received(
         body: Vec<u8>,
-        properties: Properties,
+        properties: Received,
         redelivered: bool,
         delivery_tag: u64,
         exchange: String,
@@ -168,7 +169,7 @@ impl Delivery {
     /// The same delivery with `properties`.
     #[must_use]
     pub fn with_properties(mut self, properties: Properties) -> Self {
-        self.properties = properties;
+        self.properties = Received::Whole(properties);
         self
     }
 
@@ -209,9 +210,69 @@ impl Delivery {
         self.generation
     }
 
+    /// Properties and headers. A delivery from RabbitMQ keeps them as they arrived and makes
+    /// these on the first call; the accessors below ([`Delivery::message_id`] and the others)
+    /// read them in place, without that conversion.
+    pub fn properties(&self) -> &Properties {
+        self.properties.whole()
+    }
+
     /// The message id property, if any.
     pub fn message_id(&self) -> Option<&str> {
-        self.properties.message_id.as_deref()
+        self.properties.message_id()
+    }
+
+    /// The `type` property (the wire type name), if any.
+    pub fn message_type(&self) -> Option<&str> {
+        self.properties.message_type()
+    }
+
+    /// The content type property, if any.
+    pub fn content_type(&self) -> Option<&str> {
+        self.properties.content_type()
+    }
+
+    /// The correlation id property, if any.
+    pub fn correlation_id(&self) -> Option<&str> {
+        self.properties.correlation_id()
+    }
+
+    /// The `reply_to` property, if any.
+    pub fn reply_to(&self) -> Option<&str> {
+        self.properties.reply_to()
+    }
+
+    /// The header `key`, if it is there and a string ([`HeaderValue::Str`]; a byte string
+    /// that is not UTF-8 is [`HeaderValue::Bytes`] and not one).
+    ///
+    /// [`HeaderValue::Str`]: crate::HeaderValue::Str
+    /// [`HeaderValue::Bytes`]: crate::HeaderValue::Bytes
+    pub fn header_str(&self, key: &str) -> Option<&str> {
+        self.properties.header_str(key)
+    }
+
+    /// The header `key`, if it is there and an integer (of any width on the wire).
+    pub(crate) fn header_i64(&self, key: &str) -> Option<i64> {
+        self.properties.header_i64(key)
+    }
+
+    /// The header `key`'s bytes, if it is a string or a byte array (what
+    /// [`crate::TraceContext::from_headers`] reads a `traceparent` from).
+    pub(crate) fn header_bytes(&self, key: &str) -> Option<&[u8]> {
+        self.properties.header_bytes(key)
+    }
+
+    /// Its body and properties, the rest dropped.
+    pub(crate) fn into_message(self) -> (Vec<u8>, Properties) {
+        (self.body, self.properties.into_whole())
+    }
+
+    /// Changes the properties (RabbitMQ's are converted first).
+    pub(crate) fn edit_properties(&mut self, edit: impl FnOnce(&mut Properties)) {
+        let received = core::mem::replace(&mut self.properties, Received::Whole(Properties::new()));
+        let mut whole = received.into_whole();
+        edit(&mut whole);
+        self.properties = Received::Whole(whole);
     }
 
     /// Acknowledges this delivery: the broker forgets the message.

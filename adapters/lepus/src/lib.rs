@@ -89,6 +89,7 @@ pub mod names;
 mod properties;
 mod protocol;
 mod publisher;
+mod received;
 mod registry;
 mod reply;
 pub mod rpc;

@@ -97,21 +97,19 @@ impl TraceContext {
     /// receiver starts a trace of its own). Never panics.
     pub fn from_headers(headers: &Headers) -> Option<Self> {
         let parent = match headers.get(HEADER_TRACEPARENT)? {
-            HeaderValue::Str(s) => TraceParent::parse(s).ok()?,
-            HeaderValue::Bytes(b) => TraceParent::parse(core::str::from_utf8(b).ok()?).ok()?,
+            HeaderValue::Str(s) => s.as_bytes(),
+            HeaderValue::Bytes(b) => b,
             _ => return None,
         };
-        let state = match headers.get(HEADER_TRACESTATE) {
-            Some(HeaderValue::Str(s)) if is_tracestate(s) => Some(Arc::from(s.as_str())),
-            _ => None,
-        };
-        Some(TraceContext {
-            trace_id: parent.trace_id,
-            span_id: parent.parent_id,
-            parent_id: None,
-            flags: parent.flags,
-            state,
-        })
+        let state = headers.get(HEADER_TRACESTATE).and_then(HeaderValue::as_str);
+        Self::from_header_values(parent, state)
+    }
+
+    /// A context from the two headers' values: `traceparent` as a string or bytes (what
+    /// [`TraceContext::from_headers`] accepts), `tracestate` when it is a string.
+    pub(crate) fn from_header_values(traceparent: &[u8], tracestate: Option<&str>) -> Option<Self> {
+        let parent = TraceParent::parse(core::str::from_utf8(traceparent).ok()?).ok()?;
+        Some(TraceContext::from_traceparent(parent, tracestate))
     }
 
     /// A context from a parsed `traceparent` and an optional `tracestate`: the span the
@@ -268,11 +266,18 @@ pub(crate) fn inject_publish(headers: &mut Headers) -> TraceContext {
     cx
 }
 
-/// The context of a delivery's processing: a child of the message's `traceparent`, or a
-/// new root when it has none (or a malformed one). With `opentelemetry`, the parent is set
-/// on `span` and the context is the OpenTelemetry span's own when it has one.
-pub(crate) fn for_delivery(headers: &Headers, span: &tracing::Span) -> TraceContext {
-    let remote = TraceContext::from_headers(headers);
+/// The context of a delivery's processing, from its `traceparent` and `tracestate` headers
+/// (read in place: a delivery from RabbitMQ does not convert its headers for them): a child
+/// of the message's `traceparent`, or a new root when it has none (or a malformed one). With
+/// `opentelemetry`, the parent is set on `span` and the context is the OpenTelemetry span's
+/// own when it has one.
+pub(crate) fn for_delivery(
+    traceparent: Option<&[u8]>,
+    tracestate: Option<&str>,
+    span: &tracing::Span,
+) -> TraceContext {
+    let remote =
+        traceparent.and_then(|parent| TraceContext::from_header_values(parent, tracestate));
     #[cfg(feature = "opentelemetry")]
     if let Some(cx) = otel::set_parent(span, remote.as_ref()) {
         return cx;
@@ -393,6 +398,14 @@ mod tests {
         assert_eq!(again.tracestate(), Some("congo=t61rcWkgMzE"));
     }
 
+    struct NoAcks;
+
+    impl crate::Acknowledge for NoAcks {
+        fn settle(&self, _: u64, _: crate::Settlement) -> crate::SettleFuture<'_> {
+            Box::pin(async { Ok(true) })
+        }
+    }
+
     #[test]
     fn malformed_headers_are_ignored() {
         for bad in [
@@ -405,7 +418,16 @@ mod tests {
             let mut headers = Headers::new();
             headers.insert(HEADER_TRACEPARENT.into(), bad.clone());
             assert!(TraceContext::from_headers(&headers).is_none(), "{bad:?}");
-            let cx = for_delivery(&headers, &tracing::Span::none());
+            let delivery = crate::Delivery::new(Vec::new(), 1, std::sync::Arc::new(NoAcks))
+                .with_properties(crate::Properties {
+                    headers,
+                    ..crate::Properties::default()
+                });
+            let cx = for_delivery(
+                delivery.header_bytes(HEADER_TRACEPARENT),
+                delivery.header_str(HEADER_TRACESTATE),
+                &tracing::Span::none(),
+            );
             assert!(!cx.trace_id().is_zero() && cx.parent_id().is_none());
         }
     }

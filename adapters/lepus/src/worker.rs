@@ -540,7 +540,7 @@ async fn handle<T: Transport>(
             attempts,
         })
     };
-    if let Some(ct) = delivery.properties.content_type.as_deref() {
+    if let Some(ct) = delivery.content_type() {
         if !is_json(ct) {
             let error = format!("content type {ct:?} is not {CONTENT_TYPE_JSON}");
             return dead(DeadLetterReason::WrongContentType, error, 1);
@@ -558,23 +558,20 @@ async fn handle<T: Transport>(
         return dead(DeadLetterReason::UnknownType, error, attempt);
     };
     let retry = raw.metadata.retry.with_default(&entry.meta);
-    let headers = &delivery.properties.headers;
     let ctx = Context {
-        message_id: delivery.properties.message_id.clone(),
+        message_id: delivery.message_id().map(str::to_owned),
         message_type: entry.type_name,
         attempt,
         redelivered,
-        routing_key: origin(headers, HEADER_ORIGIN_ROUTING_KEY, &delivery.routing_key),
+        routing_key: origin(delivery, HEADER_ORIGIN_ROUTING_KEY, &delivery.routing_key),
         queue: rt.queue.clone(),
         correlation_id: delivery
-            .properties
-            .correlation_id
-            .clone()
+            .correlation_id()
+            .map(str::to_owned)
             .or_else(|| raw.metadata.correlation_id.map(|t| t.to_string())),
         reply_to: delivery
-            .properties
-            .reply_to
-            .clone()
+            .reply_to()
+            .map(str::to_owned)
             .or_else(|| raw.metadata.response_queue.map(|t| t.to_string())),
     };
     let future = match entry.start(raw.payload, Some(delivery), ctx) {
@@ -730,7 +727,7 @@ fn rewrite(body: &[u8], next: &RetryMetadata, limits: &DecodeLimits) -> Result<V
 /// origin exchange and routing key remembered on the first retry, and the handling span as
 /// the trace parent.
 fn retry_properties(delivery: &Delivery) -> Properties {
-    let mut properties = delivery.properties.clone();
+    let mut properties = delivery.properties().clone();
     properties.headers.retain(|k, _| {
         !(k == "x-death" || k.starts_with("x-first-death") || k.starts_with("x-last-death"))
     });

@@ -107,8 +107,11 @@ async fn publish_delivers_the_envelope() {
     let d = next(&mut sub).await;
     assert_eq!(d.message_id(), doc["message_id"].as_str());
     assert_eq!(d.routing_key, "sensors.kitchen");
-    assert_eq!(d.properties.message_type.as_deref(), Some("SensorReading"));
-    assert_eq!(d.properties.priority, Some(7));
+    assert_eq!(
+        d.properties().message_type.as_deref(),
+        Some("SensorReading")
+    );
+    assert_eq!(d.properties().priority, Some(7));
     assert_eq!(
         d.body,
         br#"{"payload":{"sensor": 7, "mv": 3300},"metadata":{"className":"SensorReading","retryStrategy":"repeat","retryLimit":2,"retryCount":0,"retryInterval":[15,30]}}"#
@@ -764,7 +767,7 @@ async fn dead_letters_list_show_replay_purge() {
     assert_eq!(d.message_id(), Some(ids[1].as_str()));
     assert_eq!(d.routing_key, "billing.charge");
     assert!(!d
-        .properties
+        .properties()
         .headers
         .keys()
         .any(|k| k.starts_with("x-lepus-")));
@@ -1460,7 +1463,7 @@ async fn schedule_publishes_ticks_until_sigterm() {
     let mut ticks = Vec::new();
     for _ in 0..published {
         let d = next(&mut sub).await;
-        assert_eq!(d.properties.message_type.as_deref(), Some("CliTick"));
+        assert_eq!(d.properties().message_type.as_deref(), Some("CliTick"));
         let id = d.message_id().unwrap().to_owned();
         assert!(id.starts_with(&format!("{name}:task:")), "{id}");
         ticks.push(id.rsplit(':').next().unwrap().parse::<u64>().unwrap());

@@ -9,12 +9,13 @@ use lapin::options::{BasicGetOptions, QueueDeclareOptions, QueuePurgeOptions};
 use lapin::types::FieldTable;
 use lapin::Channel;
 
-use crate::amqp::properties::{from_amqp, short_name};
+use crate::amqp::properties::short_name;
 use crate::amqp::subscription::AmqpSubscription;
 use crate::amqp::transport::AmqpTransport;
 use crate::delivery::{Acknowledger, Delivery};
 use crate::error::{Error, ErrorKind, NameKind, NameProblem, Result};
 use crate::names::{check_binding_pattern, check_queue_name, check_target_exchange};
+use crate::received::Received;
 
 /// AMQP reply code of a missing queue or exchange.
 const NOT_FOUND: u16 = 404;
@@ -60,7 +61,7 @@ impl QueueBrowser {
             let d = m.delivery;
             let delivery = Delivery::received(
                 d.data,
-                from_amqp(&d.properties),
+                Received::amqp(d.properties),
                 d.redelivered,
                 d.delivery_tag,
                 d.exchange.into(),

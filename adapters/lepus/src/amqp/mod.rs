@@ -16,7 +16,7 @@ mod confirms;
 mod connection;
 mod inspect;
 mod ledger;
-mod properties;
+pub(crate) mod properties;
 pub(crate) mod publisher;
 mod reply;
 mod subscription;

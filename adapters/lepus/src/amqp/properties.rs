@@ -108,6 +108,32 @@ pub(crate) fn from_amqp(props: &BasicProperties) -> Properties {
     }
 }
 
+/// The header `key` of `props` when it is a string, read in place: what
+/// [`HeaderValue::as_str`] gives for it after [`from_amqp`].
+pub(crate) fn header_str<'a>(props: &'a BasicProperties, key: &str) -> Option<&'a str> {
+    match props.headers().as_ref()?.inner().get(key)? {
+        AMQPValue::ShortString(s) => Some(s.as_str()),
+        AMQPValue::LongString(s) => std::str::from_utf8(s.as_bytes()).ok(),
+        _ => None,
+    }
+}
+
+/// The bytes of the header `key` of `props` when it is a string or a byte array.
+pub(crate) fn header_bytes<'a>(props: &'a BasicProperties, key: &str) -> Option<&'a [u8]> {
+    match props.headers().as_ref()?.inner().get(key)? {
+        AMQPValue::ShortString(s) => Some(s.as_str().as_bytes()),
+        AMQPValue::LongString(s) => Some(s.as_bytes()),
+        AMQPValue::ByteArray(b) => Some(b.as_slice()),
+        _ => None,
+    }
+}
+
+/// The header `key` of `props` when it is an integer, read in place: what
+/// [`HeaderValue::as_i64`] gives for it after [`from_amqp`].
+pub(crate) fn header_i64(props: &BasicProperties, key: &str) -> Option<i64> {
+    int_from_amqp(props.headers().as_ref()?.inner().get(key)?)
+}
+
 fn headers_from(table: &FieldTable) -> Headers {
     // Inserted one by one: `collect` into a map gathers the entries in a vector of its own
     // first and sorts them, an allocation more for the one or two headers a message carries.
@@ -125,17 +151,23 @@ fn bytes_or_str(bytes: &[u8]) -> HeaderValue {
     }
 }
 
+/// An integer of any width.
+fn int_from_amqp(value: &AMQPValue) -> Option<i64> {
+    Some(match value {
+        AMQPValue::ShortShortInt(i) => i64::from(*i),
+        AMQPValue::ShortShortUInt(i) => i64::from(*i),
+        AMQPValue::ShortInt(i) => i64::from(*i),
+        AMQPValue::ShortUInt(i) => i64::from(*i),
+        AMQPValue::LongInt(i) => i64::from(*i),
+        AMQPValue::LongUInt(i) => i64::from(*i),
+        AMQPValue::LongLongInt(i) => *i,
+        _ => return None,
+    })
+}
+
 fn value_from_amqp(value: &AMQPValue) -> HeaderValue {
     match value {
-        AMQPValue::Void => HeaderValue::Void,
         AMQPValue::Boolean(b) => HeaderValue::Bool(*b),
-        AMQPValue::ShortShortInt(i) => HeaderValue::Int(i64::from(*i)),
-        AMQPValue::ShortShortUInt(i) => HeaderValue::Int(i64::from(*i)),
-        AMQPValue::ShortInt(i) => HeaderValue::Int(i64::from(*i)),
-        AMQPValue::ShortUInt(i) => HeaderValue::Int(i64::from(*i)),
-        AMQPValue::LongInt(i) => HeaderValue::Int(i64::from(*i)),
-        AMQPValue::LongUInt(i) => HeaderValue::Int(i64::from(*i)),
-        AMQPValue::LongLongInt(i) => HeaderValue::Int(*i),
         AMQPValue::Float(f) => HeaderValue::Float(f64::from(*f)),
         AMQPValue::Double(f) => HeaderValue::Float(*f),
         AMQPValue::DecimalValue(d) => HeaderValue::Decimal {
@@ -150,6 +182,8 @@ fn value_from_amqp(value: &AMQPValue) -> HeaderValue {
             HeaderValue::List(a.as_slice().iter().map(value_from_amqp).collect())
         }
         AMQPValue::FieldTable(t) => HeaderValue::Table(headers_from(t)),
+        // The integers of every width; `Void` is the one other value.
+        other => int_from_amqp(other).map_or(HeaderValue::Void, HeaderValue::Int),
     }
 }
 
@@ -204,5 +238,91 @@ mod tests {
         let props = Properties::new().with_header("k".repeat(300), 1i64);
         assert!(to_amqp(&props, "id", 0).is_err());
         assert!(to_amqp(&Properties::new(), &"i".repeat(256), 0).is_err());
+    }
+
+    /// A delivery's properties read in place (what the consume path does) give what their
+    /// conversion gives, for headers of every AMQP field type, the missing ones included.
+    #[test]
+    fn reading_in_place_agrees_with_the_conversion() {
+        let mut table = FieldTable::default();
+        let mut put = |k: &str, v: AMQPValue| {
+            table.insert(ShortString::try_new(k).unwrap_or_default(), v);
+        };
+        put("void", AMQPValue::Void);
+        put("bool", AMQPValue::Boolean(true));
+        put("i8", AMQPValue::ShortShortInt(-8));
+        put("u8", AMQPValue::ShortShortUInt(8));
+        put("i16", AMQPValue::ShortInt(-16));
+        put("u16", AMQPValue::ShortUInt(16));
+        put("i32", AMQPValue::LongInt(-32));
+        put("u32", AMQPValue::LongUInt(u32::MAX));
+        put("i64", AMQPValue::LongLongInt(i64::MIN));
+        put("f32", AMQPValue::Float(1.5));
+        put("f64", AMQPValue::Double(2.5));
+        put(
+            "decimal",
+            AMQPValue::DecimalValue(DecimalValue { scale: 2, value: 5 }),
+        );
+        put("short", AMQPValue::ShortString("s".into()));
+        put("long", AMQPValue::LongString("traceparent text".into()));
+        put("long-bytes", AMQPValue::LongString(vec![0xff, 0xfe].into()));
+        put(
+            "byte-array",
+            AMQPValue::ByteArray(ByteArray::from(&b"ab"[..])),
+        );
+        put("timestamp", AMQPValue::Timestamp(9));
+        put(
+            "array",
+            AMQPValue::FieldArray(FieldArray::from(vec![AMQPValue::Void])),
+        );
+        put("table", AMQPValue::FieldTable(FieldTable::default()));
+        let keys: Vec<String> = table
+            .inner()
+            .keys()
+            .map(|k| k.as_str().to_owned())
+            .chain(["missing".to_owned()])
+            .collect();
+        let raw = BasicProperties::default()
+            .with_type("Order".into())
+            .with_content_type("application/json".into())
+            .with_message_id("m-1".into())
+            .with_correlation_id("c-1".into())
+            .with_reply_to("replies".into())
+            .with_headers(table);
+        let whole = from_amqp(&raw);
+        for key in &keys {
+            let converted = whole.headers.get(key.as_str());
+            assert_eq!(
+                header_str(&raw, key),
+                converted.and_then(HeaderValue::as_str),
+                "{key}"
+            );
+            assert_eq!(
+                header_i64(&raw, key),
+                converted.and_then(HeaderValue::as_i64),
+                "{key}"
+            );
+            let bytes = match converted {
+                Some(HeaderValue::Str(s)) => Some(s.as_bytes()),
+                Some(HeaderValue::Bytes(b)) => Some(b.as_slice()),
+                _ => None,
+            };
+            assert_eq!(header_bytes(&raw, key), bytes, "{key}");
+        }
+        assert_eq!(header_i64(&raw, "u32"), Some(i64::from(u32::MAX)));
+        assert_eq!(header_str(&raw, "long"), Some("traceparent text"));
+        assert_eq!(header_bytes(&raw, "byte-array"), Some(&b"ab"[..]));
+
+        let received = crate::received::Received::amqp(raw.clone());
+        assert_eq!(received.message_id(), whole.message_id.as_deref());
+        assert_eq!(received.message_type(), whole.message_type.as_deref());
+        assert_eq!(received.content_type(), whole.content_type.as_deref());
+        assert_eq!(received.correlation_id(), whole.correlation_id.as_deref());
+        assert_eq!(received.reply_to(), whole.reply_to.as_deref());
+        assert_eq!(received.whole(), &whole);
+        assert_eq!(received.into_whole(), whole);
+        let empty = crate::received::Received::amqp(BasicProperties::default());
+        assert_eq!(empty.header_str("x"), None);
+        assert_eq!(empty.into_whole(), from_amqp(&BasicProperties::default()));
     }
 }

@@ -7,11 +7,12 @@ use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
 use lapin::{Channel, Consumer};
 
-use crate::amqp::properties::{from_amqp, short_name};
+use crate::amqp::properties::short_name;
 use crate::amqp::supervisor::{Session, Supervisor, FIRST_BACKOFF};
 use crate::delivery::{Acknowledger, Delivery};
 use crate::error::{Error, ErrorKind, NameKind, Result};
 use crate::names::check_queue_name;
+use crate::received::Received;
 use std::sync::Arc;
 
 /// Deliveries from one queue, on a channel of their own with a prefetch limit (`basic.qos`).
@@ -142,11 +143,11 @@ impl AmqpSubscription {
             };
             match item {
                 Some(Ok(d)) => {
-                    let properties = from_amqp(&d.properties);
+                    let properties = Received::amqp(d.properties);
                     tracing::trace!(
                         queue = %self.queue,
                         delivery_tag = d.delivery_tag,
-                        message_id = properties.message_id.as_deref().unwrap_or(""),
+                        message_id = properties.message_id().unwrap_or(""),
                         "delivery"
                     );
                     let delivery = Delivery::received(

@@ -11,7 +11,7 @@ use crate::delivery::Delivery;
 use crate::error::{ErrorKind, Result};
 use crate::events::Field;
 use crate::metrics;
-use crate::properties::{HeaderValue, Headers, Properties};
+use crate::properties::{HeaderValue, Properties};
 use crate::protocol::{
     now_millis, HEADER_ATTEMPTS, HEADER_ERROR, HEADER_FAILED_AT, HEADER_ORIGIN_EXCHANGE,
     HEADER_ORIGIN_QUEUE, HEADER_ORIGIN_ROUTING_KEY, HEADER_REASON,
@@ -121,10 +121,10 @@ fn dead_letter_properties(
     error: String,
     attempts: u32,
 ) -> Properties {
-    let mut properties = delivery.properties.clone();
+    let exchange = origin(delivery, HEADER_ORIGIN_EXCHANGE, &delivery.exchange);
+    let routing_key = origin(delivery, HEADER_ORIGIN_ROUTING_KEY, &delivery.routing_key);
+    let mut properties = delivery.properties().clone();
     let h = &mut properties.headers;
-    let exchange = origin(h, HEADER_ORIGIN_EXCHANGE, &delivery.exchange);
-    let routing_key = origin(h, HEADER_ORIGIN_ROUTING_KEY, &delivery.routing_key);
     h.insert(HEADER_REASON.into(), reason.as_str().into());
     h.insert(HEADER_ERROR.into(), truncate(error).into());
     h.insert(HEADER_FAILED_AT.into(), HeaderValue::Int(now_millis()));
@@ -149,7 +149,7 @@ fn count_dead_letter(
     counters.event("dead-lettered", |emit| {
         // A producer that sets no `type` property (the talk's PHP one): the envelope's
         // className, when the body is an envelope at all.
-        let message_type = delivery.properties.message_type.clone().or_else(|| {
+        let message_type = delivery.message_type().map(str::to_owned).or_else(|| {
             crate::core::envelope::decode_json_raw(&delivery.body)
                 .ok()
                 .map(|raw| raw.metadata.class_name.to_string())
@@ -168,12 +168,8 @@ fn count_dead_letter(
 }
 
 /// The origin recorded in a header by an earlier retry, else the delivery's own.
-pub(crate) fn origin(headers: &Headers, key: &str, own: &str) -> String {
-    headers
-        .get(key)
-        .and_then(HeaderValue::as_str)
-        .unwrap_or(own)
-        .to_owned()
+pub(crate) fn origin(delivery: &Delivery, key: &str, own: &str) -> String {
+    delivery.header_str(key).unwrap_or(own).to_owned()
 }
 
 fn truncate(mut s: String) -> String {

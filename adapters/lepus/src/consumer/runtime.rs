@@ -194,7 +194,7 @@ where
                     counters.bump(&counters.received, metrics::MESSAGES_RECEIVED);
                     counters.event("received", |emit| {
                         emit(&[
-                            ("type", Field::Str(delivery.properties.message_type.as_deref())),
+                            ("type", Field::Str(delivery.message_type())),
                             ("id", Field::Str(delivery.message_id())),
                         ]);
                     });
@@ -350,7 +350,7 @@ where
         "lepus.message",
         queue = %rt.queue,
         message_id,
-        message_type = delivery.properties.message_type.as_deref().unwrap_or(""),
+        message_type = delivery.message_type().unwrap_or(""),
         delivery_tag = delivery.delivery_tag,
         attempt = tracing::field::Empty,
         trace_id = tracing::field::Empty,
@@ -364,11 +364,15 @@ where
         "messaging.rabbitmq.destination.routing_key" = %delivery.routing_key,
         "messaging.message.id" = message_id,
         "messaging.message.conversation_id" =
-            delivery.properties.correlation_id.as_deref().unwrap_or(""),
+            delivery.correlation_id().unwrap_or(""),
     );
     // The one place a message's trace is read: the handler (and what it publishes), the
     // retry copy and the dead letter all continue it.
-    let context = crate::trace::for_delivery(&delivery.properties.headers, &span);
+    let context = crate::trace::for_delivery(
+        delivery.header_bytes(crate::trace::HEADER_TRACEPARENT),
+        delivery.header_str(crate::trace::HEADER_TRACESTATE),
+        &span,
+    );
     crate::trace::record(&span, &context);
     let processing = async {
         let limit = rt.config.max_body;
@@ -474,7 +478,7 @@ async fn publish_counted_copy<T: Transport, P>(
     delivery: &Delivery,
     count: u32,
 ) -> Result<()> {
-    let mut properties = delivery.properties.clone();
+    let mut properties = delivery.properties().clone();
     properties.headers.remove(QUORUM_COUNT_HEADER);
     properties
         .headers
@@ -505,14 +509,7 @@ pub(crate) fn note_settle_error(counters: &Counters, e: &Error, what: &str) {
 /// What the broker told about a delivery, for [`redelivery::decide`]. On a classic queue an
 /// `x-delivery-count` header is a publisher's, not the broker's: it is ignored.
 fn delivery_info(delivery: &Delivery, quorum: bool) -> DeliveryInfo {
-    let count = |key: &str| {
-        delivery
-            .properties
-            .headers
-            .get(key)
-            .and_then(HeaderValue::as_i64)
-            .and_then(|n| u64::try_from(n).ok())
-    };
+    let count = |key: &str| delivery.header_i64(key).and_then(|n| u64::try_from(n).ok());
     DeliveryInfo {
         redelivered: delivery.redelivered,
         quorum_count: if quorum {

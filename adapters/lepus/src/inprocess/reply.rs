@@ -115,10 +115,8 @@ impl ReplyReceiver for InProcessReplyReceiver {
                 if let Err(e) = d.ack().await {
                     tracing::debug!(error = %e, "settling an RPC reply failed");
                 }
-                Some(ReplyMessage {
-                    body: d.body,
-                    properties: d.properties,
-                })
+                let (body, properties) = d.into_message();
+                Some(ReplyMessage { body, properties })
             }
         }
     }

@@ -9,6 +9,7 @@ use crate::error::Result;
 use crate::inprocess::broker::{locked, Shared};
 use crate::inprocess::queue::Stored;
 use crate::inprocess::state::{ConsumerId, Outgoing};
+use crate::received::Received;
 
 /// Deliveries from one queue of an [`crate::InProcessBroker`], at most `prefetch` unsettled
 /// at a time. Dropping it gives its unsettled deliveries back to the head of the queue,
@@ -81,7 +82,7 @@ impl crate::transport::Subscription for InProcessSubscription {
 pub(crate) fn delivery(message: Stored, tag: u64, acker: Acker) -> Delivery {
     Delivery::received(
         message.body,
-        message.properties,
+        Received::Whole(message.properties),
         message.redelivered,
         tag,
         message.exchange,

@@ -255,10 +255,10 @@ mod tests {
         let mut sub = t.consume("ads", 1).await.expect("consume");
         let d = sub.next().await.expect("open").expect("delivery");
         let cid = pending.correlation_id();
-        assert_eq!(d.properties.message_type.as_deref(), Some("GetAds"));
-        assert_eq!(d.properties.correlation_id.as_deref(), Some(cid.as_str()));
+        assert_eq!(d.properties().message_type.as_deref(), Some("GetAds"));
+        assert_eq!(d.properties().correlation_id.as_deref(), Some(cid.as_str()));
         assert_eq!(
-            d.properties.reply_to.as_deref(),
+            d.properties().reply_to.as_deref(),
             Some(client.reply_to().as_str())
         );
         let raw = decode_json_raw(&d.body).expect("an envelope");

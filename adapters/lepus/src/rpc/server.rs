@@ -426,7 +426,6 @@ struct ReplyAddress {
 }
 
 fn reply_address(delivery: &Delivery, envelope: Option<&RawEnvelope<'_>>) -> ReplyAddress {
-    let props = &delivery.properties;
     let (response_queue, envelope_cid) = match envelope {
         Some(r) => (
             r.metadata.response_queue.as_ref().map(|t| t.to_string()),
@@ -435,12 +434,15 @@ fn reply_address(delivery: &Delivery, envelope: Option<&RawEnvelope<'_>>) -> Rep
         None => (None, None),
     };
     ReplyAddress {
-        reply_to: props
-            .reply_to
-            .clone()
+        reply_to: delivery
+            .reply_to()
             .filter(|r| !r.is_empty())
+            .map(str::to_owned)
             .or(response_queue),
-        correlation_id: props.correlation_id.clone().or(envelope_cid),
+        correlation_id: delivery
+            .correlation_id()
+            .map(str::to_owned)
+            .or(envelope_cid),
     }
 }
 
@@ -469,10 +471,7 @@ impl<T: Transport + 'static> Policy<T> for ServerPolicy {
         // Receipt to reply (the handler's own time is in `handled`).
         rt.counters.event("served", |emit| {
             emit(&[
-                (
-                    "type",
-                    Field::Str(delivery.properties.message_type.as_deref()),
-                ),
+                ("type", Field::Str(delivery.message_type())),
                 ("id", Field::Str(delivery.message_id())),
                 ("ms", Field::F64(started.elapsed().as_secs_f64() * 1000.0)),
             ]);
@@ -526,7 +525,7 @@ async fn answer<T: Transport>(
         );
     };
     let ctx = Context {
-        message_id: delivery.properties.message_id.clone(),
+        message_id: delivery.message_id().map(str::to_owned),
         message_type: entry.type_name,
         attempt: 1,
         redelivered,

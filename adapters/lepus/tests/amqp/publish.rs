@@ -79,8 +79,8 @@ async fn publish_is_confirmed_with_properties_filled() {
     let mut sub = t.consume(&spec.name, 1).await.unwrap();
     let d = amqp_support::next_within(&mut sub, 2000).await.unwrap();
     assert!(d.message_id().is_some_and(|id| !id.is_empty()));
-    assert!(d.properties.timestamp.is_some());
-    assert_eq!(d.properties.headers.get("missing"), None::<&HeaderValue>);
+    assert!(d.properties().timestamp.is_some());
+    assert_eq!(d.properties().headers.get("missing"), None::<&HeaderValue>);
     d.ack().await.unwrap();
     drop(sub);
     cleanup(&t, &spec).await;
@@ -402,11 +402,11 @@ async fn transient_stays_transient_and_dead_letters_are_persistent() {
     let browser = t.browse().await.unwrap();
     let (d, _) = browser.get(&spec.name).await.unwrap().expect("a message");
     assert_eq!(d.message_id(), Some("transient-1"));
-    assert!(d.properties.transient, "delivery_mode 1 on the wire");
+    assert!(d.properties().transient, "delivery_mode 1 on the wire");
     let dead = format!("{}.dead", spec.name);
     let (d, _) = browser.get(&dead).await.unwrap().expect("a dead letter");
     assert_eq!(d.message_id(), Some("dead-1"));
-    assert!(!d.properties.transient, "dead letters are kept on disk");
+    assert!(!d.properties().transient, "dead letters are kept on disk");
     browser.close().await.unwrap();
     cleanup(&t, &spec).await;
 }

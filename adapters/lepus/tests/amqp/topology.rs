@@ -83,11 +83,11 @@ async fn delayed_retry_returns_to_its_origin_queue_only() {
     assert_eq!(d.body, body);
     assert_eq!(d.message_id(), Some("retry-1"));
     assert_eq!(
-        d.properties.headers.get("retryCount"),
+        d.properties().headers.get("retryCount"),
         Some(&HeaderValue::Int(1))
     );
     assert!(
-        d.properties.headers.contains_key("x-death"),
+        d.properties().headers.contains_key("x-death"),
         "dead-lettered by the broker"
     );
     // The raw delivery shows the last level's dead-letter exchange (level 0's: the delivery
@@ -96,7 +96,7 @@ async fn delayed_retry_returns_to_its_origin_queue_only() {
     assert_eq!(d.exchange, lepus::delay::DELIVERY_EXCHANGE);
     assert_eq!(d.routing_key, format!("%.{}", origin.name));
     let digit = |h: &str| {
-        d.properties
+        d.properties()
             .headers
             .get(h)
             .and_then(HeaderValue::as_i64)
@@ -180,8 +180,8 @@ async fn quorum_retry_waits_on_the_quorum_levels() {
     let mut sub = t.consume(&spec.name, 1).await.unwrap();
     let d = next_within(&mut sub, 5000).await.expect("came back");
     assert_eq!(d.body, b"replicated wait");
-    let Some(HeaderValue::List(deaths)) = d.properties.headers.get("x-death") else {
-        panic!("no x-death: {:?}", d.properties.headers);
+    let Some(HeaderValue::List(deaths)) = d.properties().headers.get("x-death") else {
+        panic!("no x-death: {:?}", d.properties().headers);
     };
     let queues: Vec<&str> = deaths
         .iter()
@@ -317,7 +317,7 @@ async fn dead_letter_queue_receives() {
     assert_eq!(first.body, b"poison");
     assert_eq!(
         first
-            .properties
+            .properties()
             .headers
             .get("x-lepus-reason")
             .and_then(HeaderValue::as_str),
@@ -325,7 +325,7 @@ async fn dead_letter_queue_receives() {
     );
     let second = next_within(&mut dead_sub, 3000).await.unwrap();
     assert_eq!(second.body, b"rejected");
-    assert!(second.properties.headers.contains_key("x-death"));
+    assert!(second.properties().headers.contains_key("x-death"));
     second.ack_multiple().await.unwrap();
     drop(dead_sub);
     assert_eq!(wait_for_count(&t, &dead, 0).await, 0);

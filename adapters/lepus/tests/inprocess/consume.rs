@@ -47,15 +47,18 @@ async fn publish_consume_ack() {
     assert_eq!(d.body, b"{}");
     assert_eq!(d.message_id(), Some("m-1"));
     assert_eq!(
-        d.properties.message_type.as_deref(),
+        d.properties().message_type.as_deref(),
         Some("SendAdExpiredMail")
     );
     assert_eq!(
-        d.properties.headers.get("tenant").and_then(|v| v.as_str()),
+        d.properties()
+            .headers
+            .get("tenant")
+            .and_then(|v| v.as_str()),
         Some("eu")
     );
     assert!(
-        d.properties.timestamp.is_some(),
+        d.properties().timestamp.is_some(),
         "filled in like the AMQP publisher"
     );
     assert_eq!(d.exchange, "shop");

@@ -84,7 +84,7 @@ impl Subscription for RecordingSubscription {
             Err(e) => return Some(Err(e)),
         };
         let body = std::mem::take(&mut inner.body);
-        let properties = std::mem::take(&mut inner.properties);
+        let properties = inner.properties().clone();
         let exchange = std::mem::take(&mut inner.exchange);
         let routing_key = std::mem::take(&mut inner.routing_key);
         let (tag, redelivered, generation) =

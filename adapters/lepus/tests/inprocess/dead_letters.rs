@@ -29,7 +29,7 @@ async fn next_within(sub: &mut InProcessSubscription, ms: u64) -> Option<Deliver
 }
 
 fn x_death(d: &Delivery) -> Vec<(String, String, i64)> {
-    match d.properties.headers.get("x-death") {
+    match d.properties().headers.get("x-death") {
         Some(HeaderValue::List(entries)) => entries
             .iter()
             .filter_map(|e| match e {
@@ -71,14 +71,14 @@ async fn reject_goes_to_the_dead_letter_queue() {
     assert_eq!(dl.body, b"\x00bytes", "payload bytes identical");
     assert_eq!(dl.message_id(), Some("poison"));
     assert_eq!(
-        dl.properties.headers.get("retryCount"),
+        dl.properties().headers.get("retryCount"),
         Some(&HeaderValue::Int(3))
     );
     assert_eq!(x_death(&dl), [("mailer".into(), "rejected".into(), 1)]);
     assert_eq!(dl.routing_key, "mailer.dead");
     assert_eq!(dl.exchange, "");
     assert_eq!(
-        dl.properties
+        dl.properties()
             .headers
             .get("x-first-death-exchange")
             .and_then(HeaderValue::as_str),
@@ -108,7 +108,7 @@ async fn publish_dead_letter_keeps_headers() {
     let d = b.get("mailer.dead").unwrap().unwrap();
     assert_eq!(d.body, b"body");
     assert_eq!(
-        d.properties
+        d.properties()
             .headers
             .get("x-lepus-reason")
             .and_then(HeaderValue::as_str),
@@ -292,7 +292,7 @@ async fn retry_cycle_counts_deaths_and_ends_in_the_dead_letter_queue() {
     // Two retries through the same levels, then a rejection.
     for attempt in 1..=2 {
         let d = next_within(&mut sub, 100_000).await.unwrap();
-        retry(&b, 15_000, &d.body, &d.properties).await;
+        retry(&b, 15_000, &d.body, d.properties()).await;
         d.ack().await.unwrap();
         let back = next_within(&mut sub, 100_000).await.unwrap();
         let deaths = x_death(&back);

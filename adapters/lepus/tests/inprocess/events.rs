@@ -88,7 +88,7 @@ async fn a_worker_emits_its_events_in_batches() {
         else {
             continue;
         };
-        assert_eq!(d.properties.message_type.as_deref(), Some("lepus.events"));
+        assert_eq!(d.properties().message_type.as_deref(), Some("lepus.events"));
         let batch: Vec<Value> = serde_json::from_slice(&d.body).expect("a JSON array");
         seen.extend(batch);
         d.ack().await.unwrap();

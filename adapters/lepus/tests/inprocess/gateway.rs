@@ -38,7 +38,7 @@ async fn next_body<S: Subscription>(sub: &mut S) -> (Vec<u8>, Option<String>) {
         .expect("no error");
     d.ack().await.unwrap();
     let reason = d
-        .properties
+        .properties()
         .headers
         .get(HEADER_REASON)
         .and_then(|v| v.as_str())

@@ -29,7 +29,7 @@ impl Names {
 }
 
 fn first_death(d: &Delivery) -> Option<(String, String, i64)> {
-    match d.properties.headers.get("x-death")? {
+    match d.properties().headers.get("x-death")? {
         HeaderValue::List(entries) => match entries.first()? {
             HeaderValue::Table(t) => Some((
                 t.get("queue")?.as_str()?.to_owned(),
@@ -77,7 +77,7 @@ async fn worker_semantics<T: Transport>(t: &T, n: &Names) {
         (&b"ad"[..], &b"invoice"[..])
     );
     assert_eq!(a.routing_key, "mailer.ad.expired");
-    assert_eq!(a.properties.message_type.as_deref(), Some("AdExpired"));
+    assert_eq!(a.properties().message_type.as_deref(), Some("AdExpired"));
     b.ack_multiple().await.unwrap();
 
     // `mailer.ad.*` got one: requeue, then reject to the dead-letter queue.
@@ -144,7 +144,7 @@ async fn worker_semantics<T: Transport>(t: &T, n: &Names) {
     let dead = next(&mut sub_dead).await;
     assert_eq!(dead.body, b"poison");
     assert_eq!(
-        dead.properties
+        dead.properties()
             .headers
             .get("why")
             .and_then(HeaderValue::as_str),

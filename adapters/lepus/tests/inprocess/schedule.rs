@@ -40,7 +40,7 @@ fn drain(broker: &InProcessBroker) -> BTreeMap<String, u32> {
     let mut seen = BTreeMap::new();
     while let Some(d) = broker.get("ticks").unwrap() {
         let id = d.message_id().expect("ticks carry a message id").to_owned();
-        assert_eq!(d.properties.message_type.as_deref(), Some("Beat"));
+        assert_eq!(d.properties().message_type.as_deref(), Some("Beat"));
         *seen.entry(id).or_insert(0) += 1;
     }
     seen

@@ -52,7 +52,10 @@ async fn run_php(name: &'static str, args: Vec<String>) -> Vec<Value> {
 }
 
 fn header<'a>(d: &'a Delivery, key: &str) -> Option<&'a str> {
-    d.properties.headers.get(key).and_then(HeaderValue::as_str)
+    d.properties()
+        .headers
+        .get(key)
+        .and_then(HeaderValue::as_str)
 }
 
 // --- The producer: our worker handles the talk's messages.
@@ -222,7 +225,7 @@ async fn php_producer_messages_are_handled_by_our_worker() {
         Some("no handler for type `App\\Stats\\RecordAdView`")
     );
     assert_eq!(
-        dead.properties
+        dead.properties()
             .headers
             .get(HEADER_ATTEMPTS)
             .and_then(HeaderValue::as_i64),

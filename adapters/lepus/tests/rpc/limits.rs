@@ -36,7 +36,7 @@ async fn dead_reason<T: ReplyTransport>(t: &T, queue: &str) -> String {
         .expect("not ended")
         .expect("no error");
     d.ack().await.unwrap();
-    d.properties
+    d.properties()
         .headers
         .get(HEADER_REASON)
         .and_then(|v| v.as_str())

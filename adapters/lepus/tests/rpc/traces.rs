@@ -243,7 +243,7 @@ where
     .expect("open")
     .unwrap();
     letter.ack().await.unwrap();
-    let cx = TraceContext::from_headers(&letter.properties.headers).expect("a traceparent");
+    let cx = TraceContext::from_headers(&letter.properties().headers).expect("a traceparent");
     assert_eq!(cx.trace_id(), request.trace_id());
     drop(dead);
     settled(&worker, 1).await;

@@ -121,12 +121,18 @@ pub async fn drain<T: Transport>(t: &T, queue: &str, ms: u64) -> usize {
 
 /// A header as a string.
 pub fn header_str<'a>(d: &'a Delivery, key: &str) -> Option<&'a str> {
-    d.properties.headers.get(key).and_then(HeaderValue::as_str)
+    d.properties()
+        .headers
+        .get(key)
+        .and_then(HeaderValue::as_str)
 }
 
 /// A header as an integer.
 pub fn header_int(d: &Delivery, key: &str) -> Option<i64> {
-    d.properties.headers.get(key).and_then(HeaderValue::as_i64)
+    d.properties()
+        .headers
+        .get(key)
+        .and_then(HeaderValue::as_i64)
 }
 
 /// The payload span of an envelope.

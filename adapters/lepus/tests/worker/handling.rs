@@ -171,7 +171,7 @@ async fn exhausted_goes_to_dead_letter<T: Transport + 'static>(t: Arc<T>, name: 
     );
     let failed_at = header_int(d, HEADER_FAILED_AT).unwrap();
     assert!(failed_at >= before && failed_at < before + 30_000);
-    assert_eq!(d.properties.message_type.as_deref(), Some("LepusTestJob"));
+    assert_eq!(d.properties().message_type.as_deref(), Some("LepusTestJob"));
     assert_eq!(
         (stats.retried, stats.dead_lettered, stats.succeeded),
         (2, 1, 0)
