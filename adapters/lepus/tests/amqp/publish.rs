@@ -86,6 +86,71 @@ async fn publish_is_confirmed_with_properties_filled() {
     cleanup(&t, &spec).await;
 }
 
+/// A delivery from RabbitMQ is read in place (type, ids, content type, `reply_to`, string
+/// headers); what that gives must be what its converted properties say, and what was sent.
+#[tokio::test]
+async fn deliveries_read_in_place_agree_with_their_properties() {
+    let t = broker!("deliveries_read_in_place_agree_with_their_properties");
+    let spec = setup(&t, "in-place", "in.place").await;
+    let props = Properties::new()
+        .with_type("Order")
+        .with_content_type("application/json")
+        .with_message_id("m-in-place")
+        .with_correlation_id("c-in-place")
+        .with_reply_to("replies")
+        .with_header(
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        )
+        .with_header("x-lepus-deliveries", 3i64)
+        .with_header("bin", HeaderValue::Bytes(vec![0xff, 0]));
+    t.publish(Publication::new(&spec.exchange, "in.place", b"{}", &props))
+        .await
+        .unwrap();
+    let mut sub = t.consume(&spec.name, 1).await.unwrap();
+    let d = amqp_support::next_within(&mut sub, 2000).await.unwrap();
+    assert_eq!(d.message_type(), Some("Order"));
+    assert_eq!(d.content_type(), Some("application/json"));
+    assert_eq!(d.message_id(), Some("m-in-place"));
+    assert_eq!(d.correlation_id(), Some("c-in-place"));
+    assert_eq!(d.reply_to(), Some("replies"));
+    assert_eq!(
+        d.header_str("traceparent"),
+        Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+    );
+    assert_eq!(d.header_str("x-lepus-deliveries"), None, "an integer");
+    assert_eq!(d.header_str("bin"), None, "bytes that are not UTF-8");
+    assert_eq!(d.header_str("missing"), None);
+    // The same, converted.
+    let whole = d.properties();
+    assert_eq!(d.message_type(), whole.message_type.as_deref());
+    assert_eq!(d.content_type(), whole.content_type.as_deref());
+    assert_eq!(d.message_id(), whole.message_id.as_deref());
+    assert_eq!(d.correlation_id(), whole.correlation_id.as_deref());
+    assert_eq!(d.reply_to(), whole.reply_to.as_deref());
+    assert_eq!(
+        d.header_str("traceparent"),
+        whole
+            .headers
+            .get("traceparent")
+            .and_then(HeaderValue::as_str)
+    );
+    assert_eq!(
+        whole.headers.get("bin"),
+        Some(&HeaderValue::Bytes(vec![0xff, 0]))
+    );
+    assert_eq!(
+        whole
+            .headers
+            .get("x-lepus-deliveries")
+            .and_then(HeaderValue::as_i64),
+        Some(3)
+    );
+    d.ack().await.unwrap();
+    drop(sub);
+    cleanup(&t, &spec).await;
+}
+
 #[tokio::test]
 async fn unroutable_is_an_error_and_the_channel_survives() {
     let t = broker!("unroutable_is_an_error_and_the_channel_survives");
