@@ -22,6 +22,7 @@ use core::future::Future;
 
 use crate::error::Result;
 use crate::properties::Properties;
+use crate::received::Received;
 use crate::transport::{Publication, Transport};
 
 /// RabbitMQ's direct reply-to pseudo queue.
@@ -44,15 +45,42 @@ pub enum ReplyMode {
 pub struct ReplyMessage {
     /// The body bytes.
     pub body: Vec<u8>,
-    /// Properties and headers (`correlation_id` names the request).
-    pub properties: Properties,
+    /// Properties and headers, as they arrived (see [`ReplyMessage::properties`]).
+    properties: Received,
 }
 
 impl ReplyMessage {
     /// A reply of `body` with `properties`, for a [`ReplyReceiver`] implemented outside this
     /// crate.
     pub fn new(body: Vec<u8>, properties: Properties) -> Self {
+        ReplyMessage::received(body, Received::Whole(properties))
+    }
+
+    /// A reply of a built-in transport.
+    pub(crate) fn received(body: Vec<u8>, properties: Received) -> Self {
         ReplyMessage { body, properties }
+    }
+
+    /// Properties and headers. A reply from RabbitMQ keeps them as they arrived and makes
+    /// these on the first call; [`ReplyMessage::correlation_id`] and
+    /// [`ReplyMessage::header_str`] read them in place.
+    pub fn properties(&self) -> &Properties {
+        self.properties.whole()
+    }
+
+    /// The correlation id property (which names the request), if any.
+    pub fn correlation_id(&self) -> Option<&str> {
+        self.properties.correlation_id()
+    }
+
+    /// The header `key`, if it is there and a string (as [`crate::Delivery::header_str`]).
+    pub fn header_str(&self, key: &str) -> Option<&str> {
+        self.properties.header_str(key)
+    }
+
+    /// Whether the header `key` is there, whatever its type.
+    pub(crate) fn has_header(&self, key: &str) -> bool {
+        self.properties.has_header(key)
     }
 }
 

@@ -314,6 +314,13 @@ mod tests {
         assert_eq!(header_bytes(&raw, "byte-array"), Some(&b"ab"[..]));
 
         let received = crate::received::Received::amqp(raw.clone());
+        for key in &keys {
+            assert_eq!(
+                received.has_header(key),
+                whole.headers.contains_key(key.as_str()),
+                "{key}"
+            );
+        }
         assert_eq!(received.message_id(), whole.message_id.as_deref());
         assert_eq!(received.message_type(), whole.message_type.as_deref());
         assert_eq!(received.content_type(), whole.content_type.as_deref());

@@ -8,10 +8,10 @@ use lapin::options::{BasicConsumeOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection, Consumer};
 
-use crate::amqp::properties::from_amqp;
 use crate::amqp::publisher::ConfirmPublisher;
 use crate::amqp::supervisor::Session;
 use crate::error::{Error, Result};
+use crate::received::Received;
 use crate::reply::{ReplyMessage, ReplyMode, ReplyReceiver, RequestSender, DIRECT_REPLY_TO};
 use crate::transport::Publication;
 
@@ -125,10 +125,7 @@ impl ReplyReceiver for AmqpReplyReceiver {
             }
         };
         match item {
-            Ok(d) => Some(ReplyMessage {
-                properties: from_amqp(&d.properties),
-                body: d.data,
-            }),
+            Ok(d) => Some(ReplyMessage::received(d.data, Received::amqp(d.properties))),
             Err(e) => {
                 tracing::warn!(error = %e, "RPC reply consumer ended");
                 None

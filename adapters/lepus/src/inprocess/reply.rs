@@ -104,10 +104,7 @@ impl ReplyReceiver for InProcessReplyReceiver {
         match &mut self.inner {
             Inner::Direct { rx, .. } => {
                 let m = rx.recv().await?;
-                Some(ReplyMessage {
-                    body: m.body,
-                    properties: m.properties,
-                })
+                Some(ReplyMessage::new(m.body, m.properties))
             }
             Inner::Queue { subscription, .. } => {
                 let d = subscription.next().await?.ok()?;
@@ -116,7 +113,7 @@ impl ReplyReceiver for InProcessReplyReceiver {
                     tracing::debug!(error = %e, "settling an RPC reply failed");
                 }
                 let (body, properties) = d.into_message();
-                Some(ReplyMessage { body, properties })
+                Some(ReplyMessage::new(body, properties))
             }
         }
     }

@@ -1,5 +1,7 @@
 //! Encoding requests and replies, and reading replies. Envelopes are core's.
 
+use std::borrow::Cow;
+
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
@@ -134,12 +136,14 @@ pub(crate) fn encode_error_reply(
 }
 
 /// The correlation id of a reply: the property, else the envelope's `correlationId`.
-pub(crate) fn reply_correlation_id(reply: &ReplyMessage) -> Option<String> {
-    if let Some(id) = &reply.properties.correlation_id {
-        return Some(id.clone());
+pub(crate) fn reply_correlation_id(reply: &ReplyMessage) -> Option<Cow<'_, str>> {
+    if let Some(id) = reply.correlation_id() {
+        return Some(Cow::Borrowed(id));
     }
     let raw = decode_json_raw(&reply.body).ok()?;
-    raw.metadata.correlation_id.map(|t| t.to_string())
+    raw.metadata
+        .correlation_id
+        .map(|t| Cow::Owned(t.to_string()))
 }
 
 /// Reads a reply: a remote error when the header says so, else the payload of the envelope
@@ -149,8 +153,8 @@ pub(crate) fn decode_reply<T: DeserializeOwned>(reply: &ReplyMessage) -> Result<
         Ok(raw) => raw.payload,
         Err(_) => &reply.body[..],
     };
-    if let Some(kind) = reply.properties.headers.get(HEADER_RPC_ERROR) {
-        let kind = RemoteErrorKind::parse(kind.as_str().unwrap_or(""));
+    if reply.has_header(HEADER_RPC_ERROR) {
+        let kind = RemoteErrorKind::parse(reply.header_str(HEADER_RPC_ERROR).unwrap_or(""));
         let message = match serde_json::from_slice::<ErrorPayload>(payload) {
             Ok(p) => p.error,
             Err(_) => String::from_utf8_lossy(payload).into_owned(),
@@ -177,10 +181,7 @@ mod tests {
                 r#"{"payload":{"error":"no \"ad\"","kind":"rejected"},"metadata":{"className":"LepusRpcError","retryCount":0,"correlationId":"c"}}"#
             )
         );
-        let reply = ReplyMessage {
-            body,
-            properties: props,
-        };
+        let reply = ReplyMessage::new(body, props);
         match decode_reply::<u32>(&reply) {
             Err(RpcError::Remote { kind, message }) => {
                 assert_eq!(kind, RemoteErrorKind::Rejected);
@@ -193,15 +194,9 @@ mod tests {
 
     #[test]
     fn bare_json_replies_decode() {
-        let reply = ReplyMessage {
-            body: b"42".to_vec(),
-            properties: Properties::new(),
-        };
+        let reply = ReplyMessage::new(b"42".to_vec(), Properties::new());
         assert_eq!(decode_reply::<u32>(&reply).ok(), Some(42));
-        let bad = ReplyMessage {
-            body: b"{".to_vec(),
-            properties: Properties::new(),
-        };
+        let bad = ReplyMessage::new(b"{".to_vec(), Properties::new());
         assert!(matches!(
             decode_reply::<u32>(&bad),
             Err(RpcError::Decode(_))
