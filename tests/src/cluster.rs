@@ -212,6 +212,59 @@ pub async fn queues_state(queue: &str) -> String {
     "cluster queues: no node answered".to_owned()
 }
 
+/// `tests/cluster/dead-letter-workers.erl`: reads (or, with `restart`, starts again) the
+/// dead-letter workers of the cluster's at-least-once quorum queues.
+const DEAD_LETTER_WORKERS: &str = include_str!("../cluster/dead-letter-workers.erl");
+
+/// Runs [`DEAD_LETTER_WORKERS`] through the first node that answers: its lines.
+async fn eval_dead_letter_workers(restart: bool) -> Result<(usize, Vec<String>), String> {
+    let expr = format!("Restart = {restart},\n{DEAD_LETTER_WORKERS}");
+    let mut last = String::new();
+    for via in 1..=3 {
+        match ctl(via, &["rabbitmqctl", "-q", "eval", &expr]).await {
+            Ok(out) => {
+                let lines = out
+                    .lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty() && *l != "ok")
+                    .map(str::to_owned)
+                    .collect();
+                return Ok((via, lines));
+            }
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
+/// The dead-lettering of the cluster's at-least-once quorum queues that hold messages or whose
+/// worker is not alive, read on each queue's leader: messages waiting to be passed on, those
+/// handed to the queue's dead-letter worker, and whether that worker is alive.
+pub async fn dead_letter_workers() -> String {
+    match eval_dead_letter_workers(false).await {
+        Ok((via, lines)) => {
+            let lines: Vec<String> = lines
+                .into_iter()
+                .filter(|l| !(l.contains("discarded=0 checked_out=0") && l.ends_with("alive=true")))
+                .collect();
+            format!(
+                "dead-letter workers holding messages or not alive (via node {via}):\n    {}",
+                lines.join("\n    ")
+            )
+        }
+        Err(e) => format!("dead-letter workers: no node answered ({e})"),
+    }
+}
+
+/// Starts the dead-letter worker again of every at-least-once quorum queue whose registered
+/// worker is not alive (or that has none and holds messages), what the queue's next leader
+/// election would do: RabbitMQ can leave a queue without one after a node loss
+/// (rabbitmq-server#16652, #15548; RELIABILITY.md, "Cluster"). Returns one line per worker
+/// started (empty when none was missing), or why no node answered.
+pub async fn restart_dead_letter_workers() -> Result<Vec<String>, String> {
+    eval_dead_letter_workers(true).await.map(|(_, lines)| lines)
+}
+
 /// Puts the cluster back together when dropped, whatever the scenario did: resumes paused
 /// nodes, then `cluster-up.sh` restarts any node that is down and waits for it to rejoin.
 /// Create one before the first fault.

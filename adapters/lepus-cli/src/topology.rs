@@ -184,7 +184,7 @@ fn held_text(level: &Value) -> String {
     match level.get("held").and_then(Value::as_u64) {
         Some(held) if held > 0 => format!(
             ", {held} due and held by the broker's dead-letter worker (if this stays, see \
-             README \"Running on a cluster\": dead_letter_worker_publisher_confirm_timeout)"
+             README \"Running on a cluster\": the confirm timeout, or a worker to start again)"
         ),
         _ => String::new(),
     }
