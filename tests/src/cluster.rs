@@ -216,12 +216,16 @@ pub async fn queues_state(queue: &str) -> String {
 /// dead-letter workers of the cluster's at-least-once quorum queues.
 const DEAD_LETTER_WORKERS: &str = include_str!("../cluster/dead-letter-workers.erl");
 
-/// Runs [`DEAD_LETTER_WORKERS`] through the first node that answers: its lines.
-async fn eval_dead_letter_workers(restart: bool) -> Result<(usize, Vec<String>), String> {
+/// Runs [`DEAD_LETTER_WORKERS`] through the first node that answers (blocking): that node and
+/// the lines printed.
+fn dead_letter_workers_via_cli(restart: bool) -> Result<(usize, Vec<String>), String> {
     let expr = format!("Restart = {restart},\n{DEAD_LETTER_WORKERS}");
     let mut last = String::new();
     for via in 1..=3 {
-        match ctl(via, &["rabbitmqctl", "-q", "eval", &expr]).await {
+        match script(
+            "cluster-ctl.sh",
+            &[&via.to_string(), "rabbitmqctl", "-q", "eval", &expr],
+        ) {
             Ok(out) => {
                 let lines = out
                     .lines()
@@ -235,6 +239,33 @@ async fn eval_dead_letter_workers(restart: bool) -> Result<(usize, Vec<String>),
         }
     }
     Err(last)
+}
+
+/// [`dead_letter_workers_via_cli`] off the async runtime.
+async fn eval_dead_letter_workers(restart: bool) -> Result<(usize, Vec<String>), String> {
+    tokio::task::spawn_blocking(move || dead_letter_workers_via_cli(restart))
+        .await
+        .map_err(|e| e.to_string())?
+}
+
+/// Every at-least-once quorum queue's dead-letter worker as read on the queue's leader, one
+/// line each (`<queue> leader=... discarded=... checked_out=... worker=... alive=...`).
+pub async fn dead_letter_worker_lines() -> Result<Vec<String>, String> {
+    eval_dead_letter_workers(false)
+        .await
+        .map(|(_, lines)| lines)
+}
+
+/// A fault: terminates every dead-letter worker running on node `i`, the way its
+/// supervisor would, without a restart (what RabbitMQ can leave behind after a node loss:
+/// RELIABILITY.md, "Cluster"). Returns how many there were.
+pub async fn terminate_dead_letter_workers(i: usize) -> Result<usize, String> {
+    const EXPR: &str = "length([supervisor:terminate_child(rabbit_fifo_dlx_sup, P) \
+                        || {_, P, _, _} <- supervisor:which_children(rabbit_fifo_dlx_sup)]).";
+    let out = ctl(i, &["rabbitmqctl", "-q", "eval", EXPR]).await?;
+    out.trim()
+        .parse()
+        .map_err(|e| format!("node {i} answered {out:?}: {e}"))
 }
 
 /// The dead-lettering of the cluster's at-least-once quorum queues that hold messages or whose
@@ -289,6 +320,24 @@ impl ClusterGuard {
             }
             Err(e) => {
                 let _ = writeln!(std::io::stderr(), "  cluster: repair failed: {e}");
+                return;
+            }
+        }
+        // A queue left without a dead-letter worker would hold the next scenario's retries.
+        match dead_letter_workers_via_cli(true) {
+            Ok((_, started)) if !started.is_empty() => {
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "  cluster: dead-letter workers started again:\n    {}",
+                    started.join("\n    ")
+                );
+            }
+            Ok(_) => {}
+            Err(e) => {
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "  cluster: dead-letter workers not checked: {e}"
+                );
             }
         }
     }

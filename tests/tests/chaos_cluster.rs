@@ -12,11 +12,15 @@
 //! The 90 s pause (longer than `net_ticktime`: a partition, then autoheal) takes about three
 //! minutes; it runs when `LEPUS_CLUSTER_LONG=1` (`.ci/run` sets it).
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use lepus_tests::chaos::{run, setup, Row, Setup, Tally};
-use lepus_tests::cluster::{cluster, leader, new_leader, node, node_of, ClusterGuard};
+use lepus_tests::cluster::{
+    cluster, dead_letter_worker_lines, leader, new_leader, node, node_of,
+    terminate_dead_letter_workers, ClusterGuard,
+};
 use lepus_tests::rpc_chaos::{rpc_setup, run_rpc, RpcTally};
 
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -312,4 +316,67 @@ async fn gateway_keeps_publishing_through_node_kill() {
     .await;
     assert_eq!(row.lost, 0, "{row:?}\n{}", row.diagnosis);
     assert!(row.recovery < Duration::from_secs(30), "{row:?}");
+}
+
+/// Scenario 6: the broker's dead-letter workers are gone, every one on every node terminated
+/// during the load (what RabbitMQ 3.10 can leave behind after a node loss: RELIABILITY.md,
+/// "Cluster"). Retries wait at their delay levels, held and not lost, until the workers are
+/// started again as README's "Running on a cluster" tells operators to, then arrive; so do
+/// the dead letters the worker queue held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn dead_letter_workers_gone_hold_retries_until_started_again() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    trace();
+    let Some(config) = cluster("cluster: dead-letter workers gone") else {
+        return;
+    };
+    let _guard = ClusterGuard;
+    let mut s = cluster_setup("dlx-workers", &config);
+    s.failing = true;
+    let terminated = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&terminated);
+    let row = run(
+        "cluster: every dead-letter worker terminated, retries and dead letters in flight",
+        s,
+        move |_tally: Arc<Tally>| async move {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            for i in 1..=3 {
+                let n = terminate_dead_letter_workers(i)
+                    .await
+                    .unwrap_or_else(|e| panic!("terminating node {i}'s workers: {e}"));
+                counted.fetch_add(n, Ordering::Relaxed);
+            }
+            note(&format!(
+                "{} dead-letter workers terminated",
+                counted.load(Ordering::Relaxed)
+            ));
+            // The load goes on with no worker to pass dead letters on.
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        },
+    )
+    .await;
+    assert!(
+        terminated.load(Ordering::Relaxed) >= 35,
+        "every delay level's worker was running and terminated: {row:?}"
+    );
+    assert_eq!(row.lost, 0, "{row:?}\n{}", row.diagnosis);
+    assert!(
+        !row.broker_repairs.is_empty(),
+        "the held retries arrived only once the workers were started again: {row:?}"
+    );
+    assert!(
+        row.dead_lettered > 0,
+        "the rejected messages arrived: {row:?}"
+    );
+    let levels: Vec<String> = dead_letter_worker_lines()
+        .await
+        .expect("a node answers")
+        .into_iter()
+        .filter(|l| l.starts_with("lepus.delay.quorum."))
+        .collect();
+    assert_eq!(levels.len(), 35, "every quorum level is read: {levels:#?}");
+    assert!(
+        levels.iter().all(|l| l.ends_with("alive=true")),
+        "every quorum level has a live dead-letter worker again: {levels:#?}"
+    );
 }
