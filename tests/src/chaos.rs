@@ -70,10 +70,11 @@ pub struct Row {
     /// Longest time during the load without any progress: no confirmed send and no handled
     /// message.
     pub stall: Duration,
-    /// Dead-letter workers of the cluster's quorum queues that were gone while those queues
-    /// held messages, started again by the scenario
-    /// ([`crate::cluster::restart_dead_letter_workers`]): one line per worker. Messages they
-    /// held arrive afterwards and are not lost; the row shows that the broker needed it.
+    /// Dead-letter workers of the cluster's at-least-once quorum queues that were registered
+    /// but not alive (or missing where the queue held dead letters), started again by the
+    /// scenario ([`crate::cluster::restart_dead_letter_workers`]): one line per worker.
+    /// Messages they held arrive afterwards and are not lost; the row shows that the broker
+    /// needed it.
     pub broker_repairs: Vec<String>,
     /// When messages were lost: where they were (never delivered or not, by class, what the
     /// broker held, the services' counters), printed with a failed assertion.
@@ -584,12 +585,12 @@ where
         // and say so in the row.
         if setup.cluster && waiting.elapsed() > next_repair {
             next_repair += REPAIR_AFTER;
-            let levels = crate::cluster::dead_letter_workers().await;
+            // Each line names the queue, its leader, what it held and the dead worker.
             match crate::cluster::restart_dead_letter_workers().await {
                 Ok(started) if !started.is_empty() => {
                     let _ = writeln!(
                         std::io::stderr(),
-                        "  {missing} confirmed messages missing {:.0} s after the load; {levels}\n  \
+                        "  {missing} confirmed messages missing {:.0} s after the load; \
                          dead-letter workers started again:\n    {}",
                         waiting.elapsed().as_secs_f64(),
                         started.join("\n    ")
