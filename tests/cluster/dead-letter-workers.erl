@@ -12,6 +12,29 @@
 %% a worker is started again on the leader of each such queue, which is what that election
 %% would do, and one line is printed per worker started. A queue with nothing to pass on yet
 %% is included: it can be the next hop of one that has.
+%%
+%% Those workers run under one supervisor per node, rabbit_fifo_dlx_sup. It gives up after two
+%% worker restarts within 5 s, and RabbitMQ does not start it again (a transient child that
+%% ends with shutdown; rabbitmq-server#16652): every queue led by that node is then left without
+%% a worker, and no worker can be started there. So first, on each running node: its supervisor,
+%% and with Restart = true, the supervisor started again where it is gone (what the node's
+%% boot does), one line per node where it was gone.
+lists:foreach(fun(Node) ->
+  case {rpc:call(Node, erlang, whereis, [rabbit_fifo_dlx_sup], 5000), Restart} of
+    {undefined, true} ->
+      %% Its child spec stays with rabbit_sup, terminated: restart it (start it if not there).
+      Started = case rpc:call(Node, supervisor, restart_child, [rabbit_sup, rabbit_fifo_dlx_sup], 10000) of
+        {error, not_found} -> rpc:call(Node, rabbit_sup, start_supervisor_child, [rabbit_fifo_dlx_sup], 10000);
+        R -> R
+      end,
+      io:format("~s dead-letter supervisor gone, started: ~w~n", [Node, Started]);
+    {undefined, false} ->
+      io:format("~s dead-letter supervisor gone~n", [Node]);
+    {Sup, _} when is_pid(Sup) -> ok;
+    {Other, _} ->
+      io:format("~s dead-letter supervisor not read: ~w~n", [Node, Other])
+  end
+end, rabbit_nodes:all_running()),
 lists:foreach(fun(Q) ->
   QName = amqqueue:get_name(Q),
   {resource, _, queue, N} = QName,

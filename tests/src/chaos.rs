@@ -70,9 +70,11 @@ pub struct Row {
     /// Longest time during the load without any progress: no confirmed send and no handled
     /// message.
     pub stall: Duration,
-    /// Dead-letter workers of the cluster's at-least-once quorum queues that were registered
+    /// Dead-letter workers of the broker's at-least-once quorum queues that were registered
     /// but not alive (or missing where the queue held dead letters), started again by the
-    /// scenario ([`crate::cluster::restart_dead_letter_workers`]): one line per worker.
+    /// scenario ([`crate::cluster::restart_dead_letter_workers`], or
+    /// [`local_dead_letter_workers`] on one node), with a node's dead-letter supervisor where
+    /// it was gone: one line each.
     /// Messages they held arrive afterwards and are not lost; the row shows that the broker
     /// needed it.
     pub broker_repairs: Vec<String>,
@@ -395,9 +397,9 @@ where
     }
 }
 
-/// How long after the load a cluster scenario waits for missing messages before it looks
-/// for delay levels without a dead-letter worker.
-const REPAIR_AFTER: Duration = Duration::from_secs(20);
+/// How long after the load a scenario waits for missing messages before it looks for delay
+/// levels without a dead-letter worker.
+pub(crate) const REPAIR_AFTER: Duration = Duration::from_secs(20);
 
 /// The longest one scenario may take.
 pub const SCENARIO_LIMIT: Duration = Duration::from_secs(240);
@@ -580,13 +582,19 @@ where
         }
         // Retries still missing 20 s after the load (their delays are at most 200 ms, the
         // broker's dead-letter confirm timeout on the test cluster is 5 s): a delay level
-        // whose dead-letter worker is gone holds them until its next leader election. Start
+        // whose dead-letter worker is gone holds them until its next leader election (on one
+        // node: until the node restarts). Start
         // the missing workers, as an operator would, every 20 s while messages are missing,
         // and say so in the row.
-        if setup.cluster && waiting.elapsed() > next_repair {
+        if waiting.elapsed() > next_repair {
             next_repair += REPAIR_AFTER;
             // Each line names the queue, its leader, what it held and the dead worker.
-            match crate::cluster::restart_dead_letter_workers().await {
+            let started = if setup.cluster {
+                crate::cluster::restart_dead_letter_workers().await
+            } else {
+                local_dead_letter_workers(true).await
+            };
+            match started {
                 Ok(started) if !started.is_empty() => {
                     let _ = writeln!(
                         std::io::stderr(),
@@ -607,10 +615,19 @@ where
     }
     monitor.abort();
     let mut diagnosis = String::new();
-    if setup.cluster && tally.handled_count() + expected_dead.len() < confirmed_ids.len() {
+    if tally.handled_count() + expected_dead.len() < confirmed_ids.len() {
         // Where the missing ones are, while the workers still hold what they hold.
-        let held = crate::cluster::queues_state(&setup.queue).await;
-        let levels = crate::cluster::dead_letter_workers().await;
+        let (held, levels) = if setup.cluster {
+            (
+                crate::cluster::queues_state(&setup.queue).await,
+                crate::cluster::dead_letter_workers().await,
+            )
+        } else {
+            (
+                crate::delays::broker_state(&["lepus.delay.", &setup.queue]).await,
+                String::new(),
+            )
+        };
         let _ = writeln!(std::io::stderr(), "  {held}\n  {levels}");
         diagnosis.push_str(&format!("before shutdown: {held}; {levels}; "));
     }
@@ -779,6 +796,31 @@ pub async fn rabbitmqctl(args: &[&str]) {
     );
 }
 
+/// Runs `tests/cluster/dead-letter-workers.erl` on the default broker (`rabbitmqctl eval`):
+/// the lines it printed. With `restart`, what it started again (the node's dead-letter
+/// supervisor, the queues' workers); without, every at-least-once quorum queue's worker.
+pub async fn local_dead_letter_workers(restart: bool) -> Result<Vec<String>, String> {
+    let expr = format!(
+        "Restart = {restart},\n{}",
+        crate::cluster::DEAD_LETTER_WORKERS
+    );
+    let out = tokio::process::Command::new("rabbitmqctl")
+        .args(["-q", "eval", &expr])
+        .output()
+        .await
+        .map_err(|e| format!("rabbitmqctl: {e}"))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        return Err(format!("{text}{}", String::from_utf8_lossy(&out.stderr)));
+    }
+    Ok(text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && *l != "ok")
+        .map(str::to_owned)
+        .collect())
+}
+
 /// Restores the broker when dropped (a failed scenario must not leave it stopped or alarmed).
 pub struct BrokerGuard;
 
@@ -790,7 +832,37 @@ impl Drop for BrokerGuard {
         let _ = std::process::Command::new("rabbitmqctl")
             .args(["set_vm_memory_high_watermark", "0.4"])
             .output();
+        // A scenario must not leave the next one's delayed messages held.
+        let _ = std::process::Command::new("rabbitmqctl")
+            .args([
+                "-q",
+                "eval",
+                &format!("Restart = true,\n{}", crate::cluster::DEAD_LETTER_WORKERS),
+            ])
+            .output();
     }
+}
+
+/// A fault: ends the default broker's dead-letter supervisor the way RabbitMQ 3.10 can end it
+/// itself, with two of its workers failing within 5 s (it allows one restart in 5 s, and is
+/// not started again: rabbitmq-server#16652). Every at-least-once quorum queue of the node is
+/// left without a worker. Returns whether the supervisor is gone afterwards.
+pub async fn end_dead_letter_supervisor() -> Result<bool, String> {
+    const EXPR: &str =
+        "Ws = [P || {_, P, _, _} <- supervisor:which_children(rabbit_fifo_dlx_sup)], \
+                        [exit(P, kill) || P <- lists:sublist(Ws, 2)], \
+                        timer:sleep(500), \
+                        whereis(rabbit_fifo_dlx_sup).";
+    let out = tokio::process::Command::new("rabbitmqctl")
+        .args(["-q", "eval", EXPR])
+        .output()
+        .await
+        .map_err(|e| format!("rabbitmqctl: {e}"))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        return Err(format!("{text}{}", String::from_utf8_lossy(&out.stderr)));
+    }
+    Ok(text.trim() == "undefined")
 }
 
 pub use lepus::testing::broker_required;

@@ -214,7 +214,7 @@ pub async fn queues_state(queue: &str) -> String {
 
 /// `tests/cluster/dead-letter-workers.erl`: reads (or, with `restart`, starts again) the
 /// dead-letter workers of the cluster's at-least-once quorum queues.
-const DEAD_LETTER_WORKERS: &str = include_str!("../cluster/dead-letter-workers.erl");
+pub(crate) const DEAD_LETTER_WORKERS: &str = include_str!("../cluster/dead-letter-workers.erl");
 
 /// Runs [`DEAD_LETTER_WORKERS`] through the first node that answers (blocking): that node and
 /// the lines printed.

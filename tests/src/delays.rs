@@ -111,6 +111,13 @@ pub struct DelayRow {
     pub queues_after: usize,
     /// Lateness (arrival minus due time), sorted, in milliseconds.
     pub lateness_ms: Vec<f64>,
+    /// Dead-letter workers (and supervisors) that the broker had lost and the scenario started
+    /// again, while messages were missing 20 s after `during` ([`send_and_collect`]): one line
+    /// each. What they held arrives afterwards; the row shows that the broker needed it.
+    pub broker_repairs: Vec<String>,
+    /// When messages are missing at the deadline: the broker's queues and dead-letter workers
+    /// as read then ([`broker_state`]), before the scenario's queues are deleted.
+    pub diagnosis: String,
 }
 
 impl DelayRow {
@@ -154,6 +161,42 @@ pub async fn queue_count(prefixes: &[&str]) -> usize {
         .lines()
         .filter(|l| prefixes.iter().any(|p| l.trim().starts_with(p)))
         .count()
+}
+
+/// The broker's queues whose names start with one of `prefixes` (type, ready, unacked,
+/// consumers) and its at-least-once quorum queues' dead-letter workers
+/// (`tests/cluster/dead-letter-workers.erl`): where missing delayed messages wait.
+pub async fn broker_state(prefixes: &[&str]) -> String {
+    let queues = tokio::process::Command::new("rabbitmqctl")
+        .args([
+            "list_queues",
+            "name",
+            "type",
+            "messages_ready",
+            "messages_unacknowledged",
+            "consumers",
+            "--quiet",
+            "--no-table-headers",
+        ])
+        .output()
+        .await
+        .map(|out| {
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .filter(|l| prefixes.iter().any(|p| l.trim().starts_with(p)))
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default();
+    let workers = match crate::chaos::local_dead_letter_workers(false).await {
+        Ok(lines) => lines.join("\n    "),
+        Err(e) => format!("not read: {e}"),
+    };
+    format!(
+        "queues: name type ready unacked consumers\n    {}\ndead-letter workers:\n    {}",
+        queues.join("\n    "),
+        workers
+    )
 }
 
 /// splitmix64: a seeded, reproducible stream of delays.
@@ -251,6 +294,29 @@ where
         (arrived, duplicates)
     });
     during().await;
+    // Messages still missing 20 s after `during` (the longest delay is 12 s) wait on a quorum
+    // level whose dead-letter worker RabbitMQ lost: start the missing workers again, as an
+    // operator would (README, "Running on a cluster"), every 20 s, and say so in the row.
+    let waiting = Instant::now();
+    let mut next_repair = crate::chaos::REPAIR_AFTER;
+    while !collector.is_finished() {
+        if kind == QueueKind::Quorum && waiting.elapsed() > next_repair {
+            next_repair += crate::chaos::REPAIR_AFTER;
+            match crate::chaos::local_dead_letter_workers(true).await {
+                Ok(started) if !started.is_empty() => {
+                    eprintln!(
+                        "  delayed messages missing {:.0} s after the fault; dead-letter workers started again:\n    {}",
+                        waiting.elapsed().as_secs_f64(),
+                        started.join("\n    ")
+                    );
+                    row.broker_repairs.extend(started);
+                }
+                Ok(_) => {}
+                Err(e) => eprintln!("  dead-letter workers not checked: {e}"),
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let (arrived, duplicates) = collector.await.expect("collector");
     row.duplicates = duplicates;
     row.arrived = arrived.len();
@@ -265,6 +331,15 @@ where
     lateness.sort_by(f64::total_cmp);
     row.lateness_ms = lateness;
     row.queues_after = queue_count(&prefixes).await;
+    if row.arrived < row.sent {
+        row.diagnosis = broker_state(&prefixes).await;
+        eprintln!(
+            "{} of {} missing at the deadline; {}",
+            row.sent - row.arrived,
+            row.sent,
+            row.diagnosis
+        );
+    }
     let _ = t.delete_queue(&spec.name).await;
     let _ = t.delete_queue(&format!("{}.dead", spec.name)).await;
     let _ = t.delete_exchange(&spec.exchange).await;
