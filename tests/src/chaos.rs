@@ -796,6 +796,20 @@ pub async fn rabbitmqctl(args: &[&str]) {
     );
 }
 
+/// `rabbitmqctl -q eval <expr>` on the default broker: what it printed.
+async fn local_eval(expr: &str) -> Result<String, String> {
+    let out = tokio::process::Command::new("rabbitmqctl")
+        .args(["-q", "eval", expr])
+        .output()
+        .await
+        .map_err(|e| format!("rabbitmqctl: {e}"))?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    if !out.status.success() {
+        return Err(format!("{text}{}", String::from_utf8_lossy(&out.stderr)));
+    }
+    Ok(text)
+}
+
 /// Runs `tests/cluster/dead-letter-workers.erl` on the default broker (`rabbitmqctl eval`):
 /// the lines it printed. With `restart`, what it started again (the node's dead-letter
 /// supervisor, the queues' workers); without, every at-least-once quorum queue's worker.
@@ -804,16 +818,8 @@ pub async fn local_dead_letter_workers(restart: bool) -> Result<Vec<String>, Str
         "Restart = {restart},\n{}",
         crate::cluster::DEAD_LETTER_WORKERS
     );
-    let out = tokio::process::Command::new("rabbitmqctl")
-        .args(["-q", "eval", &expr])
-        .output()
-        .await
-        .map_err(|e| format!("rabbitmqctl: {e}"))?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    if !out.status.success() {
-        return Err(format!("{text}{}", String::from_utf8_lossy(&out.stderr)));
-    }
-    Ok(text
+    Ok(local_eval(&expr)
+        .await?
         .lines()
         .map(str::trim)
         .filter(|l| !l.is_empty() && *l != "ok")
@@ -850,19 +856,9 @@ impl Drop for BrokerGuard {
 pub async fn end_dead_letter_supervisor() -> Result<bool, String> {
     const EXPR: &str =
         "Ws = [P || {_, P, _, _} <- supervisor:which_children(rabbit_fifo_dlx_sup)], \
-                        [exit(P, kill) || P <- lists:sublist(Ws, 2)], \
-                        timer:sleep(500), \
-                        whereis(rabbit_fifo_dlx_sup).";
-    let out = tokio::process::Command::new("rabbitmqctl")
-        .args(["-q", "eval", EXPR])
-        .output()
-        .await
-        .map_err(|e| format!("rabbitmqctl: {e}"))?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    if !out.status.success() {
-        return Err(format!("{text}{}", String::from_utf8_lossy(&out.stderr)));
-    }
-    Ok(text.trim() == "undefined")
+         [exit(P, kill) || P <- lists:sublist(Ws, 2)], timer:sleep(500), \
+         whereis(rabbit_fifo_dlx_sup).";
+    Ok(local_eval(EXPR).await?.trim() == "undefined")
 }
 
 pub use lepus::testing::broker_required;

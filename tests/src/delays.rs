@@ -222,6 +222,38 @@ pub fn distinct_delays(count: usize, min_ms: u64, max_ms: u64, seed: u64) -> Vec
     delays
 }
 
+/// Sends `delays` on the quorum levels to a quorum queue of its own (`lepus-chaos-<name>-<pid>`)
+/// while `during` runs (a fault), and collects them for up to 120 s: [`send_and_collect`] as
+/// the quorum scenarios use it.
+pub async fn through_quorum_levels<F, Fut>(
+    config: &AmqpConfig,
+    name: &str,
+    delays: &[u64],
+    during: F,
+) -> DelayRow
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let id = std::process::id();
+    let spec = QueueSpec::new(
+        format!("lepus-chaos-{name}-{id}"),
+        format!("lepus-chaos-{name}-x-{id}"),
+    )
+    .kind(QueueKind::Quorum)
+    .bind("later.#");
+    send_and_collect(
+        config,
+        &spec,
+        delays,
+        QueueKind::Quorum,
+        Duration::from_secs(120),
+        &[spec.name.as_str()],
+        during,
+    )
+    .await
+}
+
 /// Sends one `Later` per delay (at once, pipelined) to `exchange` on the levels of `kind`,
 /// then consumes `queue` while `during` (a fault, say) runs, until every message arrived or
 /// `deadline` passed. `queue` must be bound to `exchange` with `later.#`. Queues are counted

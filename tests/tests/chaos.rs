@@ -432,26 +432,12 @@ async fn delayed_messages_survive_a_broker_restart_on_quorum_levels() {
         return;
     };
     let _guard = BrokerGuard;
-    let spec = lepus::QueueSpec::new(
-        format!("lepus-chaos-qdelays-{}", std::process::id()),
-        format!("lepus-chaos-qdelays-x-{}", std::process::id()),
-    )
-    .kind(lepus::QueueKind::Quorum)
-    .bind("later.#");
     let delays = delays::distinct_delays(1_000, 4_000, 12_000, 0x9e57a27);
-    let row = delays::send_and_collect(
-        &config,
-        &spec,
-        &delays,
-        lepus::QueueKind::Quorum,
-        Duration::from_secs(120),
-        &[spec.name.as_str()],
-        || async {
-            rabbitmqctl(&["stop_app"]).await;
-            tokio::time::sleep(Duration::from_secs(2)).await;
-            rabbitmqctl(&["start_app"]).await;
-        },
-    )
+    let row = delays::through_quorum_levels(&config, "qdelays", &delays, || async {
+        rabbitmqctl(&["stop_app"]).await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        rabbitmqctl(&["start_app"]).await;
+    })
     .await;
     eprintln!(
         "{}",
@@ -474,29 +460,15 @@ async fn dead_letter_supervisor_gone_holds_delays_until_started_again() {
         return;
     };
     let _guard = BrokerGuard;
-    let spec = lepus::QueueSpec::new(
-        format!("lepus-chaos-dlxsup-{}", std::process::id()),
-        format!("lepus-chaos-dlxsup-x-{}", std::process::id()),
-    )
-    .kind(lepus::QueueKind::Quorum)
-    .bind("later.#");
     let delays = delays::distinct_delays(500, 3_000, 8_000, 0xd1_5c0);
     let gone = std::sync::atomic::AtomicBool::new(false);
-    let row = delays::send_and_collect(
-        &config,
-        &spec,
-        &delays,
-        lepus::QueueKind::Quorum,
-        Duration::from_secs(120),
-        &[spec.name.as_str()],
-        || async {
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            let ended = end_dead_letter_supervisor()
-                .await
-                .expect("rabbitmqctl eval");
-            gone.store(ended, std::sync::atomic::Ordering::Relaxed);
-        },
-    )
+    let row = delays::through_quorum_levels(&config, "dlxsup", &delays, || async {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let ended = end_dead_letter_supervisor()
+            .await
+            .expect("rabbitmqctl eval");
+        gone.store(ended, std::sync::atomic::Ordering::Relaxed);
+    })
     .await;
     eprintln!(
         "{}",
