@@ -810,7 +810,7 @@ async fn local_eval(expr: &str) -> Result<String, String> {
     Ok(text)
 }
 
-/// Runs `tests/cluster/dead-letter-workers.erl` on the default broker (`rabbitmqctl eval`):
+/// Runs `adapters/lepus-cli/src/dead-letter-workers.erl` on the default broker (`rabbitmqctl eval`):
 /// the lines it printed. With `restart`, what it started again (the node's dead-letter
 /// supervisor, the queues' workers); without, every at-least-once quorum queue's worker.
 pub async fn local_dead_letter_workers(restart: bool) -> Result<Vec<String>, String> {

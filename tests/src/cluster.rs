@@ -212,9 +212,10 @@ pub async fn queues_state(queue: &str) -> String {
     "cluster queues: no node answered".to_owned()
 }
 
-/// `tests/cluster/dead-letter-workers.erl`: reads (or, with `restart`, starts again) the
+/// `adapters/lepus-cli/src/dead-letter-workers.erl` (what `lepus dead-letter-workers` runs): reads (or, with `restart`, starts again) the
 /// dead-letter workers of the cluster's at-least-once quorum queues.
-pub(crate) const DEAD_LETTER_WORKERS: &str = include_str!("../cluster/dead-letter-workers.erl");
+pub(crate) const DEAD_LETTER_WORKERS: &str =
+    include_str!("../../adapters/lepus-cli/src/dead-letter-workers.erl");
 
 /// Runs [`DEAD_LETTER_WORKERS`] through the first node that answers (blocking): that node and
 /// the lines printed.

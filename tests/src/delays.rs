@@ -165,7 +165,7 @@ pub async fn queue_count(prefixes: &[&str]) -> usize {
 
 /// The broker's queues whose names start with one of `prefixes` (type, ready, unacked,
 /// consumers) and its at-least-once quorum queues' dead-letter workers
-/// (`tests/cluster/dead-letter-workers.erl`): where missing delayed messages wait.
+/// (`adapters/lepus-cli/src/dead-letter-workers.erl`): where missing delayed messages wait.
 pub async fn broker_state(prefixes: &[&str]) -> String {
     let queues = tokio::process::Command::new("rabbitmqctl")
         .args([

@@ -86,12 +86,26 @@ pub enum Command {
     /// List the exchange, its queues, bindings, dead-letter queues and delay levels with
     /// counts (through the management HTTP API, else `rabbitmqctl`).
     Topology(TopologyArgs),
+    /// Check (or, with --restart, start again) the broker's dead-letter workers, which pass
+    /// on what quorum delay levels and quorum queues dead-letter: RabbitMQ 3.10 can lose them
+    /// and then holds delayed messages and retries. Runs `rabbitmqctl eval` on the broker host.
+    DeadLetterWorkers(DeadLetterWorkersArgs),
     /// Serve the operator's console: one web page with queues, workers, retries and dead
     /// letters, live (127.0.0.1:7070 by default; read-only unless --allow-writes).
     Console(ConsoleArgs),
     /// Run a scheduler replica: publish a task on an interval or a cron expression until
     /// Ctrl-C or SIGTERM. Any number of replicas of one schedule publish each tick once.
     Schedule(ScheduleArgs),
+}
+
+/// `lepus dead-letter-workers`.
+#[derive(Debug, Args)]
+pub struct DeadLetterWorkersArgs {
+    /// Start again each node's dead-letter supervisor where it is gone, then the worker of
+    /// every at-least-once quorum queue whose registered worker is not alive (what a node
+    /// restart or the queue's next leader election would do).
+    #[arg(long)]
+    pub restart: bool,
 }
 
 /// `lepus console`.

@@ -10,6 +10,7 @@ mod call;
 mod cli;
 mod console;
 mod dead;
+mod dead_letter_workers;
 mod failure;
 mod management;
 mod payload;
@@ -77,6 +78,7 @@ async fn run(cli: Cli) -> Result<Code, Failure> {
         },
         Command::Route(args) => route::run(g, args),
         Command::Topology(args) => topology::run(g, args).await,
+        Command::DeadLetterWorkers(args) => dead_letter_workers::run(g, &args),
         Command::Schedule(args) => schedule::run(g, args).await,
         Command::Console(args) => console::run(g, args).await,
     }

@@ -13,22 +13,22 @@ use serde_json::Value;
 use crate::failure::{Code, Failure};
 use crate::snapshot::{Binding, QueueRow};
 
-fn run(vhost: &str, args: &[&str]) -> Result<Vec<Value>, Failure> {
+/// Runs `rabbitmqctl` (or `LEPUS_RABBITMQCTL`) with `args`: its output when it succeeded, a
+/// `SourceUnavailable` failure that says how to run it otherwise.
+fn output(args: &[&str]) -> Result<std::process::Output, Failure> {
     let command = std::env::var("LEPUS_RABBITMQCTL").unwrap_or_else(|_| "rabbitmqctl".into());
     let mut words = command.split_whitespace();
     let program = words.next().unwrap_or("rabbitmqctl");
     let output = Command::new(program)
         .args(words)
-        .args(["-q", "-p", vhost])
         .args(args)
-        .args(["--formatter", "json"])
         .output()
         .map_err(|e| {
             Failure::new(
                 Code::SourceUnavailable,
                 format!(
-                    "cannot run {command:?} ({e}); topology is read with rabbitmqctl on the \
-                     broker host: run lepus there, or set LEPUS_RABBITMQCTL \
+                    "cannot run {command:?} ({e}); rabbitmqctl runs on the broker host: run \
+                     lepus there, or set LEPUS_RABBITMQCTL \
                      (e.g. \"docker exec rabbitmq rabbitmqctl\")"
                 ),
             )
@@ -37,12 +37,25 @@ fn run(vhost: &str, args: &[&str]) -> Result<Vec<Value>, Failure> {
         return Err(Failure::new(
             Code::SourceUnavailable,
             format!(
-                "{command} {} failed: {}",
-                args.join(" "),
+                "{command} {} failed: {}{}",
+                args.iter().find(|a| !a.starts_with('-')).unwrap_or(&""),
+                String::from_utf8_lossy(&output.stdout).trim(),
                 String::from_utf8_lossy(&output.stderr).trim()
             ),
         ));
     }
+    Ok(output)
+}
+
+/// `rabbitmqctl eval <expression>` on the node beside: what the expression printed.
+pub fn eval(expression: &str) -> Result<String, Failure> {
+    let output = output(&["-q", "eval", expression])?;
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+fn run(vhost: &str, args: &[&str]) -> Result<Vec<Value>, Failure> {
+    let command = [&["-q", "-p", vhost][..], args, &["--formatter", "json"]].concat();
+    let output = output(&command)?;
     let text = String::from_utf8_lossy(&output.stdout);
     if text.trim().is_empty() {
         return Ok(Vec::new());
@@ -51,7 +64,7 @@ fn run(vhost: &str, args: &[&str]) -> Result<Vec<Value>, Failure> {
         Ok(Value::Array(rows)) => Ok(rows),
         _ => Err(Failure::new(
             Code::SourceUnavailable,
-            format!("{command} {}: unexpected output", args.join(" ")),
+            format!("rabbitmqctl {}: unexpected output", args.join(" ")),
         )),
     }
 }

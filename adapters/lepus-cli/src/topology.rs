@@ -183,8 +183,8 @@ pub async fn run(g: &Global, args: TopologyArgs) -> Result<Code, Failure> {
 fn held_text(level: &Value) -> String {
     match level.get("held").and_then(Value::as_u64) {
         Some(held) if held > 0 => format!(
-            ", {held} due and held by the broker's dead-letter worker (if this stays, see \
-             README \"Running on a cluster\": the confirm timeout, or a worker to start again)"
+            ", {held} due and held by the broker's dead-letter worker (if this stays: \
+             `lepus dead-letter-workers`, and README \"Running on a cluster\")"
         ),
         _ => String::new(),
     }

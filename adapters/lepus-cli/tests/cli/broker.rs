@@ -15,7 +15,7 @@ use lepus::{
     RetryPolicy, Subscription, Transport, Worker, WorkerConfig,
 };
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{json, Value};
 
 fn addr() -> String {
     // Unset: an empty address, whose connection error skips (or fails when required).
@@ -1478,5 +1478,105 @@ async fn schedule_publishes_ticks_until_sigterm() {
     t.delete_queue(&format!("lepus.schedule.{name}"))
         .await
         .unwrap();
+    cleanup(&t, &queue, &exchange).await;
+}
+
+/// Starts the broker's dead-letter workers again when dropped, so that a failed test cannot
+/// leave the next ones' delays held.
+struct RestartDeadLetterWorkers;
+
+impl Drop for RestartDeadLetterWorkers {
+    fn drop(&mut self) {
+        let _ = lepus("lepus", &["dead-letter-workers", "--restart"]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dead_letter_workers_lost_by_the_broker_are_shown_and_started_again() {
+    let Some(t) =
+        broker("dead_letter_workers_lost_by_the_broker_are_shown_and_started_again").await
+    else {
+        return;
+    };
+    let ctl = Command::new("rabbitmqctl").arg("status").output();
+    if !ctl.is_ok_and(|o| o.status.success()) {
+        assert!(
+            !lepus::testing::broker_required(),
+            "rabbitmqctl is needed beside the broker"
+        );
+        eprintln!("SKIPPED: no rabbitmqctl beside the broker");
+        return;
+    }
+    let (queue, exchange) = (unique("dlxw"), unique("dlxw-x"));
+    t.declare_exchange(&exchange).await.unwrap();
+    t.declare_queue(
+        &QueueSpec::new(&queue, &exchange)
+            .kind(lepus::QueueKind::Quorum)
+            .bind("dlxw.#"),
+    )
+    .await
+    .unwrap();
+    let _restart = RestartDeadLetterWorkers;
+    let line_of = |doc: &Value| -> String {
+        doc["lines"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .find(|l| l.starts_with(&format!("{queue} leader=")))
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let check = || {
+        json_of(&lepus(
+            &exchange,
+            &["--output", "json", "dead-letter-workers"],
+        ))
+    };
+
+    let before = check();
+    assert!(line_of(&before).ends_with("alive=true"), "{before}");
+    assert_eq!(before["failures"], 0, "{before}");
+
+    // What RabbitMQ 3.10 does itself when two workers fail within 5 s (#16652).
+    let ended = Command::new("rabbitmqctl")
+        .args([
+            "-q",
+            "eval",
+            "Ws = [P || {_, P, _, _} <- supervisor:which_children(rabbit_fifo_dlx_sup)], \
+             [exit(P, kill) || P <- lists:sublist(Ws, 2)], timer:sleep(500), \
+             whereis(rabbit_fifo_dlx_sup).",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&ended.stdout).trim(), "undefined");
+    let lost = check();
+    assert!(line_of(&lost).ends_with("alive=false"), "{lost}");
+    assert!(lost["supervisors"].as_u64() >= Some(1), "{lost}");
+    let text = lepus(&exchange, &["dead-letter-workers"]);
+    assert!(
+        String::from_utf8_lossy(&text.stdout).contains("--restart` starts them again"),
+        "{}",
+        String::from_utf8_lossy(&text.stdout)
+    );
+
+    let restarted = json_of(&lepus(
+        &exchange,
+        &["--output", "json", "dead-letter-workers", "--restart"],
+    ));
+    assert!(restarted["supervisors"].as_u64() >= Some(1), "{restarted}");
+    assert!(
+        line_of(&restarted).contains(" started: {ok,"),
+        "{restarted}"
+    );
+    assert_eq!(restarted["failures"], 0, "{restarted}");
+
+    let after = check();
+    assert!(line_of(&after).ends_with("alive=true"), "{after}");
+    assert_eq!(
+        (&after["supervisors"], &after["workers"]),
+        (&json!(0), &json!(0)),
+        "{after}"
+    );
     cleanup(&t, &queue, &exchange).await;
 }

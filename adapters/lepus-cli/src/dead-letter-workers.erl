@@ -1,9 +1,11 @@
-%% The dead-letter workers of a cluster's quorum queues (RabbitMQ 3.10), for rabbitmqctl eval
-%% on any node, with this file's text as the one argument after a first expression that binds
-%% Restart: Restart = false, to print; Restart = true, to start missing workers again.
+%% The dead-letter workers of a broker's or cluster's quorum queues (RabbitMQ 3.10), for
+%% `lepus dead-letter-workers [--restart]`, or rabbitmqctl eval on any node with this file's text
+%% as the one argument after a first expression that binds Restart: Restart = false, to print;
+%% Restart = true, to start missing workers again. It reads the broker's internal state, which
+%% can change between RabbitMQ versions: a queue it cannot read prints "query failed".
 %%
-%% For every quorum queue of vhost / that dead-letters at least once (Lepus's delay levels, and
-%% the quorum worker queues), read on its leader: messages waiting to be dead-lettered
+%% For every quorum queue, of every vhost, that dead-letters at least once (Lepus's delay
+%% levels, and the quorum worker queues), read on its leader: messages waiting to be dead-lettered
 %% (discarded), those handed to the queue's dead-letter worker and not confirmed yet
 %% (checked_out), and the worker registered with the queue, alive or not.
 %%
@@ -63,7 +65,8 @@ lists:foreach(fun(Q) ->
     Other ->
       io:format("~s leader=~s query failed: ~w~n", [N, LNode, Other])
   end
-end, [Q || Q <- rabbit_amqqueue:list(<<"/">>),
+end, [Q || V <- rabbit_vhost:list_names(),
+           Q <- rabbit_amqqueue:list(V),
            amqqueue:get_type(Q) =:= rabbit_quorum_queue,
            rabbit_misc:table_lookup(amqqueue:get_arguments(Q), <<"x-dead-letter-strategy">>)
              =:= {longstr, <<"at-least-once">>}]).
