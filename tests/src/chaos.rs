@@ -74,9 +74,8 @@ pub struct Row {
     /// but not alive (or missing where the queue held dead letters), started again by the
     /// scenario ([`crate::cluster::restart_dead_letter_workers`], or
     /// [`local_dead_letter_workers`] on one node), with a node's dead-letter supervisor where
-    /// it was gone: one line each.
-    /// Messages they held arrive afterwards and are not lost; the row shows that the broker
-    /// needed it.
+    /// it was gone: one line each. Messages they held arrive afterwards and are not lost; the
+    /// row shows that the broker needed it.
     pub broker_repairs: Vec<String>,
     /// When messages were lost: where they were (never delivered or not, by class, what the
     /// broker held, the services' counters), printed with a failed assertion.
@@ -583,33 +582,16 @@ where
         // Retries still missing 20 s after the load (their delays are at most 200 ms, the
         // broker's dead-letter confirm timeout on the test cluster is 5 s): a delay level
         // whose dead-letter worker is gone holds them until its next leader election (on one
-        // node: until the node restarts). Start
-        // the missing workers, as an operator would, every 20 s while messages are missing,
-        // and say so in the row.
+        // node: until the node restarts). Start the missing workers, as an operator would,
+        // every 20 s while messages are missing, and say so in the row. Each line names the
+        // queue, its leader, what it held and the dead worker.
         if waiting.elapsed() > next_repair {
             next_repair += REPAIR_AFTER;
-            // Each line names the queue, its leader, what it held and the dead worker.
-            let started = if setup.cluster {
-                crate::cluster::restart_dead_letter_workers().await
-            } else {
-                local_dead_letter_workers(true).await
-            };
-            match started {
-                Ok(started) if !started.is_empty() => {
-                    let _ = writeln!(
-                        std::io::stderr(),
-                        "  {missing} confirmed messages missing {:.0} s after the load; \
-                         dead-letter workers started again:\n    {}",
-                        waiting.elapsed().as_secs_f64(),
-                        started.join("\n    ")
-                    );
-                    broker_repairs.extend(started);
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    let _ = writeln!(std::io::stderr(), "  dead-letter workers not checked: {e}");
-                }
-            }
+            let what = format!(
+                "{missing} confirmed messages missing {:.0} s after the load",
+                waiting.elapsed().as_secs_f64()
+            );
+            broker_repairs.extend(repair_dead_letter_workers(setup.cluster, &what).await);
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -796,12 +778,11 @@ pub async fn rabbitmqctl(args: &[&str]) {
     );
 }
 
-/// `rabbitmqctl -q eval <expr>` on the default broker: what it printed.
-async fn local_eval(expr: &str) -> Result<String, String> {
-    let out = tokio::process::Command::new("rabbitmqctl")
+/// `rabbitmqctl -q eval <expr>` on the default broker (blocking): what it printed.
+fn local_eval_blocking(expr: &str) -> Result<String, String> {
+    let out = std::process::Command::new("rabbitmqctl")
         .args(["-q", "eval", expr])
         .output()
-        .await
         .map_err(|e| format!("rabbitmqctl: {e}"))?;
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     if !out.status.success() {
@@ -810,21 +791,56 @@ async fn local_eval(expr: &str) -> Result<String, String> {
     Ok(text)
 }
 
-/// Runs `adapters/lepus-cli/src/dead-letter-workers.erl` on the default broker (`rabbitmqctl eval`):
-/// the lines it printed. With `restart`, what it started again (the node's dead-letter
-/// supervisor, the queues' workers); without, every at-least-once quorum queue's worker.
-pub async fn local_dead_letter_workers(restart: bool) -> Result<Vec<String>, String> {
-    let expr = format!(
+/// [`local_eval_blocking`] off the async runtime.
+async fn local_eval(expr: String) -> Result<String, String> {
+    tokio::task::spawn_blocking(move || local_eval_blocking(&expr))
+        .await
+        .map_err(|e| e.to_string())?
+}
+
+/// The expression that runs `adapters/lepus-cli/src/dead-letter-workers.erl`.
+fn dead_letter_workers_expr(restart: bool) -> String {
+    format!(
         "Restart = {restart},\n{}",
         crate::cluster::DEAD_LETTER_WORKERS
-    );
-    Ok(local_eval(&expr)
-        .await?
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && *l != "ok")
-        .map(str::to_owned)
-        .collect())
+    )
+}
+
+/// Runs `adapters/lepus-cli/src/dead-letter-workers.erl` on the default broker
+/// (`rabbitmqctl eval`): the lines it printed. With `restart`, what it started again (the
+/// node's dead-letter supervisor, the queues' workers); without, every at-least-once quorum
+/// queue's worker.
+pub async fn local_dead_letter_workers(restart: bool) -> Result<Vec<String>, String> {
+    let out = local_eval(dead_letter_workers_expr(restart)).await?;
+    Ok(crate::cluster::printed_lines(&out))
+}
+
+/// Starts again the dead-letter supervisors and workers the broker (`cluster`: the test
+/// cluster; else the default broker) lost, while `missing` (what is missing, for the log) is
+/// still missing: one line per start, printed with `missing`; none when nothing was lost or
+/// the broker did not answer (printed).
+pub(crate) async fn repair_dead_letter_workers(cluster: bool, missing: &str) -> Vec<String> {
+    let started = if cluster {
+        crate::cluster::restart_dead_letter_workers().await
+    } else {
+        local_dead_letter_workers(true).await
+    };
+    match started {
+        Ok(started) => {
+            if !started.is_empty() {
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "  {missing}; dead-letter workers started again:\n    {}",
+                    started.join("\n    ")
+                );
+            }
+            started
+        }
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "  dead-letter workers not checked: {e}");
+            Vec::new()
+        }
+    }
 }
 
 /// Restores the broker when dropped (a failed scenario must not leave it stopped or alarmed).
@@ -839,13 +855,7 @@ impl Drop for BrokerGuard {
             .args(["set_vm_memory_high_watermark", "0.4"])
             .output();
         // A scenario must not leave the next one's delayed messages held.
-        let _ = std::process::Command::new("rabbitmqctl")
-            .args([
-                "-q",
-                "eval",
-                &format!("Restart = true,\n{}", crate::cluster::DEAD_LETTER_WORKERS),
-            ])
-            .output();
+        let _ = local_eval_blocking(&dead_letter_workers_expr(true));
     }
 }
 
@@ -858,7 +868,7 @@ pub async fn end_dead_letter_supervisor() -> Result<bool, String> {
         "Ws = [P || {_, P, _, _} <- supervisor:which_children(rabbit_fifo_dlx_sup)], \
          [exit(P, kill) || P <- lists:sublist(Ws, 2)], timer:sleep(500), \
          whereis(rabbit_fifo_dlx_sup).";
-    Ok(local_eval(EXPR).await?.trim() == "undefined")
+    Ok(local_eval(EXPR.to_owned()).await?.trim() == "undefined")
 }
 
 pub use lepus::testing::broker_required;

@@ -212,10 +212,20 @@ pub async fn queues_state(queue: &str) -> String {
     "cluster queues: no node answered".to_owned()
 }
 
-/// `adapters/lepus-cli/src/dead-letter-workers.erl` (what `lepus dead-letter-workers` runs): reads (or, with `restart`, starts again) the
-/// dead-letter workers of the cluster's at-least-once quorum queues.
+/// `adapters/lepus-cli/src/dead-letter-workers.erl` (what `lepus dead-letter-workers` runs):
+/// reads (or, with `restart`, starts again) the dead-letter workers of the broker's or the
+/// cluster's at-least-once quorum queues.
 pub(crate) const DEAD_LETTER_WORKERS: &str =
     include_str!("../../adapters/lepus-cli/src/dead-letter-workers.erl");
+
+/// The lines [`DEAD_LETTER_WORKERS`] printed, without blanks and the `ok` of `eval`.
+pub(crate) fn printed_lines(out: &str) -> Vec<String> {
+    out.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && *l != "ok")
+        .map(str::to_owned)
+        .collect()
+}
 
 /// Runs [`DEAD_LETTER_WORKERS`] through the first node that answers (blocking): that node and
 /// the lines printed.
@@ -227,15 +237,7 @@ fn dead_letter_workers_via_cli(restart: bool) -> Result<(usize, Vec<String>), St
             "cluster-ctl.sh",
             &[&via.to_string(), "rabbitmqctl", "-q", "eval", &expr],
         ) {
-            Ok(out) => {
-                let lines = out
-                    .lines()
-                    .map(str::trim)
-                    .filter(|l| !l.is_empty() && *l != "ok")
-                    .map(str::to_owned)
-                    .collect();
-                return Ok((via, lines));
-            }
+            Ok(out) => return Ok((via, printed_lines(&out))),
             Err(e) => last = e,
         }
     }

@@ -334,18 +334,12 @@ where
     while !collector.is_finished() {
         if kind == QueueKind::Quorum && waiting.elapsed() > next_repair {
             next_repair += crate::chaos::REPAIR_AFTER;
-            match crate::chaos::local_dead_letter_workers(true).await {
-                Ok(started) if !started.is_empty() => {
-                    eprintln!(
-                        "  delayed messages missing {:.0} s after the fault; dead-letter workers started again:\n    {}",
-                        waiting.elapsed().as_secs_f64(),
-                        started.join("\n    ")
-                    );
-                    row.broker_repairs.extend(started);
-                }
-                Ok(_) => {}
-                Err(e) => eprintln!("  dead-letter workers not checked: {e}"),
-            }
+            let what = format!(
+                "delayed messages missing {:.0} s after the fault",
+                waiting.elapsed().as_secs_f64()
+            );
+            row.broker_repairs
+                .extend(crate::chaos::repair_dead_letter_workers(false, &what).await);
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

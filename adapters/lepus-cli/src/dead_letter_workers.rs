@@ -44,7 +44,7 @@ fn report(printed: &str) -> Report {
             r.workers += 1;
         } else if line.ends_with(" alive=true") {
             r.queues += 1;
-        } else if line.ends_with(" alive=false") || line.contains(" worker=none ") {
+        } else if line.ends_with(" alive=false") {
             r.queues += 1;
             r.workers += 1;
         }
